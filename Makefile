@@ -1,0 +1,40 @@
+# Two entry points: `make demo` (the main job on built-in data) and `make test`.
+# Both create .venv with the interpreter named by PY and install edgetl into it.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision pair that installs offline here (override on other machines, e.g. TORCH="torch torchvision").
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.edgetl-installed
+
+.PHONY: venv demo test lint typecheck cpp-bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[weights,dev]"
+	$(BIN)/python -m pip install -q --no-deps tensorrt-stubs
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgetl demo --out runs/demo
+
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check edgetl tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy edgetl
+
+cpp-bench: $(STAMP)
+	cmake -S cpp_bench -B build/cpp_bench -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH="$$($(BIN)/python -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake --build build/cpp_bench -j 2
+
+clean:
+	rm -rf build runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,140 @@
+"""The model card: what a model is and how to feed it.
+
+It travels with every artifact — ``model.json`` beside a checkpoint, ``metadata_props`` inside an ONNX
+file, the engine manifest — so deployment preprocesses exactly as training did (timm's pretrained
+config, carried forward).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgetl.errors import EdgetlError
+from edgetl.io import atomic_write_json, read_json
+
+CARD_SCHEMA = 1
+METADATA_KEY = "edgetl.card"
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
+
+
+@dataclass
+class Preprocess:
+    """Eval-time preprocessing: resize shorter side to size / crop_pct, center crop, normalise."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+
+    def __post_init__(self) -> None:
+        self.input_size = tuple(int(v) for v in self.input_size)  # type: ignore[assignment]
+        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
+        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
+        if self.interpolation not in INTERPOLATIONS:
+            raise EdgetlError(f"unknown interpolation {self.interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the network input."""
+        return self.input_size[1], self.input_size[2]
+
+    def with_size(self, img_size: int | None) -> Preprocess:
+        """The same preprocessing at another square input size (``--img-size``); None keeps it."""
+        if img_size is None:
+            return self
+        return Preprocess((3, img_size, img_size), self.mean, self.std, self.interpolation, self.crop_pct)
+
+    @classmethod
+    def from_timm_config(cls, cfg: dict[str, Any]) -> Preprocess:
+        """Build from timm's ``resolve_data_config`` output."""
+        interp = str(cfg.get("interpolation", "bicubic"))
+        return cls(
+            input_size=tuple(cfg.get("input_size", (3, 224, 224))),  # type: ignore[arg-type]
+            mean=tuple(cfg.get("mean", cls.mean)),  # type: ignore[arg-type]
+            std=tuple(cfg.get("std", cls.std)),  # type: ignore[arg-type]
+            interpolation=interp if interp in INTERPOLATIONS else "bicubic",
+            crop_pct=float(cfg.get("crop_pct", 0.875)),
+        )
+
+
+@dataclass
+class HeadConfig:
+    """The classifier head put on the backbone: dropout, and an optional hidden layer + BatchNorm."""
+
+    dropout: float = 0.0
+    hidden: int = 0
+
+
+@dataclass
+class ModelCard:
+    arch: str
+    classes: list[str]
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    weights: str | None = None
+    strategy: str | None = None
+    seed: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema: int = CARD_SCHEMA
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model card") -> ModelCard:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise EdgetlError(f"{source}: unknown keys {sorted(unknown)}; was it written by a newer edgetl?")
+        if "arch" not in data or "classes" not in data:
+            raise EdgetlError(f"{source}: missing 'arch' or 'classes'; it is not an edgetl model card")
+        if int(data.get("schema", CARD_SCHEMA)) > CARD_SCHEMA:
+            raise EdgetlError(f"{source}: card schema {data['schema']} is newer than this edgetl supports; upgrade edgetl")
+        data = dict(data)
+        data["preprocess"] = Preprocess(**data.get("preprocess", {}))
+        data["head"] = HeadConfig(**data.get("head", {}))
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelCard:
+        return cls.from_dict(read_json(path), source=str(path))
+
+    def to_metadata(self) -> dict[str, str]:
+        """Key/value strings for ONNX ``metadata_props`` and engine manifests."""
+        return {METADATA_KEY: json.dumps(self.to_dict(), sort_keys=True)}
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str], source: str) -> ModelCard:
+        if METADATA_KEY not in props:
+            raise EdgetlError(
+                f"{source}: no edgetl metadata ({METADATA_KEY!r}); export it with `edgetl export`, "
+                "or pass the preprocessing explicitly"
+            )
+        return cls.from_dict(json.loads(props[METADATA_KEY]), source=source)
+
+
+def library_versions(*extra: str) -> dict[str, str]:
+    """Versions of the libraries that shape a result, read without importing them."""
+    names = ("edgetl", "torch", "timm", "numpy", "onnx", "onnxruntime", *extra)
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,48 @@
+"""The `edgetl` command: subcommands that are thin over the library.
+
+Each subcommand module has ``HELP``, ``add_arguments(parser)`` and ``run(args) -> exit code`` and imports
+heavy libraries only inside ``run``, so ``edgetl --help`` stays fast and loads no optional package.
+Exit codes: 0 success, 1 a check failed (parity gate, accuracy budget), 2 a user error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from edgetl import __version__
+from edgetl.errors import EdgetlError
+
+COMMANDS = ("train", "eval", "predict", "export", "bench", "parity", "info", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgetl", description="Fine-tune timm image classifiers and ship verified ONNX / TensorRT artifacts.")
+    parser.add_argument("--version", action="version", version=f"edgetl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"edgetl.cli.{name}")
+        cmd = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except EdgetlError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Datasets, image loading and the preprocessing that every artifact reuses."""

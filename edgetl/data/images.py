@@ -1,0 +1,41 @@
+"""Open image files as RGB, with a reason instead of a crash when a file is not a usable image."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+class BadImage(Exception):
+    """The file cannot be used as an image; ``str(exc)`` says why."""
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode ``path`` fully and convert to RGB (grayscale, palette, CMYK and alpha images included).
+
+    Raises :class:`BadImage` for unreadable, truncated or non-image files.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                img.load()
+                return _to_rgb(img)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = "not an image" if isinstance(exc, UnidentifiedImageError) else f"unreadable ({exc})"
+        raise BadImage(reason) from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img.copy()
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")

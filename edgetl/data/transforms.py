@@ -1,0 +1,83 @@
+"""Preprocessing built from the model card.
+
+``eval_array`` is the single implementation of eval-time preprocessing: the training loop's validation
+data, the exporter's calibration batches and the runtime Predictor all call it, so a deployed artifact
+sees exactly the tensor the trained model saw. It needs only PIL and numpy (no torch at deploy time) and
+matches timm's eval transform (resize shorter side to size / crop_pct, center crop, normalise).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from edgetl.card import Preprocess
+from edgetl.errors import EdgetlError
+
+if TYPE_CHECKING:
+    import torch
+
+PIL_INTERPOLATION = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+AUGMENTS = ("none", "randaugment", "trivialaugment")
+
+
+def _resize_shorter(img: Image.Image, short: int, resample: Image.Resampling) -> Image.Image:
+    w, h = img.size
+    if w <= h:
+        new_w, new_h = short, int(short * h / w)
+    else:
+        new_w, new_h = int(short * w / h), short
+    return img.resize((new_w, new_h), resample)
+
+
+def _center_crop(img: Image.Image, out_h: int, out_w: int) -> Image.Image:
+    w, h = img.size
+    top = int(round((h - out_h) / 2.0))
+    left = int(round((w - out_w) / 2.0))
+    return img.crop((left, top, left + out_w, top + out_h))
+
+
+def eval_array(img: Image.Image, pre: Preprocess) -> np.ndarray:
+    """One RGB PIL image → float32 CHW array, normalised, at the model's input size."""
+    out_h, out_w = pre.size
+    scale = math.floor(max(out_h, out_w) / pre.crop_pct)
+    resized = _resize_shorter(img, scale, PIL_INTERPOLATION[pre.interpolation])
+    cropped = _center_crop(resized, out_h, out_w)
+    arr = np.asarray(cropped, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def eval_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
+    """Eval preprocessing as a callable returning a torch tensor (for Datasets)."""
+    import torch
+
+    def transform(img: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(eval_array(img, pre))
+
+    return transform
+
+
+def train_transform(pre: Preprocess, augment: str = "none") -> Callable[[Image.Image], Any]:
+    """Random resized crop + horizontal flip (+ RandAugment / TrivialAugment), then normalise."""
+    from torchvision import transforms as T
+
+    if augment not in AUGMENTS:
+        raise EdgetlError(f"unknown --augment {augment!r}; choose one of {', '.join(AUGMENTS)}")
+    interp = T.InterpolationMode(pre.interpolation)
+    steps: list[Any] = [T.RandomResizedCrop(pre.size, interpolation=interp), T.RandomHorizontalFlip()]
+    if augment == "randaugment":
+        steps.append(T.RandAugment(interpolation=interp))
+    elif augment == "trivialaugment":
+        steps.append(T.TrivialAugmentWide(interpolation=interp))
+    steps += [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
+    return T.Compose(steps)

@@ -1,0 +1,14 @@
+"""User-facing errors: one line that names the file and the fix, printed without a traceback."""
+
+
+class EdgetlError(Exception):
+    """A problem with the user's input or environment that they can fix.
+
+    The CLI prints ``error: <message>`` and exits with code 2; ``--debug`` shows the traceback.
+    """
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`EdgetlError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise EdgetlError(message)

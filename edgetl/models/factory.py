@@ -1,0 +1,91 @@
+"""Create timm classifiers with edgetl's head, and the model card that describes them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edgetl.card import HeadConfig, ModelCard, Preprocess
+from edgetl.errors import EdgetlError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Architectures that are documented, have recipes in models/ and are covered by tests.
+FIRST_CLASS: tuple[str, ...] = (
+    *(f"efficientnet_b{i}" for i in range(8)),
+    *(f"tf_efficientnet_lite{i}" for i in range(5)),
+    *(f"resnet{d}" for d in (18, 34, 50, 101, 152)),
+)
+
+
+def _check_arch(arch: str) -> None:
+    import timm
+
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
+        hint = f" Similar: {', '.join(close)}." if close else ""
+        raise EdgetlError(f"unknown model {arch!r}: not a timm architecture.{hint} First-class: resnet18, "
+                          "efficientnet_b0, tf_efficientnet_lite0 (see `timm.list_models()`)")
+
+
+def default_preprocess(arch: str) -> Preprocess:
+    """The preprocessing of ``arch``'s pretrained config (input size, mean/std, interpolation, crop)."""
+    import timm
+    from timm.data import resolve_data_config
+
+    _check_arch(arch)
+    cfg = timm.models.get_pretrained_cfg(arch)
+    data_cfg = resolve_data_config(pretrained_cfg=cfg.to_dict() if cfg is not None else {}, use_test_size=False)
+    return Preprocess.from_timm_config(data_cfg)
+
+
+def card_for(arch: str, classes: list[str], img_size: int | None = None, head: HeadConfig | None = None,
+             weights: str | None = None) -> ModelCard:
+    """A fresh card for ``arch`` trained on ``classes``."""
+    return ModelCard(arch=arch, classes=list(classes), preprocess=default_preprocess(arch).with_size(img_size),
+                     head=head or HeadConfig(), weights=weights)
+
+
+def classifier_name(model: nn.Module) -> str:
+    """Dotted name of the model's classifier module ('fc', 'classifier', 'head.fc', …)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    name = cfg.get("classifier") if isinstance(cfg, dict) else None
+    if not name:
+        raise EdgetlError(f"{type(model).__name__}: timm gives no classifier name; this model cannot take a new head")
+    return str(name)
+
+
+def build_hidden_head(in_features: int, num_classes: int, head: HeadConfig) -> nn.Module:
+    """The classic Dense → BatchNorm → ReLU → Dropout → Dense classifier."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Linear(in_features, head.hidden), nn.BatchNorm1d(head.hidden), nn.ReLU(inplace=True),
+        nn.Dropout(head.dropout), nn.Linear(head.hidden, num_classes),
+    )
+
+
+def create_model(card: ModelCard, pretrained: bool = False) -> nn.Module:
+    """The timm model named by ``card.arch`` with a head for ``card.classes``.
+
+    Without a hidden layer the head is timm's own classifier, with ``head.dropout`` as timm's
+    pre-classifier ``drop_rate``. ``pretrained=True`` downloads timm's hub weights (the head is new).
+    """
+    import timm
+
+    _check_arch(card.arch)
+    if card.num_classes < 2:
+        raise EdgetlError(f"model card lists {card.num_classes} class(es); a classifier needs at least 2")
+    try:
+        model = timm.create_model(card.arch, pretrained=pretrained, num_classes=card.num_classes,
+                                  drop_rate=card.head.dropout)
+    except (OSError, RuntimeError) as exc:
+        if pretrained:
+            raise EdgetlError(f"could not download timm weights for {card.arch!r} ({type(exc).__name__}); offline, "
+                              "use --weights FILE or --weights efficientnet_lite0") from None
+        raise
+    if card.head.hidden > 0:
+        name = classifier_name(model)
+        in_features = getattr(model.get_submodule(name), "in_features", None) or model.num_features
+        model.set_submodule(name, build_hidden_head(int(in_features), card.num_classes, card.head))
+    return model

@@ -1,0 +1,84 @@
+"""The one small interface every backend implements (Polygraphy-style runners).
+
+A runner is a context manager with ``infer(batch) -> logits`` on float32 NCHW batches. The base class
+owns the batch policy, so backends only run one batch that fits their range:
+batches above ``max_batch`` are split; with a static batch, short batches are padded and the padding
+is dropped from the output.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgetl.card import ModelCard
+from edgetl.errors import EdgetlError
+
+
+@dataclass
+class RunnerInfo:
+    """What a runner is: shown by ``edgetl info`` and recorded in benchmark and parity reports."""
+
+    backend: str
+    precision: str
+    device: str
+    input_name: str = "input"
+    output_name: str = "logits"
+    min_batch: int = 1
+    max_batch: int | None = None
+    static_batch: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner(abc.ABC):
+    """Base class: subclasses set ``self.card`` and ``self.info`` and implement ``_infer``."""
+
+    card: ModelCard
+    info: RunnerInfo
+
+    @abc.abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch whose size lies within the runner's batch range."""
+
+    def close(self) -> None:
+        """Release sessions, contexts and device memory."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.card.preprocess.input_size)  # type: ignore[return-value]
+
+    def check_input(self, batch: np.ndarray) -> np.ndarray:
+        expected = self.input_shape
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+            raise EdgetlError(f"input of shape {tuple(batch.shape)} does not fit this {self.info.backend} model; "
+                              f"it expects (N, {', '.join(map(str, expected))}) float32 NCHW")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (float32, N x classes) for a float32 NCHW batch of any size."""
+        batch = self.check_input(batch)
+        n = batch.shape[0]
+        if n == 0:
+            return np.zeros((0, self.card.num_classes), np.float32)
+        hi = self.info.max_batch or n
+        outs = [self._infer_fitted(batch[i:i + hi]) for i in range(0, n, hi)]
+        return np.concatenate(outs, axis=0)
+
+    def _infer_fitted(self, chunk: np.ndarray) -> np.ndarray:
+        n = chunk.shape[0]
+        target = max(n, self.info.min_batch)
+        if self.info.static_batch and self.info.max_batch:
+            target = self.info.max_batch
+        if target > n:
+            pad = np.zeros((target - n, *chunk.shape[1:]), np.float32)
+            return np.asarray(self._infer(np.concatenate([chunk, pad])), np.float32)[:n]
+        return np.asarray(self._infer(chunk), np.float32)

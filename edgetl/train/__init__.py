@@ -1,0 +1,1 @@
+"""Training: losses, optimizer and schedule, the loop, checkpoints and the fit driver."""

@@ -1,0 +1,102 @@
+"""Checkpoints as safetensors + a JSON model card: loading never unpickles code.
+
+A run directory holds ``model.json`` (the card), ``best.safetensors`` and ``last.safetensors``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgetl.card import ModelCard
+from edgetl.errors import EdgetlError
+from edgetl.io import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+CARD_FILE = "model.json"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP / torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
+    """Atomically write ``tensors`` (made contiguous, on CPU) as safetensors."""
+    from safetensors.torch import save_file
+
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=meta)
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a missing or corrupt file is a one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgetlError(f"{p}: checkpoint not found; pass a run directory with best.safetensors or a .safetensors file")
+    try:
+        return load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise EdgetlError(f"{p}: not a readable safetensors checkpoint ({exc}); re-save it or use last.safetensors") from None
+
+
+def save_checkpoint(run_dir: str | Path, name: str, model: nn.Module, card: ModelCard) -> Path:
+    """Write ``<run_dir>/<name>.safetensors`` and the card beside it."""
+    run = Path(run_dir)
+    path = run / f"{name}.safetensors"
+    save_tensors(path, unwrap(model).state_dict(), meta={"arch": card.arch})
+    card.save(run / CARD_FILE)
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
+    """(weights file, card file) for a run directory or a ``.safetensors`` file inside one."""
+    p = Path(path)
+    if p.is_dir():
+        weights = p / "best.safetensors"
+        if not weights.exists():
+            weights = p / "last.safetensors"
+        card = p / CARD_FILE
+    else:
+        weights, card = p, p.parent / CARD_FILE
+    if not weights.exists():
+        raise EdgetlError(f"{p}: no checkpoint (best.safetensors / last.safetensors); train one with `edgetl train`")
+    if not card.exists():
+        raise EdgetlError(f"{card}: model card missing beside {weights.name}; copy model.json from the run directory")
+    return weights, card
+
+
+def load_model(path: str | Path, card: ModelCard | None = None) -> tuple[nn.Module, ModelCard]:
+    """Rebuild the model from its card and load the weights (eval mode, CPU)."""
+    from edgetl.models.factory import create_model
+
+    weights, card_file = resolve_checkpoint(path)
+    card = card or ModelCard.load(card_file)
+    model = create_model(card)
+    load_state(model, load_tensors(weights), source=weights, arch=card.arch)
+    return model.eval(), card
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path, arch: str) -> None:
+    """``load_state_dict`` strictly, with a one-line error naming what does not match."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{label} {len(keys)} (e.g. {keys[0]})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys
+        )
+        raise EdgetlError(f"{source}: weights do not fit {arch} with this head ({detail}); "
+                          "check --model / model.json matches the checkpoint")
+    model.load_state_dict(state, strict=True)
