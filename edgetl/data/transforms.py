@@ -52,9 +52,9 @@ def eval_array(img: Image.Image, pre: Preprocess) -> np.ndarray:
     scale = math.floor(max(out_h, out_w) / pre.crop_pct)
     resized = _resize_shorter(img, scale, PIL_INTERPOLATION[pre.interpolation])
     cropped = _center_crop(resized, out_h, out_w)
-    arr = np.asarray(cropped, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    pixels = np.asarray(cropped, dtype=np.float32) / np.float32(255.0)
+    normed = (pixels - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    return np.ascontiguousarray(normed.transpose(2, 0, 1), dtype=np.float32)
 
 
 def eval_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:

@@ -87,5 +87,5 @@ def create_model(card: ModelCard, pretrained: bool = False) -> nn.Module:
     if card.head.hidden > 0:
         name = classifier_name(model)
         in_features = getattr(model.get_submodule(name), "in_features", None) or model.num_features
-        model.set_submodule(name, build_hidden_head(int(in_features), card.num_classes, card.head))
+        model.set_submodule(name, build_hidden_head(int(str(in_features)), card.num_classes, card.head))
     return model

@@ -45,6 +45,7 @@ class Runner(abc.ABC):
 
     def close(self) -> None:
         """Release sessions, contexts and device memory."""
+        return None
 
     def __enter__(self) -> Runner:
         return self
