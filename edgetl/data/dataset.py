@@ -1,0 +1,112 @@
+"""Torch datasets and loaders over scanned samples, shuffled from (seed, epoch) so resume is exact."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from edgetl.data.folder import Sample
+from edgetl.data.images import BadImage, load_rgb
+from edgetl.errors import EdgetlError
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """(image tensor, label) pairs; images were checked at scan time."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Any], torch.Tensor]) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index]
+        try:
+            img = load_rgb(sample.path)
+        except BadImage as exc:  # changed on disk since the scan
+            raise EdgetlError(f"{sample.path}: {exc}; it was readable when the run started — restore or remove it") from None
+        return self.transform(img), sample.label
+
+
+def class_counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
+    counts = [0] * num_classes
+    for s in samples:
+        counts[s.label] += 1
+    return counts
+
+
+class EpochSampler(Sampler[int]):
+    """Random (or class-balanced, with replacement) order drawn from ``seed`` and the epoch.
+
+    With ``world_size`` > 1 each rank takes every ``world_size``-th index of the same order.
+    """
+
+    def __init__(self, num_samples: int, seed: int, weights: Sequence[float] | None = None,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.num_samples, self.seed, self.rank, self.world_size = num_samples, seed, rank, world_size
+        self.weights = torch.as_tensor(weights, dtype=torch.double) if weights is not None else None
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g)
+        else:
+            order = torch.randperm(self.num_samples, generator=g)
+        idx = order.tolist()
+        idx += idx[: len(self) * self.world_size - len(idx)]  # pad so every rank gets as many
+        return iter(idx[self.rank :: self.world_size])
+
+
+def balanced_weights(samples: Sequence[Sample], num_classes: int) -> list[float]:
+    """Per-sample weights so each class is drawn equally often."""
+    counts = class_counts(samples, num_classes)
+    return [1.0 / counts[s.label] for s in samples]
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(dataset: ImageDataset, batch_size: int, *, train: bool, seed: int = 0, balanced: bool = False,
+                workers: int = 0, distributed: bool = False, pin_memory: bool = False) -> DataLoader[Any]:
+    """A DataLoader whose order depends only on (seed, epoch): call :func:`set_epoch` every epoch."""
+    rank, world = 0, 1
+    if distributed:
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    sampler: Sampler[int] | None = None
+    if train and balanced:
+        num_classes = max(s.label for s in dataset.samples) + 1
+        sampler = EpochSampler(len(dataset), seed, balanced_weights(dataset.samples, num_classes), rank, world)
+    elif distributed:
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=train, seed=seed)
+    elif train:
+        sampler = EpochSampler(len(dataset), seed)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+                        drop_last=train and len(dataset) > batch_size, pin_memory=pin_memory,
+                        worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(seed))
+    loader.edgetl_seed = seed  # type: ignore[attr-defined]
+    return loader
+
+
+def set_epoch(loader: DataLoader[Any], epoch: int) -> None:
+    """Reseed the loader's order (and worker seeds) for ``epoch``."""
+    sampler = loader.sampler
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    if loader.generator is not None:  # worker seeds are drawn from it: make them depend on the epoch only
+        loader.generator.manual_seed(getattr(loader, "edgetl_seed", 0) * 100_003 + epoch)

@@ -1,0 +1,155 @@
+"""Data layer: scanning, splits, bad files, RGB conversion, the built-in set, loaders, preprocessing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgetl.card import Preprocess
+from edgetl.data.builtin import CLASSES, materialize_builtin
+from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
+from edgetl.data.folder import list_image_files, scan_data, scan_eval_folder
+from edgetl.data.images import BadImage, load_rgb
+from edgetl.data.transforms import eval_array, eval_transform
+from edgetl.errors import EdgetlError
+
+HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera"
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return materialize_builtin(tmp_path_factory.mktemp("builtin") / "digits", per_class=12)
+
+
+def _copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_builtin_is_an_imagefolder_with_ten_classes(digits: Path) -> None:
+    split = scan_data(digits)
+    assert split.classes == CLASSES
+    assert len(split.train) == 80 and len(split.val) == 40
+    assert class_counts(split.train, 10) == [8] * 10
+    assert materialize_builtin(digits, per_class=12) == digits  # reused, not rewritten
+
+
+def test_bad_files_are_listed_once_and_skipped(digits: Path, tmp_path: Path) -> None:
+    data = _copy_tree(digits, tmp_path / "d")
+    (data / "train" / "digit_0" / "notes.jpg").write_text("not an image")
+    good = next((data / "train" / "digit_1").glob("*.png"))
+    (data / "train" / "digit_1" / "cut.png").write_bytes(good.read_bytes()[:60])
+    split = scan_data(data)
+    reasons = {p.name: r for p, r in split.skipped}
+    assert set(reasons) == {"notes.jpg", "cut.png"}
+    assert "not an image" in reasons["notes.jpg"]
+    assert all(s.path.name not in reasons for s in split.train + split.val)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P", "LA", "I;16"])
+def test_any_image_mode_loads_as_rgb(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
+    Image.new(mode, (9, 7)).save(path)
+    img = load_rgb(path)
+    assert img.mode == "RGB" and img.size == (9, 7)
+
+
+def test_non_image_raises_bad_image(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(BadImage):
+        load_rgb(tmp_path / "a.png")
+
+
+def test_empty_class_single_class_and_unknown_val_class_fail_at_start(digits: Path, tmp_path: Path) -> None:
+    data = _copy_tree(digits, tmp_path / "a")
+    (data / "train" / "digit_x").mkdir()
+    with pytest.raises(EdgetlError, match="digit_x: class folder has no images"):
+        scan_data(data)
+    one = tmp_path / "one"
+    shutil.copytree(digits / "train" / "digit_3", one / "digit_3")
+    with pytest.raises(EdgetlError, match="only one class"):
+        scan_data(one)
+    data = _copy_tree(digits, tmp_path / "b")
+    shutil.copytree(digits / "val" / "digit_3", data / "val" / "digit_extra")
+    with pytest.raises(EdgetlError, match="'digit_extra' is in val but not in train"):
+        scan_data(data)
+
+
+def test_single_folder_split_is_stratified_and_seeded(digits: Path) -> None:
+    a = scan_data(digits / "train", val_split=0.25, seed=1)
+    b = scan_data(digits / "train", val_split=0.25, seed=1)
+    c = scan_data(digits / "train", val_split=0.25, seed=2)
+    assert a.val == b.val and a.val != c.val
+    assert class_counts(a.val, 10) == [2] * 10
+    assert not {s.path for s in a.train} & {s.path for s in a.val}
+
+
+def test_csv_of_path_label(digits: Path, tmp_path: Path) -> None:
+    files = sorted((digits / "train").rglob("*.png"))
+    csv = tmp_path / "data.csv"
+    csv.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in files))
+    split = scan_data(csv, val_split=0.25)
+    assert split.classes == CLASSES and len(split.train) + len(split.val) == len(files)
+    (tmp_path / "bad.csv").write_text("path,label\nmissing.png,a\n")
+    with pytest.raises(EdgetlError, match="do not exist"):
+        scan_data(tmp_path / "bad.csv")
+
+
+def test_eval_folder_maps_onto_model_classes(digits: Path) -> None:
+    samples, skipped = scan_eval_folder(digits, ["digit_9", *CLASSES[:9]])
+    assert not skipped and {s.label for s in samples if s.path.parent.name == "digit_9"} == {0}
+    with pytest.raises(EdgetlError, match="not one of the model's classes"):
+        scan_eval_folder(digits, CLASSES[:5])
+    assert len(list_image_files(digits / "val")) == 40
+
+
+def test_loader_order_depends_only_on_seed_and_epoch(digits: Path) -> None:
+    split = scan_data(digits)
+    ds = ImageDataset(split.train, eval_transform(Preprocess((3, 16, 16))))
+
+    def order(seed: int, epoch: int) -> list[int]:
+        loader = make_loader(ds, 16, train=True, seed=seed)
+        set_epoch(loader, epoch)
+        return [int(y) for _, ys in loader for y in ys]
+
+    assert order(0, 3) == order(0, 3)
+    assert order(0, 3) != order(0, 4)
+    assert sorted(order(0, 3)) == sorted(s.label for s in split.train)[:len(order(0, 3))]
+
+
+def test_balanced_sampler_evens_out_classes(digits: Path) -> None:
+    split = scan_data(digits)
+    skewed = [s for s in split.train if s.label != 0] + [s for s in split.train if s.label == 0] * 10
+    ds = ImageDataset(skewed, lambda img: torch.zeros(1))
+    loader = make_loader(ds, 32, train=True, seed=0, balanced=True)
+    labels = []
+    for epoch in range(10):
+        set_epoch(loader, epoch)
+        labels += [int(y) for _, ys in loader for y in ys]
+    share0 = labels.count(0) / len(labels)
+    assert 0.05 < share0 < 0.16  # uniform is 0.1; unbalanced it would be ~0.53
+
+
+@pytest.mark.skipif(not HYMENOPTERA.exists(), reason=f"real photos not found at {HYMENOPTERA}")
+def test_eval_preprocessing_matches_timm_on_real_photos() -> None:
+    from timm.data import create_transform
+
+    pre = Preprocess((3, 224, 224), (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875)  # tf_efficientnet_lite0
+    timm_t = create_transform(input_size=pre.input_size, interpolation=pre.interpolation, mean=pre.mean,
+                              std=pre.std, crop_pct=pre.crop_pct)
+    files = sorted((HYMENOPTERA / "val").rglob("*.jpg"))[::15]
+    for path in files:
+        img = load_rgb(path)
+        np.testing.assert_array_equal(eval_array(img, pre), timm_t(img).numpy())
+
+
+@pytest.mark.skipif(not HYMENOPTERA.exists(), reason=f"real photos not found at {HYMENOPTERA}")
+def test_real_set_with_placeholder_gif_scans() -> None:
+    split = scan_data(HYMENOPTERA)
+    assert split.classes == ["ants", "bees"]
+    assert len(split.train) == 245 and len(split.val) == 153
