@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.errors import EdgetlError
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -85,3 +87,147 @@ def check_gate(stats: ParityStats, gate: Gate) -> list[str]:
             and stats.accuracy_drop > gate.max_accuracy_drop:
         fails.append(f"top-1 drop {stats.accuracy_drop:.2f} pts > {gate.max_accuracy_drop:.2f}")
     return fails
+
+
+# --- the driver: run a reference and candidates over the same images, each with its own preprocessing ---
+
+GATE_FIELDS = ("min_agreement", "max_abs_diff", "max_accuracy_drop")
+INT8_UNLABELLED = Gate(min_agreement=0.99)  # without labels the accuracy drop is unknown; judge agreement
+
+
+def gate_for(precision: str, has_labels: bool, overrides: dict[str, float | None] | None = None) -> Gate:
+    """The default gate of ``precision`` ("mixed" is judged as fp16), with ``overrides`` applied.
+
+    INT8 is gated on the accuracy drop against labels; with an unlabelled folder it falls back to
+    top-1 agreement >= 99% with the reference.
+    """
+    key = {"mixed": "fp16"}.get(precision, precision)
+    if key not in GATES:
+        raise ValueError(f"no default gate for precision {precision!r}; choose one of {', '.join(GATES)}")
+    gate = GATES[key] if has_labels or key != "int8" else INT8_UNLABELLED
+    if overrides:
+        unknown = set(overrides) - set(GATE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown gate field(s) {sorted(unknown)}; choose from {', '.join(GATE_FIELDS)}")
+        gate = Gate(**{**asdict(gate), **{k: v for k, v in overrides.items() if v is not None}})
+    return gate
+
+
+@dataclass
+class CandidateResult:
+    """One candidate's figures, its gate and verdict, and the images where it departs most."""
+
+    artifact: str
+    runner: dict[str, Any]
+    gate: Gate
+    stats: ParityStats
+    fails: list[str]
+    worst: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.fails
+
+    def to_dict(self) -> dict[str, Any]:
+        stats = self.stats.to_dict()
+        stats.pop("worst")
+        return {"artifact": self.artifact, **self.runner, "gate": asdict(self.gate), "passed": self.passed,
+                "fails": self.fails, "stats": stats, "worst_images": self.worst}
+
+
+@dataclass
+class ParityReport:
+    reference: dict[str, Any]
+    candidates: list[CandidateResult]
+    images: int
+    labelled: bool
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.candidates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": "edgetl.parity/1", "passed": self.passed, "images": self.images,
+                "labelled": self.labelled, "reference": self.reference,
+                "candidates": [c.to_dict() for c in self.candidates],
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped]}
+
+
+def describe_runner(runner: Any, artifact: str) -> dict[str, Any]:
+    info = runner.info
+    return {"artifact": artifact, "backend": info.backend, "precision": info.precision, "device": info.device,
+            "provider": info.details.get("provider"), "optimization": info.details.get("optimization"),
+            "int8_target": info.details.get("int8_target")}
+
+
+def collect_logits(runners: list[Any], paths: list[Any], batch_size: int = 32,
+                   progress: bool = True) -> tuple[list[np.ndarray], list[tuple[str, str]], list[int]]:
+    """Logits of every runner over ``paths``; each image decoded once, preprocessed per runner's card.
+
+    Returns (logits per runner, skipped (path, reason), indices of the images used).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgetl.data.images import BadImage, load_rgb
+    from edgetl.data.transforms import eval_array
+
+    outs: list[list[np.ndarray]] = [[] for _ in runners]
+    skipped: list[tuple[str, str]] = []
+    used: list[int] = []
+    columns = (TextColumn("parity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True, disable=not progress) as bar:
+        task = bar.add_task("images", total=len(paths))
+        for start in range(0, len(paths), batch_size):
+            images, idx = [], []
+            for i in range(start, min(start + batch_size, len(paths))):
+                try:
+                    images.append(load_rgb(paths[i]))
+                    idx.append(i)
+                except BadImage as exc:
+                    skipped.append((str(paths[i]), str(exc)))
+            if images:
+                for k, runner in enumerate(runners):
+                    pre = runner.card.preprocess
+                    outs[k].append(runner.infer(np.stack([eval_array(im, pre) for im in images])))
+                used += idx
+            bar.advance(task, min(batch_size, len(paths) - start))
+    logits = [np.concatenate(o) if o else np.zeros((0, r.card.num_classes), np.float32)
+              for o, r in zip(outs, runners, strict=True)]
+    return logits, skipped, used
+
+
+def _worst_images(stats: ParityStats, ref: np.ndarray, cand: np.ndarray, paths: list[str],
+                  labels: np.ndarray | None, classes: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for i in stats.worst:
+        r, c = int(ref[i].argmax()), int(cand[i].argmax())
+        out.append({"path": paths[i], "label": classes[int(labels[i])] if labels is not None else None,
+                    "reference_top1": classes[r], "candidate_top1": classes[c], "agrees": r == c,
+                    "max_abs_diff": float(np.abs(ref[i].astype(np.float64) - cand[i]).max())})
+    return out
+
+
+def run_parity(reference: Any, candidates: list[tuple[str, Any]], paths: list[Any], labels: list[int] | None,
+               reference_artifact: str = "reference", overrides: dict[str, float | None] | None = None,
+               batch_size: int = 32, n_worst: int = 10, progress: bool = True) -> ParityReport:
+    """Run ``reference`` and each (artifact, runner) candidate over ``paths`` and judge each against its gate."""
+    classes = reference.card.classes
+    for artifact, runner in candidates:
+        if runner.card.classes != classes:
+            raise EdgetlError(f"{artifact}: its classes ({', '.join(runner.card.classes[:5])}…) differ from the "
+                              f"reference's ({', '.join(classes[:5])}…); compare artifacts of the same model")
+    logits, skipped, used = collect_logits([reference, *(r for _, r in candidates)], paths, batch_size, progress)
+    if not used:
+        raise EdgetlError("no readable images to compare on; check --data")
+    used_paths = [str(paths[i]) for i in used]
+    lab = np.asarray([labels[i] for i in used]) if labels is not None else None
+    results = []
+    for (artifact, runner), cand in zip(candidates, logits[1:], strict=True):
+        stats = compare_logits(logits[0], cand, lab, n_worst=n_worst)
+        gate = gate_for(runner.info.precision, lab is not None, overrides)
+        results.append(CandidateResult(artifact, describe_runner(runner, artifact), gate, stats,
+                                       check_gate(stats, gate),
+                                       _worst_images(stats, logits[0], cand, used_paths, lab, classes)))
+    return ParityReport(describe_runner(reference, reference_artifact), results, len(used), lab is not None,
+                        skipped)

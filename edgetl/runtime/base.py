@@ -9,6 +9,7 @@ is dropped from the output.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,34 @@ class Runner(abc.ABC):
 
     def close(self) -> None:
         """Release sessions, contexts and device memory."""
+        return None
+
+    # --- benchmark hooks (edgetl.bench): compute mode times inference on data already on the device ---
+
+    def compute_call(self, batch: np.ndarray) -> Callable[[], object]:
+        """A call that runs ``batch`` with inputs already where the backend computes.
+
+        CPU backends compute on host memory, so the default is plain ``infer``; GPU backends override it
+        to upload once and return a call that touches device memory only.
+        """
+        fitted = self.check_input(batch)
+        return lambda: self.infer(fitted)
+
+    def time_calls(self, fn: Callable[[], object], n: int) -> list[float]:
+        """Milliseconds of each of ``n`` calls: host wall clock by default, CUDA events on GPU backends."""
+        from edgetl.bench.timing import time_host
+
+        return time_host(fn, n)
+
+    @property
+    def timer_name(self) -> str:
+        return "perf_counter_ns"
+
+    def peak_memory_mb(self) -> float | None:
+        """Peak device memory the backend allocated, where it can be measured honestly; None otherwise."""
+        return None
+
+    def reset_peak_memory(self) -> None:
         return None
 
     def __enter__(self) -> Runner:

@@ -6,7 +6,7 @@ A run directory holds ``model.json`` (the card), ``best.safetensors`` and ``last
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgetl.card import ModelCard
 from edgetl.errors import EdgetlError
@@ -102,3 +102,47 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
         raise EdgetlError(f"{source}: weights do not fit {arch} with this head ({detail}); "
                           "check --model / model.json matches the checkpoint")
     model.load_state_dict(state, strict=True)
+
+
+STATE_TENSORS = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+
+
+def save_train_state(run_dir: str | Path, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+    """Optimizer state without pickle: its tensors as safetensors, everything else as JSON.
+
+    ``meta`` holds epoch, global step, best metric, early-stopping counter and history. The JSON is
+    written last, so a state whose tensors are newer than its JSON is never read as consistent.
+    """
+    from edgetl.io import atomic_write_json
+
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if hasattr(value, "shape"):
+                tensors[f"{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    run = Path(run_dir)
+    save_tensors(run / STATE_TENSORS, tensors)
+    atomic_write_json(run / STATE_JSON, {"param_groups": state["param_groups"], "scalars": scalars, **meta})
+
+
+def load_train_state(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(optimizer state_dict, meta) written by :func:`save_train_state`."""
+    from edgetl.io import read_json
+
+    run = Path(run_dir)
+    if not (run / STATE_JSON).is_file():
+        raise EdgetlError(f"{run}: no {STATE_JSON}; --resume needs a run directory written by `edgetl train`")
+    meta = read_json(run / STATE_JSON)
+    tensors = load_tensors(run / STATE_TENSORS)
+    per_param: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        per_param.setdefault(int(index), {})[key] = value
+    for index, values in meta.pop("scalars").items():
+        per_param.setdefault(int(index), {}).update(values)
+    return {"state": per_param, "param_groups": meta.pop("param_groups")}, meta

@@ -1,0 +1,332 @@
+"""GPU suite: every edgetl backend against PyTorch eager FP32, per model and batch size, on one GPU.
+
+For each model (default resnet50, efficientnet_b0, tf_efficientnet_lite0 at 224 px) and batch
+(1, 8, 32, 128, 256) it measures, interleaved in one process with `edgetl.bench`:
+  torch-eager-fp32        PyTorch eager, FP32 (the baseline)
+  torch-fp16-cl           PyTorch eager, FP16, channels-last
+  torch-fp16-cl-cudagraph the same, replayed as one CUDA graph per batch size
+  torch-compiled-fp16-cl  torch.compile (mode --compile-mode, default reduce-overhead = CUDA graphs)
+  ort-cuda-fp32/fp16      ONNX Runtime CUDA EP with IO binding       (when onnxruntime-gpu is installed)
+  trt-fp16 / trt-int8     TensorRT engines via edgetl's exporter     (when TensorRT is installed)
+Variants whose library is missing are listed as skipped with the reason, never faked.
+
+It also checks the harness against a hand-written CUDA-event loop around the same call (goal: within
+2%), and the goal "best edgetl backend >= 4x PyTorch eager FP32 throughput at batch 256 for resnet50".
+Writes benchmarks/results/<gpu>/{<model>.json,<model>.md,<model>.png,harness_check.json,summary.md}.
+
+  python benchmarks/gpu_suite.py                       # on a CUDA machine
+  python benchmarks/gpu_suite.py --models resnet50 --batch 1,256 --duration 1
+  python benchmarks/gpu_suite.py --dry-run             # CPU smoke run of the same pipeline (tiny model)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_MODELS = "resnet50,efficientnet_b0,tf_efficientnet_lite0"
+DEFAULT_BATCHES = "1,8,32,128,256"
+GOAL_MODEL, GOAL_BATCH, GOAL_SPEEDUP, HARNESS_TOLERANCE = "resnet50", 256, 4.0, 0.02
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=None, help=f"comma-separated timm archs (default {DEFAULT_MODELS})")
+    p.add_argument("--batch", default=None, help=f"batch sizes (default {DEFAULT_BATCHES})")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--iters", type=int, default=None, help="min timed calls per variant and batch (default 100)")
+    p.add_argument("--duration", type=float, default=None, help="min timed seconds per variant and batch (default 1)")
+    p.add_argument("--compile-mode", default="reduce-overhead",
+                   help="torch.compile mode for the compiled variant (reduce-overhead, max-autotune, default)")
+    p.add_argument("--variants", default=None, help="only these variants (comma-separated names)")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/<gpu>)")
+    p.add_argument("--work", type=Path, default=ROOT.parent / "build" / "gpu_suite", help="exported artifacts")
+    p.add_argument("--dry-run", action="store_true",
+                   help="CPU smoke run: tiny model, 64 px, batch 1,2, few iterations; checks the pipeline only")
+    args = p.parse_args(argv)
+    if args.dry_run:
+        args.models = args.models or "test_resnet"
+        args.batch = args.batch or "1,2"
+        args.img_size = 64 if args.img_size == 224 else args.img_size
+        args.iters = args.iters or 10
+        args.duration = args.duration if args.duration is not None else 0.0
+    args.models = (args.models or DEFAULT_MODELS).split(",")
+    args.batch = [int(b) for b in (args.batch or DEFAULT_BATCHES).split(",")]
+    args.iters = args.iters or 100
+    args.duration = 1.0 if args.duration is None else args.duration
+    return args
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def calibration_images(card: Any, n: int = 64) -> np.ndarray:
+    """Real photos when the shared set is present (better INT8 ranges), else smooth synthetic images."""
+    from edgetl.bench.harness import synthetic_images
+    from edgetl.data.images import load_rgb
+    from edgetl.data.transforms import eval_array
+
+    photos = ROOT.parents[1] / "shared" / "data" / "hymenoptera" / "train"
+    files = sorted(photos.rglob("*.jpg"))[:n] if photos.is_dir() else []
+    images = [load_rgb(f) for f in files] or synthetic_images(n)
+    return np.stack([eval_array(im, card.preprocess) for im in images])
+
+
+class Variant:
+    """A named way to run the model; ``build`` returns a runner or raises Skip with the reason."""
+
+    def __init__(self, name: str, build: Callable[[], Any]) -> None:
+        self.name, self.build = name, build
+
+
+class Skip(Exception):
+    pass
+
+
+def onnx_artifacts(model: Any, card: Any, work: Path, images: np.ndarray) -> dict[str, Path]:
+    """FP32, FP16 and INT8 (TensorRT-target Q/DQ) ONNX through edgetl's own exporter, cached in ``work``."""
+    from edgetl.export.fp16 import fp16_from_onnx
+    from edgetl.export.int8 import Int8Config, int8_from_onnx, prepare_for_quantization
+    from edgetl.export.onnx import onnx_from_model
+
+    work.mkdir(parents=True, exist_ok=True)
+    paths = {"fp32": work / "model.fp32.onnx", "fp16": work / "model.fp16.onnx", "int8": work / "model.int8.onnx"}
+    if not paths["fp32"].exists():
+        onnx_from_model(model, card, paths["fp32"])
+    if not paths["fp16"].exists():
+        fp16_from_onnx(paths["fp32"], paths["fp16"], images[:16])
+    if not paths["int8"].exists():
+        prepared = prepare_for_quantization(paths["fp32"], work / "model.prepared.onnx")
+        int8_from_onnx(prepared, paths["int8"], images, Int8Config(target="tensorrt"), metadata=card.to_metadata())
+    return paths
+
+
+def trt_engine(onnx_path: Path, card: Any, precision: str, max_batch: int) -> Path:
+    from edgetl.export.tensorrt import EngineOptions, engine_from_onnx, import_tensorrt
+    from edgetl.io import atomic_write_json
+
+    if import_tensorrt() is None:
+        raise Skip("TensorRT not installed")
+    engine = onnx_path.with_name(f"model.{precision}.b{max_batch}.engine")
+    if not engine.exists():
+        opts = EngineOptions(input_chw=tuple(card.preprocess.input_size), batch=(1, min(32, max_batch), max_batch))
+        record = engine_from_onnx(onnx_path, engine, opts)
+        atomic_write_json(engine.with_name(engine.name + ".json"),
+                          {**record.to_dict(), "precision": precision, "card": card.to_dict()})
+    return engine
+
+
+def variants(model: Any, card: Any, onnx_paths: Callable[[], dict[str, Path]], device: str,
+             args: argparse.Namespace) -> list[Variant]:
+    from edgetl.runtime.onnxruntime import OrtRunner
+    from edgetl.runtime.tensorrt import TrtRunner
+    from edgetl.runtime.torch_runner import TorchRunner
+
+    def torch_variant(**kw: Any) -> Callable[[], Any]:
+        def build() -> Any:
+            if device == "cpu" and (kw.get("half") or kw.get("cuda_graph")):
+                raise Skip("FP16 needs CUDA")
+            if device == "cpu" and kw.get("compile"):
+                raise Skip("compiled variant measured on CUDA only")
+            return TorchRunner(copy.deepcopy(model), card, device=device, **kw)
+        return build
+
+    def ort_variant(precision: str) -> Callable[[], Any]:
+        def build() -> Any:
+            import onnxruntime as ort
+
+            if device == "cpu":
+                return OrtRunner(onnx_paths()[precision], providers=["cpu"]) if precision == "fp32" else _skip(
+                    "FP16 ORT measured on CUDA only")
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise Skip("onnxruntime-gpu not installed (no CUDAExecutionProvider)")
+            return OrtRunner(onnx_paths()[precision], providers=["cuda"])
+        return build
+
+    def trt_variant(precision: str) -> Callable[[], Any]:
+        def build() -> Any:
+            if device == "cpu":
+                raise Skip("TensorRT needs CUDA")
+            return TrtRunner(trt_engine(onnx_paths()[precision], card, precision, max(args.batch)))
+        return build
+
+    all_variants = [
+        Variant("torch-eager-fp32", torch_variant()),
+        Variant("torch-fp16-cl", torch_variant(half=True, channels_last=True)),
+        Variant("torch-fp16-cl-cudagraph", torch_variant(half=True, channels_last=True, cuda_graph=True)),
+        Variant("torch-compiled-fp16-cl", torch_variant(half=True, channels_last=True, compile=args.compile_mode)),
+        Variant(f"ort-{'cuda' if device != 'cpu' else 'cpu'}-fp32", ort_variant("fp32")),
+        Variant("ort-cuda-fp16", ort_variant("fp16")),
+        Variant("trt-fp16", trt_variant("fp16")),
+        Variant("trt-int8", trt_variant("int8")),
+    ]
+    if args.variants:
+        keep = set(args.variants.split(","))
+        all_variants = [v for v in all_variants if v.name in keep or v.name == "torch-eager-fp32"]
+    return all_variants
+
+
+def _skip(reason: str) -> Any:
+    raise Skip(reason)
+
+
+def harness_check(runner: Any, label: str, batch: int, rounds: int = 5, n: int = 50) -> dict[str, Any]:
+    """edgetl's per-call CUDA-event timing vs one hand-written event pair around n calls, interleaved."""
+    import torch
+
+    x = np.random.default_rng(0).standard_normal((batch, *runner.input_shape)).astype(np.float32)
+    fn = runner.compute_call(x)
+    stream = getattr(runner, "buffers", None)
+
+    def hand_loop() -> float:
+        if stream is not None:  # TensorRT runs on its own cuda-python stream: events on that stream
+            from edgetl.runtime.tensorrt import cuda_check, import_cudart
+
+            cudart = import_cudart()
+            s = stream[0].stream
+            start, end = cuda_check(cudart.cudaEventCreate()), cuda_check(cudart.cudaEventCreate())
+            cuda_check(cudart.cudaEventRecord(start, s))
+            for _ in range(n):
+                fn()
+            cuda_check(cudart.cudaEventRecord(end, s))
+            cuda_check(cudart.cudaEventSynchronize(end))
+            return float(cuda_check(cudart.cudaEventElapsedTime(start, end))) / n
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            fn()
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end)) / n
+
+    for _ in range(10):
+        fn()
+    hand, harness = [], []
+    for _ in range(rounds):
+        hand.append(hand_loop())
+        harness.append(float(np.mean(runner.time_calls(fn, n))))
+    ratio = float(np.mean(harness) / np.mean(hand))
+    return {"variant": label, "batch": batch, "hand_loop_ms": float(np.mean(hand)), "harness_ms": float(np.mean(harness)),
+            "ratio": ratio, "within_2pct": abs(ratio - 1) <= HARNESS_TOLERANCE, "rounds": rounds, "calls": n}
+
+
+def run_model(arch: str, args: argparse.Namespace, device: str, out: Path) -> dict[str, Any]:
+    import torch
+
+    from edgetl.bench import report
+    from edgetl.bench.harness import BenchConfig, BenchTarget, bench_targets
+    from edgetl.bench.schema import make_document
+    from edgetl.io import atomic_write_json
+    from edgetl.models.factory import card_for, create_model
+
+    torch.manual_seed(0)
+    card = card_for(arch, [f"class_{i}" for i in range(1000)], img_size=args.img_size)
+    model = create_model(card).eval()  # speed does not depend on the weights' values
+    cache: dict[str, dict[str, Path]] = {}
+
+    def onnx_paths() -> dict[str, Path]:
+        if "paths" not in cache:
+            cache["paths"] = onnx_artifacts(model, card, args.work / f"{arch}_{args.img_size}",
+                                            calibration_images(card))
+        return cache["paths"]
+
+    targets, skipped = [], []
+    for v in variants(model, card, onnx_paths, device, args):
+        try:
+            runner = v.build()
+        except Skip as why:
+            skipped.append({"variant": v.name, "reason": str(why)})
+            print(f"  skip {v.name}: {why}", file=sys.stderr)
+            continue
+        targets.append(BenchTarget(v.name, runner, v.name))
+    config = BenchConfig(batches=args.batch, mode="compute", iters=args.iters, duration_s=args.duration,
+                         warmup_iters=10, warmup_s=1.0 if device != "cpu" else 0.0)
+    results = bench_targets(targets, config)
+    for r in results:
+        r["model"] = arch
+    gpu = torch.cuda.get_device_name() if device != "cpu" else None
+    doc = make_document(results, gpu=gpu)
+    doc["skipped_variants"] = skipped
+    checks = []
+    if device != "cpu" and arch == GOAL_MODEL:
+        for t in targets:
+            if t.label in ("torch-eager-fp32", "torch-fp16-cl", "trt-fp16"):
+                for b in sorted({1, max(args.batch)}):
+                    checks.append(harness_check(t.runner, t.label, b))
+    for t in targets:
+        t.runner.close()
+    torch.cuda.empty_cache() if device != "cpu" else None
+    atomic_write_json(out / f"{arch}.json", doc)
+    report.write_markdown(doc, out / f"{arch}.md")
+    report.write_plot(doc, out / f"{arch}.png")
+    report.console().print(report.rich_table(doc))
+    return {"doc": doc, "harness_checks": checks}
+
+
+def goal_line(doc: dict[str, Any]) -> str:
+    at = [r for r in doc["results"] if r["batch"] == GOAL_BATCH]
+    base = next((r for r in at if r["label"] == "torch-eager-fp32"), None)
+    if base is None or len(at) < 2:
+        return f"goal not measured (needs batch {GOAL_BATCH} and more than the baseline)"
+    best = max((r for r in at if r is not base), key=lambda r: r["throughput_ips"])
+    speedup = best["throughput_ips"] / base["throughput_ips"]
+    verdict = "MET" if speedup >= GOAL_SPEEDUP else "NOT MET"
+    return (f"{GOAL_MODEL} @ batch {GOAL_BATCH}: best = {best['label']} {best['throughput_ips']:.0f} img/s vs eager "
+            f"FP32 {base['throughput_ips']:.0f} img/s = {speedup:.2f}x (goal >= {GOAL_SPEEDUP:.0f}x: {verdict})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from edgetl.io import atomic_write_json, atomic_write_text
+
+    if not args.dry_run and not torch.cuda.is_available():
+        print("error: the GPU suite needs a CUDA GPU and none is visible to PyTorch; "
+              "run `python benchmarks/gpu_suite.py --dry-run` for a CPU smoke run of the same pipeline",
+              file=sys.stderr)
+        return 2
+    device = "cpu" if args.dry_run else "cuda"
+    gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu-dry-run"
+    out = args.out or ROOT / "results" / slug(gpu)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    lines = [f"# edgetl GPU suite — {gpu}", "", f"Models {', '.join(args.models)}; batches "
+             f"{', '.join(map(str, args.batch))}; {args.img_size} px; compute mode (device-resident input), CUDA "
+             "events; all variants of a model interleaved in one process.", ""]
+    checks: list[dict[str, Any]] = []
+    for arch in args.models:
+        print(f"== {arch}", file=sys.stderr)
+        res = run_model(arch, args, device, out)
+        checks += res["harness_checks"]
+        lines += [f"## {arch}", "", f"Table: [{arch}.md]({arch}.md), plot: [{arch}.png]({arch}.png).", ""]
+        if arch == GOAL_MODEL:
+            lines += [goal_line(res["doc"]), ""]
+        for s in res["doc"]["skipped_variants"]:
+            lines.append(f"- skipped {s['variant']}: {s['reason']}")
+        lines.append("")
+    if checks:
+        atomic_write_json(out / "harness_check.json", {"tolerance": HARNESS_TOLERANCE, "checks": checks})
+        lines += ["## Harness vs hand-written CUDA-event loop", "", "| variant | batch | hand ms | harness ms | ratio |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {c['variant']} | {c['batch']} | {c['hand_loop_ms']:.4f} | {c['harness_ms']:.4f} | "
+                  f"{c['ratio']:.4f} |" for c in checks]
+    lines += ["", f"Total wall time {time.time() - started:.0f} s."]
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    print(json.dumps({"results": str(out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

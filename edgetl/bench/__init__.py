@@ -1,0 +1,1 @@
+"""Benchmark harness: honest latency and throughput figures for any edgetl runner."""

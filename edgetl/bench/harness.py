@@ -1,0 +1,200 @@
+"""The benchmark loop: warm-up excluded, enough iterations for a stable p99, several artifacts interleaved.
+
+Several artifacts are measured in the same process in rounds (A, B, C, A, B, C, …), each round a short
+chunk of iterations per artifact, so clock boost, thermal drift or a noisy neighbour affects all of them
+alike instead of favouring whichever ran first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from edgetl.bench.stats import latency_stats, throughput_ips
+from edgetl.data.transforms import eval_array
+from edgetl.errors import EdgetlError
+from edgetl.runtime.base import Runner
+
+MODES = ("compute", "e2e")
+OPTION_KEYS = ("optimization", "threads", "compile", "channels_last", "cuda_graph", "mode", "contexts", "tensorrt")
+
+
+@dataclass
+class BenchConfig:
+    """None means default: at least 5 warm-up calls and 0.5 s; at least 100 timed calls and 2 s."""
+
+    batches: Sequence[int] = (1,)
+    mode: str = "compute"
+    warmup_iters: int | None = None
+    warmup_s: float | None = None
+    iters: int | None = None
+    duration_s: float | None = None
+    round_s: float = 0.1  # length of one artifact's chunk within a round
+    settle_s: float = 0.02  # pause between chunks so one backend's spinning thread pool does not tax the next
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise EdgetlError(f"unknown --mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if not self.batches or any(int(b) < 1 for b in self.batches):
+            raise EdgetlError(f"--batch {','.join(map(str, self.batches))}: batch sizes must be positive integers")
+
+    @property
+    def min_warmup(self) -> tuple[int, float]:
+        if self.warmup_iters is None and self.warmup_s is None:
+            return 5, 0.5
+        return self.warmup_iters or 0, self.warmup_s or 0.0
+
+    @property
+    def min_timed(self) -> tuple[int, float]:
+        """(min iterations, min seconds); --iters alone means exactly that many calls, --duration alone
+        still takes at least 20 calls; both together are both minimums."""
+        if self.iters is None and self.duration_s is None:
+            return 100, 2.0
+        if self.iters is None:
+            return 20, float(self.duration_s or 0.0)
+        return self.iters, self.duration_s or 0.0
+
+
+@dataclass
+class BenchTarget:
+    """One artifact to measure: a label for the table, its runner, and the file it came from."""
+
+    label: str
+    runner: Runner
+    artifact: str
+    times: dict[int, list[float]] = field(default_factory=dict)
+
+
+def synthetic_images(n: int = 16, seed: int = 0, size: tuple[int, int] = (500, 375)) -> list[Image.Image]:
+    """Camera-sized RGB images for e2e mode when no --data is given (smooth noise, not constant)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 256, (size[1] // 25, size[0] // 25, 3), dtype=np.uint8)
+        out.append(Image.fromarray(small, "RGB").resize(size, Image.Resampling.BILINEAR))
+    return out
+
+
+def _e2e_call(runner: Runner, images: list[Image.Image], batch: int) -> Callable[[], object]:
+    """Host preprocessing (resize, crop, normalise from the runner's card) + copies + inference + copy back."""
+    pre = runner.card.preprocess
+    pool = _cycle(images)
+
+    def call() -> object:
+        return runner.infer(np.stack([eval_array(next(pool), pre) for _ in range(batch)]))
+
+    return call
+
+
+def _cycle(items: list[Image.Image]) -> Iterator[Image.Image]:
+    while True:
+        yield from items
+
+
+def _make_call(target: BenchTarget, config: BenchConfig, batch: int, images: list[Image.Image]) -> Callable[[], object]:
+    if config.mode == "e2e":
+        return _e2e_call(target.runner, images, batch)
+    rng = np.random.default_rng(config.seed)
+    data = rng.standard_normal((batch, *target.runner.input_shape)).astype(np.float32)
+    return target.runner.compute_call(data)
+
+
+def _time(target: BenchTarget, fn: Callable[[], object], n: int, mode: str) -> list[float]:
+    """e2e returns host arrays, so host time is the latency; compute uses the backend's own timer."""
+    if mode == "e2e":
+        from edgetl.bench.timing import time_host
+
+        return time_host(fn, n)
+    return target.runner.time_calls(fn, n)
+
+
+def _warm_up(target: BenchTarget, fn: Callable[[], object], config: BenchConfig) -> tuple[int, float]:
+    """Run until both warm-up minimums hold; returns (calls, mean ms per call) to size the rounds."""
+    want_n, want_s = config.min_warmup
+    n, times = 0, []
+    start = time.perf_counter()
+    while n < max(want_n, 1) or time.perf_counter() - start < want_s:
+        times += _time(target, fn, 1, config.mode)
+        n += 1
+    return n, float(np.median(times))
+
+
+def bench_targets(targets: Sequence[BenchTarget], config: BenchConfig,
+                  images: list[Image.Image] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Measure every target at every batch size, interleaved; one schema result dict per (target, batch)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not targets:
+        raise EdgetlError("nothing to benchmark; pass at least one artifact")
+    images = images or synthetic_images(seed=config.seed)
+    min_n, min_s = config.min_timed
+    exact = config.iters is not None and config.duration_s is None
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), transient=True, disable=not progress,
+                  auto_refresh=False) as bar:  # no refresh thread competing with the timed calls
+        task = bar.add_task("benchmark", total=len(config.batches) * len(targets))
+        for batch in config.batches:
+            calls, chunk, warm, peak = {}, {}, {}, {}
+            for t in targets:
+                bar.update(task, description=f"warm-up {t.label} @ batch {batch}", refresh=True)
+                t.runner.reset_peak_memory()
+                calls[t.label] = _make_call(t, config, batch, images)
+                warm[t.label], per_call = _warm_up(t, calls[t.label], config)
+                peak[t.label] = t.runner.peak_memory_mb()  # read before other targets allocate
+                chunk[t.label] = max(1, int(config.round_s * 1000 / max(per_call, 1e-3)))
+                t.times[batch] = []
+            spent = dict.fromkeys(calls, 0.0)
+            rounds = 0
+            while True:
+                pending = [t for t in targets
+                           if len(t.times[batch]) < min_n or (not exact and spent[t.label] < min_s)]
+                if not pending:
+                    break
+                if not exact:  # every artifact runs in every round, so all see the same machine state
+                    pending = list(targets)
+                rounds += 1
+                for t in pending:
+                    bar.update(task, description=f"{t.label} @ batch {batch} (round {rounds})")
+                    n = min(chunk[t.label], min_n - len(t.times[batch])) if exact else chunk[t.label]
+                    bar.refresh()
+                    if t.runner.info.device == "cpu":
+                        time.sleep(config.settle_s)
+                    times = _time(t, calls[t.label], n, config.mode)
+                    t.times[batch] += times
+                    spent[t.label] += sum(times) / 1000
+            for t in targets:
+                results.append(_result(t, batch, config, warm[t.label], rounds, len(targets), peak[t.label]))
+                bar.advance(task)
+                bar.refresh()
+    return results
+
+
+def _result(t: BenchTarget, batch: int, config: BenchConfig, warmup: int, rounds: int,
+            n_targets: int, peak_mb: float | None) -> dict[str, Any]:
+    info, lat = t.runner.info, latency_stats(t.times[batch])
+    return {
+        "model": t.runner.card.arch, "artifact": t.artifact, "backend": info.backend,
+        "precision": info.precision if info.precision in ("fp32", "fp16", "int8", "mixed") else "mixed",
+        "device": info.device, "provider": info.details.get("provider"), "mode": config.mode, "batch": batch,
+        "iters": len(t.times[batch]), "warmup_iters": warmup, "latency_ms": lat,
+        "throughput_ips": throughput_ips(batch, lat["mean"]), "peak_memory_mb": peak_mb,
+        "label": t.label, "timer": "perf_counter_ns" if config.mode == "e2e" else t.runner.timer_name,
+        "rounds": rounds, "interleaved_with": n_targets - 1,
+        "options": {k: info.details[k] for k in OPTION_KEYS if info.details.get(k) is not None},
+    }
+
+
+def artifact_label(path: str | Path, runner: Runner) -> str:
+    """Short table label: file or run-dir name, backend and precision."""
+    p = Path(path)
+    name = p.name if p.suffix else p.name or str(p)
+    extra = runner.info.details.get("mode") if runner.info.backend == "torch" else None
+    return f"{name} [{runner.info.backend}/{runner.info.precision}{'/' + extra if extra else ''}]"

@@ -1,0 +1,131 @@
+"""Reports from ``edgetl.bench/1`` documents: a side-by-side rich table, Markdown, a PNG plot, merging files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgetl.bench.schema import SCHEMA, validate
+from edgetl.io import atomic_path, atomic_write_text, read_json
+
+COLUMNS = ("artifact", "backend", "precision", "device", "mode", "batch", "mean ms", "p50 ms", "p99 ms",
+           "img/s", "speed-up", "peak MB", "iters")
+
+
+def label_of(r: dict[str, Any]) -> str:
+    if r.get("label"):
+        return str(r["label"])
+    return f"{Path(r['artifact']).name} [{r['backend']}/{r['precision']}]"
+
+
+def with_speedups(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each result plus ``speedup``: throughput over the first artifact's at the same batch and mode."""
+    base: dict[tuple[int, str], float] = {}
+    out = []
+    for r in results:
+        key = (r["batch"], r["mode"])
+        base.setdefault(key, r["throughput_ips"])
+        out.append({**r, "speedup": r["throughput_ips"] / base[key] if base[key] else None})
+    return out
+
+
+def _rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    ordered = sorted(with_speedups(results), key=lambda r: (r["mode"], r["batch"]))
+    for r in ordered:
+        lat = r["latency_ms"]
+        dev = r["device"] + (f" ({r['provider'].replace('ExecutionProvider', '')})" if r.get("provider") else "")
+        rows.append([label_of(r), r["backend"], r["precision"], dev, r["mode"], str(r["batch"]),
+                     f"{lat['mean']:.3f}", f"{lat['p50']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_ips']:.1f}",
+                     f"{r['speedup']:.2f}x" if r.get("speedup") else "-",
+                     f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") is not None else "-", str(r["iters"])])
+    return rows
+
+
+def console() -> Any:
+    """A rich console that does not squeeze tables to 80 columns when output goes to a file or pipe."""
+    from rich.console import Console
+
+    out = Console()
+    return out if out.is_terminal else Console(width=180)
+
+
+def rich_table(doc: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    host = doc["host"]
+    title = f"edgetl bench — {host['gpu'] or host['cpu']} ({host['cores']} cores)"
+    table = Table(title=title.replace("[", "\\["), caption="speed-up = throughput / first artifact's at the same batch; "
+                                      "all measured interleaved in one process")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("artifact", "backend", "device", "mode") else "right",
+                         overflow="fold")
+    from rich.markup import escape
+
+    for row in _rows(doc["results"]):
+        table.add_row(*(escape(cell) for cell in row))
+    return table
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    host = doc["host"]
+    lines = [f"# edgetl bench ({doc['timestamp']})", "",
+             f"Host: {host['cpu']}, {host['cores']} cores, GPU: {host['gpu'] or 'none'}. "
+             f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(doc['versions'].items()))}.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c == "artifact" else "---:" for c in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(doc["results"])]
+    lines += ["", "Speed-up: throughput over the first artifact at the same batch size, measured interleaved "
+              "in the same process. Latency: " + ("CUDA events (compute mode on GPU)" if host["gpu"] else
+                                                  "host perf_counter_ns") + "; warm-up excluded.", ""]
+    return "\n".join(lines)
+
+
+def write_markdown(doc: dict[str, Any], path: str | Path) -> None:
+    atomic_write_text(path, markdown(doc))
+
+
+def write_plot(doc: dict[str, Any], path: str | Path) -> None:
+    """PNG: mean latency and throughput vs batch size, one line per artifact (log-2 batch axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_lat, ax_tp) = plt.subplots(1, 2, figsize=(12, 4.5))
+    series: dict[str, list[dict[str, Any]]] = {}
+    for r in doc["results"]:
+        series.setdefault(f"{label_of(r)} {r['mode']}", []).append(r)
+    for name, rs in series.items():
+        rs = sorted(rs, key=lambda r: r["batch"])
+        batches = [r["batch"] for r in rs]
+        ax_lat.plot(batches, [r["latency_ms"]["mean"] for r in rs], marker="o", label=name)
+        ax_tp.plot(batches, [r["throughput_ips"] for r in rs], marker="o", label=name)
+    for ax, ylabel in ((ax_lat, "mean latency (ms)"), (ax_tp, "throughput (images/s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    ax_lat.set_yscale("log")
+    ax_tp.legend(fontsize=7, loc="best")
+    host = doc["host"]
+    fig.suptitle(f"edgetl bench — {host['gpu'] or host['cpu']}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def merge_documents(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """One document from several (e.g. Python and C++ runs): results concatenated in file order."""
+    docs = [validate(read_json(p), source=str(p)) for p in paths]
+    if not docs:
+        raise ValueError("no files to merge")
+    first = docs[0]
+    merged = {"schema": SCHEMA, "timestamp": first["timestamp"], "host": first["host"],
+              "versions": first["versions"], "results": [r for d in docs for r in d["results"]],
+              "merged_from": [str(p) for p in paths]}
+    hosts = {(d["host"]["cpu"], d["host"]["gpu"]) for d in docs}
+    if len(hosts) > 1:
+        merged["warning"] = "merged files come from different hosts; speed-ups across them are not comparable"
+    return validate(merged)

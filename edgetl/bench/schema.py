@@ -1,0 +1,96 @@
+"""The benchmark JSON schema ``edgetl.bench/1``, shared by ``edgetl bench`` and the C++ bench tool.
+
+``validate`` checks a document by hand (no jsonschema dependency) and names the first bad field.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from typing import Any
+
+from edgetl.errors import EdgetlError
+
+SCHEMA = "edgetl.bench/1"
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "aoti", "cpp-trt", "cpp-aoti")
+PRECISIONS = ("fp32", "fp16", "int8", "mixed")
+DEVICES = ("cpu", "cuda")
+MODES = ("compute", "e2e")
+LATENCY_KEYS = ("mean", "min", "p50", "p90", "p95", "p99", "max")
+
+RESULT_FIELDS: dict[str, tuple[type, ...]] = {
+    "model": (str,), "artifact": (str,), "backend": (str,), "precision": (str,), "device": (str,),
+    "provider": (str, type(None)), "mode": (str,), "batch": (int,), "iters": (int,), "warmup_iters": (int,),
+    "latency_ms": (dict,), "throughput_ips": (int, float), "peak_memory_mb": (int, float, type(None)),
+}
+CHOICES = {"backend": BACKENDS, "precision": PRECISIONS, "device": DEVICES, "mode": MODES}
+
+
+def _fail(where: str, message: str) -> EdgetlError:
+    return EdgetlError(f"{where}: {message} (schema {SCHEMA})")
+
+
+def validate(obj: Any, source: str = "benchmark JSON") -> dict[str, Any]:
+    """Return ``obj`` when it is a valid ``edgetl.bench/1`` document; raise EdgetlError naming the bad field."""
+    if not isinstance(obj, dict):
+        raise _fail(source, f"top level must be an object, got {type(obj).__name__}")
+    if obj.get("schema") != SCHEMA:
+        raise _fail(source, f"'schema' is {obj.get('schema')!r}, expected {SCHEMA!r}")
+    for key, kind in (("timestamp", str), ("host", dict), ("versions", dict), ("results", list)):
+        if not isinstance(obj.get(key), kind):
+            raise _fail(source, f"'{key}' missing or not a {kind.__name__}")
+    host = obj["host"]
+    if not isinstance(host.get("cpu"), str) or not isinstance(host.get("cores"), int) \
+            or not isinstance(host.get("gpu"), (str, type(None))):
+        raise _fail(source, "'host' needs cpu (str), cores (int) and gpu (str or null)")
+    try:
+        _dt.datetime.fromisoformat(obj["timestamp"].replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(source, f"'timestamp' {obj['timestamp']!r} is not ISO 8601") from None
+    for i, result in enumerate(obj["results"]):
+        _validate_result(result, f"{source}: results[{i}]")
+    return obj
+
+
+def _validate_result(r: Any, where: str) -> None:
+    if not isinstance(r, dict):
+        raise _fail(where, "each result must be an object")
+    for key, kinds in RESULT_FIELDS.items():
+        if key not in r:
+            raise _fail(where, f"missing '{key}'")
+        if not isinstance(r[key], kinds) or (isinstance(r[key], bool)):
+            raise _fail(where, f"'{key}' has type {type(r[key]).__name__}")
+    for key, choices in CHOICES.items():
+        if r[key] not in choices:
+            raise _fail(where, f"'{key}' is {r[key]!r}; expected one of {', '.join(choices)}")
+    if r["batch"] < 1 or r["iters"] < 1 or r["warmup_iters"] < 0:
+        raise _fail(where, "'batch' and 'iters' must be >= 1 and 'warmup_iters' >= 0")
+    lat = r["latency_ms"]
+    for key in LATENCY_KEYS:
+        if not isinstance(lat.get(key), (int, float)) or isinstance(lat.get(key), bool) or lat[key] < 0:
+            raise _fail(where, f"'latency_ms.{key}' missing or not a non-negative number")
+    if not lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]:
+        raise _fail(where, "'latency_ms' is not ordered (min <= p50 <= p99 <= max)")
+
+
+def host_info(gpu: str | None = None) -> dict[str, Any]:
+    """CPU model, core count and GPU name (None when the run used no GPU)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count() or 1, "gpu": gpu}
+
+
+def make_document(results: list[dict[str, Any]], gpu: str | None = None,
+                  versions: dict[str, str] | None = None) -> dict[str, Any]:
+    """A complete, valid ``edgetl.bench/1`` document around ``results``."""
+    from edgetl.card import library_versions
+
+    doc = {"schema": SCHEMA, "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "host": host_info(gpu), "versions": versions or library_versions("onnxruntime-gpu", "tensorrt"),
+           "results": results}
+    return validate(doc)

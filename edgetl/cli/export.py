@@ -1,0 +1,129 @@
+"""Export a trained run (or a timm model with --weights) to ONNX FP32/FP16/INT8 and TensorRT engines.
+
+Every artifact is run with ONNX Runtime on real images and compared with the PyTorch model before the
+command returns; a failed parity gate or accuracy budget exits with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edgetl.errors import EdgetlError
+
+HELP = "export ONNX (FP32/FP16/INT8 Q/DQ) and TensorRT engines, with parity checks"
+
+
+def _batch(text: str) -> tuple[int, int, int]:
+    try:
+        lo, opt, hi = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch {text!r}: expected MIN:OPT:MAX, e.g. 1:8:32") from None
+    return lo, opt, hi
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="RUN_DIR",
+                        help="run directory (model.json + best.safetensors), a .safetensors file, or a timm model "
+                             "name with --weights")
+    parser.add_argument("--weights", help="for a timm model name: efficientnet_lite0, efficientnet_lite1 or a file")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: RUN_DIR/export)")
+    parser.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (float32 I/O)")
+    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (Q/DQ, needs --calib-data)")
+    parser.add_argument("--calib-data", type=Path, help="folder of calibration images (recursive)")
+    parser.add_argument("--calib-size", type=int, default=512, help="calibration images to use")
+    parser.add_argument("--calib-method", default="minmax", choices=("minmax", "entropy", "percentile"))
+    parser.add_argument("--int8-target", default="tensorrt", choices=("tensorrt", "cpu"),
+                        help="tensorrt: symmetric S8 Q/DQ; cpu: U8 activations for ONNX Runtime on x86")
+    parser.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
+                        help="cpu target: 7-bit weights, avoid int16 saturation on x86 without VNNI "
+                             "(default: on for --int8-target cpu)")
+    parser.add_argument("--val-data", type=Path, help="labelled folder DIR/<class>/… for parity and accuracy")
+    parser.add_argument("--parity-data", type=Path,
+                        help="unlabelled images for parity (default: --val-data, else calibration images held out)")
+    parser.add_argument("--parity-size", type=int, default=256, help="images used for parity")
+    parser.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PTS",
+                        help="INT8 budget in top-1 points; sensitive layers stay in float until it holds")
+    parser.add_argument("--max-excluded", type=int, default=8, help="most layers --max-accuracy-drop may exclude")
+    parser.add_argument("--engine", action="store_true", help="build TensorRT engines (where tensorrt imports)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--batch", type=_batch, default=(1, 8, 32), metavar="MIN:OPT:MAX",
+                       help="dynamic batch range / TensorRT optimization profile")
+    group.add_argument("--static-batch", type=int, default=None, metavar="N", help="fixed batch size")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    parser.add_argument("--workspace", type=int, default=None, metavar="MB", help="TensorRT workspace limit")
+    parser.add_argument("--timing-cache", default=None, help="TensorRT timing cache file, reused across builds")
+    parser.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine")
+    parser.add_argument("--hardware-compatibility", default="none", choices=("none", "ampere+", "same-cc"))
+    parser.add_argument("--dla-core", type=int, default=None, help="Jetson DLA core (GPU fallback on)")
+    parser.add_argument("--trt-fp16-flag", action="store_true",
+                        help="TensorRT 10.x only: build the FP16 engine from the FP32 ONNX with the FP16 builder flag")
+    parser.add_argument("--aoti", action="store_true", help="also write an AOTInductor model.pt2")
+    parser.add_argument("--provider", action="append", default=None,
+                        help="ONNX Runtime provider for parity (cpu, cuda); default CUDA when present")
+    parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a table")
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_summary(manifest: Any) -> None:
+    """The parity table people read; manifest.json holds the same figures for machines."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"edgetl export — parity on {manifest.parity_data.get('n')} image(s): "
+                        f"{manifest.parity_data.get('source')}")
+    for col in ("artifact", "precision", "MB", "max |Δ|", "mean |Δ|", "cosine", "top-1 agree", "acc (ref→art)",
+                "drop", "gate"):
+        table.add_column(col)
+    for a in manifest.artifacts:
+        p = a.parity or {}
+        acc = f"{p['ref_accuracy']:.2f}→{p['cand_accuracy']:.2f}" if p.get("ref_accuracy") is not None else "-"
+        gate = "-" if not p else ("[green]pass[/green]" if p["passed"] else "[red]FAIL[/red]")
+        table.add_row(a.file, a.precision, f"{a.bytes / 2**20:.1f}", _fmt(p.get("max_abs_diff"), ".2e"),
+                      _fmt(p.get("mean_abs_diff"), ".2e"), _fmt(p.get("cosine"), ".6f"),
+                      _fmt(p.get("top1_agreement"), ".2%"), acc, _fmt(p.get("drop"), ".2f"), gate)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 150))  # logs and CI: do not squeeze the table to 80 columns
+    console.print(table)
+    build = manifest.engine_build
+    if build.get("status") != "built" and build.get("status") != "not requested":
+        console.print(f"[yellow]TensorRT engine {build['status']}.[/yellow] On the target run:")
+        console.print(f"  {build['edgetl']}", highlight=False, soft_wrap=True)
+        console.print("or, with TensorRT's CLI, in this folder:")
+        for line in build["trtexec"].values():
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
+    for failure in manifest.failures:
+        console.print(f"[red]failed:[/red] {failure}", highlight=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    from edgetl.export.pipeline import ExportOptions, export_artifacts
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    source = Path(args.source)
+    out = args.out or (source / "export" if source.is_dir() else Path("export") / str(args.source))
+    if args.calib_size < 1 or args.parity_size < 1:
+        raise EdgetlError("--calib-size and --parity-size must be at least 1")
+    options = ExportOptions(
+        weights=args.weights, fp16=args.fp16, int8=args.int8, calib_data=args.calib_data, calib_size=args.calib_size,
+        calib_method=args.calib_method, int8_target=args.int8_target, reduce_range=args.reduce_range,
+        val_data=args.val_data, parity_data=args.parity_data, parity_size=args.parity_size, max_accuracy_drop=args.max_accuracy_drop,
+        max_excluded=args.max_excluded, engine=args.engine, batch=args.batch, static_batch=args.static_batch,
+        opset=args.opset, workspace_mb=args.workspace, timing_cache=args.timing_cache,
+        version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
+        dla_core=args.dla_core, trt_fp16_flag=args.trt_fp16_flag, aoti=args.aoti, providers=args.provider, quiet=args.json)
+    manifest = export_artifacts(args.source, out, options)
+    if args.json:
+        print(json.dumps(manifest.to_dict(), indent=2))
+    else:
+        print_summary(manifest)
+        print(f"wrote {len(manifest.artifacts)} artifact(s) and manifest.json to {out}")
+    return 0 if manifest.passed else 1

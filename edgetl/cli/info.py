@@ -1,0 +1,77 @@
+"""Describe an artifact: backend, precision, inputs/outputs, batch range, classes, preprocessing,
+provenance (source, versions, GPU for engines) and op counts (Q/DQ pairs, float16 share).
+
+Reads the files only: no inference session is created, so it works for an engine without TensorRT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+HELP = "describe an artifact (run dir, .onnx, .engine, .pt2)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", type=Path, metavar="ARTIFACT")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--all-ops", action="store_true", help="list every op type with its count")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return "-" if value is None else str(value)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from edgetl.bench.report import console as report_console
+    from edgetl.runtime.describe import describe_artifact
+
+    info = describe_artifact(args.artifact)
+    console = report_console()
+    if args.json:
+        console.print_json(json.dumps(info))
+        return 0
+    table = Table(title=escape(f"{info['artifact']}"), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    lo, hi = info["batch_range"]
+    rows = [("backend", info["backend"]), ("precision", info["precision"]), ("model", info["arch"]),
+            ("inputs", ", ".join(f"{t['name']} {t['shape']} {t['dtype']}" for t in info["inputs"])),
+            ("outputs", ", ".join(f"{t['name']} {t['shape']} {t['dtype']}" for t in info["outputs"])),
+            ("batch range", f"{lo} .. {hi if hi is not None else 'any'}"),
+            ("classes", f"{info['num_classes']}: {', '.join(info['classes'][:20])}"
+                        f"{' …' if info['num_classes'] > 20 else ''}")]
+    pre = info["preprocess"]
+    rows.append(("preprocessing", f"resize shorter side to {pre['resize']} ({pre['interpolation']}), center crop "
+                                  f"{pre['input_size'][1]}x{pre['input_size'][2]}, mean {pre['mean']}, std {pre['std']}"))
+    for key in ("opset", "producer", "parameters", "weights_file"):
+        if key in info:
+            rows.append((key, _fmt(info[key])))
+    if "ops" in info:
+        ops = info["ops"]
+        rows.append(("ops", f"{ops['nodes']} nodes, {ops['qdq_pairs']} Q/DQ pairs, "
+                            f"float16 share of weights {ops['float16_share']:.1%}"))
+        top = sorted(ops["op_counts"].items(), key=lambda kv: -kv[1])
+        shown = top if args.all_ops else top[:8]
+        rows.append(("op counts", ", ".join(f"{k} {v}" for k, v in shown) + (" …" if len(shown) < len(top) else "")))
+    for section in ("engine", "package", "export"):
+        for key, value in info.get(section, {}).items():
+            rows.append((f"{section} {key}", _fmt(value)))
+    for key, value in info.get("metadata", {}).items():
+        rows.append((key, _fmt(value)))
+    for key, value in info["provenance"].items():
+        if value not in (None, {}, []):
+            rows.append((key, _fmt(value)))
+    for field, value in rows:
+        table.add_row(field, escape(str(value)))
+    console.print(table)
+    return 0

@@ -1,0 +1,126 @@
+"""Check that deployed artifacts still answer like the reference model, with an exit code.
+
+All artifacts run on the same images, each with the preprocessing from its own metadata. Per candidate:
+max / mean abs logit difference, cosine similarity, top-1 agreement, top-5 overlap, and top-1 accuracy
+of each against the folder's labels. Default gates by precision: fp32 agreement 100% and max diff 1e-4;
+fp16 agreement >= 99.5%; int8 accuracy drop <= 1.0 point (without labels: agreement >= 99%).
+INT8 models made for TensorRT run in ONNX Runtime with graph optimisation disabled, i.e. with the
+float fake-quant numerics TensorRT uses. Exit 1 when a gate fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edgetl.errors import EdgetlError
+
+HELP = "compare artifacts with a reference on real images; exit 1 if a gate fails"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("reference", type=Path, metavar="REFERENCE", help="the trained model (run dir) or any artifact")
+    p.add_argument("candidates", type=Path, nargs="+", metavar="CANDIDATE", help="artifacts to check")
+    p.add_argument("--data", type=Path, required=True,
+                   help="images: DIR/<class>/… (or DIR/val/<class>/…) for accuracy, or any folder of images")
+    p.add_argument("--limit", type=int, default=None, help="use at most N images (a seeded, class-mixed subset)")
+    p.add_argument("--json", type=Path, default=None, help="write the report (with the worst images) here")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: best available)")
+    p.add_argument("--provider", default=None, help="ONNX Runtime provider for .onnx candidates")
+    p.add_argument("--min-agreement", type=float, default=None, help="override: minimum top-1 agreement (0-1)")
+    p.add_argument("--max-abs-diff", type=float, default=None, help="override: maximum abs logit difference")
+    p.add_argument("--max-accuracy-drop", type=float, default=None, help="override: max top-1 drop in points")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--worst", type=int, default=10, help="list this many most-different images in the JSON")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def parity_runner(path: Path, device: str | None, provider: str | None) -> Any:
+    """A runner with the numerics the artifact will have when deployed (fake-quant for TensorRT INT8)."""
+    from edgetl.runtime.loader import artifact_kind, runner_from_artifact
+
+    kw: dict[str, Any] = {}
+    if artifact_kind(path) == "onnx":
+        from edgetl.runtime.onnxruntime import onnx_int8_target
+
+        if onnx_int8_target(path) == "tensorrt":
+            kw["optimization"] = "disable"
+        return runner_from_artifact(path, device=device, provider=provider, **kw)
+    return runner_from_artifact(path, device=device)
+
+
+def select_images(data: Path, classes: list[str], limit: int | None) -> tuple[list[Path], list[int] | None, list]:
+    """Labelled samples when ``data`` is laid out by the model's classes, else every image unlabelled."""
+    import random
+
+    from edgetl.data.folder import list_image_files, scan_eval_folder
+
+    if not data.is_dir():
+        raise EdgetlError(f"{data}: --data must be a folder of images")
+    root = data / "val" if (data / "val").is_dir() else data
+    subdirs = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    if subdirs and subdirs <= set(classes):
+        samples, skipped = scan_eval_folder(data, classes)
+        pairs = [(s.path, s.label) for s in samples]
+        labelled = True
+    else:
+        pairs = [(p, -1) for p in list_image_files(data)]
+        skipped, labelled = [], False
+    if limit is not None and limit < len(pairs):
+        if limit < 1:
+            raise EdgetlError(f"--limit {limit} must be at least 1")
+        pairs = sorted(random.Random(0).sample(pairs, limit), key=lambda p: str(p[0]))
+    return [p for p, _ in pairs], ([lab for _, lab in pairs] if labelled else None), skipped
+
+
+def run(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from rich.markup import escape
+
+    from edgetl.bench.report import console as report_console
+    from edgetl.io import atomic_write_json
+    from edgetl.parity import run_parity
+
+    overrides = {"min_agreement": args.min_agreement, "max_abs_diff": args.max_abs_diff,
+                 "max_accuracy_drop": args.max_accuracy_drop}
+    with ExitStack() as stack:
+        reference = stack.enter_context(parity_runner(args.reference, args.device, None))
+        paths, labels, skipped = select_images(args.data, reference.card.classes, args.limit)
+        candidates = [(str(p), stack.enter_context(parity_runner(p, args.device, args.provider)))
+                      for p in args.candidates]
+        report = run_parity(reference, candidates, paths, labels, reference_artifact=str(args.reference),
+                            overrides=overrides, batch_size=args.batch_size, n_worst=args.worst,
+                            progress=not args.no_progress)
+    report.skipped = [(str(p), r) for p, r in skipped] + report.skipped
+    console = report_console()
+    console.print(parity_table(report))
+    for c in report.candidates:
+        verdict = "[green]PASS[/green]" if c.passed else f"[red]FAIL[/red]: {'; '.join(c.fails)}"
+        console.print(f"{escape(c.artifact)}: {verdict}", highlight=False)
+    if args.json:
+        atomic_write_json(args.json, report.to_dict())
+    return 0 if report.passed else 1
+
+
+def parity_table(report: Any) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    ref = report.reference
+    labelled = "labelled" if report.labelled else "unlabelled (no accuracy)"
+    table = Table(title=escape(f"parity vs {Path(ref['artifact']).name} [{ref['backend']}/{ref['precision']}] — "
+                               f"{report.images} {labelled} images"))
+    for col in ("candidate", "backend", "precision", "max |Δ|", "mean |Δ|", "cosine", "top-1 agree",
+                "top-5 overlap", "acc ref", "acc cand", "drop", "gate"):
+        table.add_column(col, justify="left" if col in ("candidate", "backend", "gate") else "right")
+    for c in report.candidates:
+        s = c.stats
+        acc = (f"{s.ref_accuracy:.2f}%", f"{s.cand_accuracy:.2f}%", f"{s.accuracy_drop:+.2f}") \
+            if s.accuracy_drop is not None else ("-", "-", "-")
+        backend = c.runner["backend"] + (f" ({c.runner['optimization']})" if c.runner.get("optimization") else "")
+        table.add_row(escape(Path(c.artifact).name), escape(backend), c.runner["precision"], f"{s.max_abs_diff:.2e}",
+                      f"{s.mean_abs_diff:.2e}", f"{s.cosine:.6f}", f"{s.top1_agreement:.2%}",
+                      f"{s.top5_overlap:.2%}", *acc, "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]")
+    return table

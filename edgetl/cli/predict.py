@@ -1,0 +1,43 @@
+"""Classify images with a trained model: class names and probabilities, best first."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "top-k classes for image files"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", metavar="RUN_DIR", help="run directory, .safetensors, .onnx or engine file")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--topk", type=int, default=5, help="classes to list per image")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--json", action="store_true", help="one JSON document for machines")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from edgetl.errors import EdgetlError
+    from edgetl.runtime.loader import runner_from_artifact
+    from edgetl.runtime.predictor import Predictor
+
+    if args.topk < 1:
+        raise EdgetlError(f"--topk {args.topk}: must be >= 1")
+    with runner_from_artifact(args.artifact, device=args.device) as runner:
+        predictions = Predictor(runner).predict(args.images, topk=args.topk)
+    if args.json:
+        print(json.dumps({"artifact": str(args.artifact), "predictions": [p.to_dict() for p in predictions]}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True)
+    for col in ("image", "class", "probability"):
+        table.add_column(col, justify="right" if col == "probability" else "left")
+    for pred in predictions:
+        for rank, (name, prob) in enumerate(pred.top):
+            table.add_row(pred.source if rank == 0 else "", name, f"{prob:.4f}",
+                          style="bold" if rank == 0 else None, end_section=rank == len(pred.top) - 1)
+    Console().print(table)
+    return 0

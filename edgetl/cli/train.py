@@ -1,0 +1,95 @@
+"""Fine-tune a timm classifier on a folder of images and write a run directory.
+
+Settings resolve as: built-in defaults < models/<arch>.yaml recipe < --config FILE.yaml < flags.
+Launch with `torchrun --nproc_per_node N -m edgetl train ...` for multi-GPU (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+HELP = "fine-tune a timm classifier on your images"
+STRATEGIES = ("linear-probe", "full", "partial", "gradual")
+
+
+def _alpha(value: str) -> str | list[float]:
+    if value in ("auto", "none"):
+        return value
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: give 'auto' or comma-separated weights like 0.25,0.75") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Every default is None = "not given", so recipes and --config can fill it (see edgetl.config).
+    d = p.add_argument_group("data")
+    d.add_argument("--data", help="DIR with train/ and val/, DIR/<class>/..., or a path,label CSV")
+    d.add_argument("--val-split", type=float, help="fraction held out when DATA has no val/ (default 0.2)")
+    d.add_argument("--img-size", type=int, help="square input size (default: the model's pretrained size)")
+    d.add_argument("--augment", choices=("none", "randaugment", "trivialaugment"), help="extra augmentation")
+    d.add_argument("--sampler", choices=("random", "balanced"), help="balanced draws each class equally often")
+    d.add_argument("--batch-size", type=int, help="per process")
+    d.add_argument("--workers", type=int, help="data loader processes")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", help="any timm classifier, e.g. tf_efficientnet_lite0, efficientnet_b0, resnet50")
+    m.add_argument("--pretrained", action="store_true", default=None, help="timm hub weights (needs network)")
+    m.add_argument("--weights", help="FILE (.safetensors/.pth) or efficientnet_lite0 / efficientnet_lite1")
+    m.add_argument("--head-dropout", type=float, help="dropout before the classifier")
+    m.add_argument("--head-hidden", type=int, help="hidden units of a Dense-BN-ReLU-Dropout-Dense head (0 = none)")
+    t = p.add_argument_group("training")
+    t.add_argument("--strategy", choices=STRATEGIES, help="which parameters learn (see docs/strategies.md)")
+    t.add_argument("--unfreeze", type=int, help="top backbone stages that learn with --strategy partial")
+    t.add_argument("--unfreeze-every", type=int, help="epochs between unfreezing steps with --strategy gradual")
+    t.add_argument("--backbone-lr-mult", type=float, help="backbone lr = lr x this (discriminative fine-tuning)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    t.add_argument("--weight-decay", type=float, help="decoupled; never on norms and biases")
+    t.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay")
+    t.add_argument("--clip-grad", type=float, help="max gradient norm (0 = off)")
+    t.add_argument("--loss", choices=("ce", "focal"))
+    t.add_argument("--label-smoothing", type=float, help="with --loss ce")
+    t.add_argument("--focal-gamma", type=float)
+    t.add_argument("--focal-alpha", type=_alpha, help="'auto' (from class frequencies) or one weight per class")
+    t.add_argument("--patience", type=int, help="stop after this many epochs without improvement")
+    t.add_argument("--monitor", choices=("val_top1", "val_loss"), help="metric for best.safetensors and patience")
+    r = p.add_argument_group("run")
+    r.add_argument("--config", help="YAML file of these options (keys with - or _)")
+    r.add_argument("--out", help="run directory (default runs/<model>-<timestamp>)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its optimizer state")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    r.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), help="mixed precision on CUDA")
+    r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="on CUDA")
+    r.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from edgetl.config import VALID_KEYS
+
+    given = {k: getattr(args, k) for k in VALID_KEYS if getattr(args, k, None) is not None}
+    if given.get("clip_grad") == 0:
+        given["clip_grad"] = None
+    return given
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgetl.config import read_yaml_config, resolve_config
+    from edgetl.errors import EdgetlError
+    from edgetl.train.fit import fit
+
+    base = None
+    if args.resume:
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise EdgetlError(f"--resume {args.resume}: no config.yaml; pass a run directory written by edgetl train")
+        base = read_yaml_config(saved)
+    cfg = resolve_config(_overrides(args), config_file=args.config, base=base)
+    result = fit(cfg, quiet=args.quiet)
+    if args.quiet:
+        best = result.best
+        print(f"{result.run_dir}: best epoch {result.best_epoch} val_top1 {best.get('val_top1', float('nan')):.2f}")
+    return 0

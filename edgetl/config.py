@@ -1,0 +1,178 @@
+"""Training configuration: one typed dataclass, resolved from four layers.
+
+dataclass defaults < recipe ``models/<arch>.yaml`` < ``--config FILE.yaml`` < command-line flags.
+Library code takes a :class:`TrainConfig`, never an argparse namespace, so the same run can be
+scripted, tested and reproduced from the ``config.yaml`` written into every run directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from edgetl.errors import EdgetlError
+from edgetl.io import atomic_write_text
+
+STRATEGIES = ("linear-probe", "full", "partial", "gradual")
+LOSSES = ("ce", "focal")
+MONITORS = ("val_top1", "val_loss")
+SAMPLERS = ("random", "balanced")
+AMP_MODES = ("auto", "none", "bf16", "fp16")
+RECIPES_ENV = "EDGETL_RECIPES"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. None means "the default for this model / machine"."""
+
+    data: str | None = None
+    model: str = "tf_efficientnet_lite0"
+    out: str | None = None
+    # data
+    val_split: float | None = None
+    img_size: int | None = None
+    augment: str = "none"
+    sampler: str = "random"
+    batch_size: int = 32
+    workers: int = 0
+    # weights and head
+    pretrained: bool = False
+    weights: str | None = None
+    head_dropout: float = 0.0
+    head_hidden: int = 0
+    # what learns
+    strategy: str = "full"
+    unfreeze: int = 1
+    unfreeze_every: int = 1
+    backbone_lr_mult: float = 1.0
+    # optimisation
+    epochs: int = 10
+    lr: float | None = None  # None: 1e-2 for linear-probe (only a head to fit), 1e-3 otherwise
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.0
+    clip_grad: float | None = 1.0
+    loss: str = "ce"
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    focal_alpha: str | list[float] | None = None
+    # control
+    patience: int | None = None
+    monitor: str = "val_top1"
+    seed: int = 0
+    device: str | None = None
+    amp: str = "auto"
+    channels_last: bool = True
+    resume: str | None = None
+
+    @property
+    def base_lr(self) -> float:
+        """Peak learning rate: ``lr``, or the strategy's default when it is None."""
+        if self.lr is not None:
+            return self.lr
+        return 1e-2 if self.strategy == "linear-probe" else 1e-3
+
+    def validate(self) -> TrainConfig:
+        """Check choices and ranges; a bad value is a one-line error naming the valid ones."""
+        for name, value, choices in (("strategy", self.strategy, STRATEGIES), ("loss", self.loss, LOSSES),
+                                     ("monitor", self.monitor, MONITORS), ("sampler", self.sampler, SAMPLERS),
+                                     ("amp", self.amp, AMP_MODES)):
+            if value not in choices:
+                raise EdgetlError(f"--{name.replace('_', '-')} {value!r}: choose one of {', '.join(choices)}")
+        positive: dict[str, float] = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.base_lr,
+                                      "unfreeze_every": self.unfreeze_every}
+        for key, number in positive.items():
+            if number <= 0:
+                raise EdgetlError(f"--{key.replace('_', '-')} {number}: must be > 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise EdgetlError(f"--label-smoothing {self.label_smoothing}: must lie in [0, 1)")
+        if self.pretrained and self.weights:
+            raise EdgetlError("--pretrained and --weights both given; choose one source of weights")
+        if self.loss == "focal" and self.label_smoothing:
+            raise EdgetlError("--label-smoothing applies to --loss ce only; drop it or use --loss ce")
+        return self
+
+
+VALID_KEYS = tuple(f.name for f in fields(TrainConfig))
+
+
+def recipes_dir() -> Path:
+    """``models/`` at the repository root (or ``$EDGETL_RECIPES``)."""
+    env = os.environ.get(RECIPES_ENV)
+    if env:
+        return Path(env)
+    import edgetl
+
+    return Path(edgetl.__file__).resolve().parents[1] / "models"
+
+
+def _normalise(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    unknown = sorted(set(out) - set(VALID_KEYS))
+    if unknown:
+        raise EdgetlError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(VALID_KEYS)}")
+    return out
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """A config YAML as a dict of TrainConfig fields (dashes or underscores); unknown keys are an error."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgetlError(f"{p}: config file not found; pass an existing YAML file to --config")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EdgetlError(f"{p}: not valid YAML ({first}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise EdgetlError(f"{p}: expected a mapping of option: value, got {type(raw).__name__}")
+    return _normalise(raw, str(p))
+
+
+def recipe_for(model: str) -> dict[str, Any]:
+    """The tested defaults for ``model`` from ``models/<model>.yaml``, or {} when there is none."""
+    path = recipes_dir() / f"{model}.yaml"
+    return read_yaml_config(path) if path.is_file() else {}
+
+
+def _coerce(cfg: TrainConfig) -> TrainConfig:
+    """YAML gives ints for floats and strings for lists; make the types what the dataclass says."""
+    if cfg.lr is not None:
+        cfg.lr = float(cfg.lr)
+    for name in ("weight_decay", "warmup_epochs", "backbone_lr_mult", "label_smoothing", "focal_gamma",
+                 "head_dropout"):
+        setattr(cfg, name, float(getattr(cfg, name)))
+    if cfg.val_split is not None:
+        cfg.val_split = float(cfg.val_split)
+    if cfg.clip_grad is not None:
+        cfg.clip_grad = float(cfg.clip_grad)
+    if isinstance(cfg.focal_alpha, list):
+        cfg.focal_alpha = [float(a) for a in cfg.focal_alpha]
+    return cfg
+
+
+def resolve_config(overrides: Mapping[str, Any] | None = None, config_file: str | Path | None = None,
+                   base: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Merge the layers: defaults < recipe for the model < ``base`` (e.g. a resumed run's config)
+    < ``config_file`` < ``overrides`` (flags; None values mean "not given").
+    """
+    given = _normalise({k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
+    from_file = read_yaml_config(config_file) if config_file else {}
+    base_layer = _normalise(base or {}, "base config")
+    model = given.get("model") or from_file.get("model") or base_layer.get("model") or TrainConfig.model
+    merged: dict[str, Any] = {**recipe_for(str(model)), **base_layer, **from_file, **given}
+    return _coerce(replace(TrainConfig(), **merged)).validate()
+
+
+def config_to_yaml(cfg: TrainConfig) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(asdict(cfg), sort_keys=False))
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    atomic_write_text(path, config_to_yaml(cfg))

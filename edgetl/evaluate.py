@@ -1,0 +1,165 @@
+"""Evaluate any artifact on a labelled folder: accuracy, per-class scores, confusion, worst mistakes.
+
+Images go through the runtime :class:`~edgetl.runtime.predictor.Predictor`, i.e. the card's own eval
+preprocessing (``eval_array``), so a run directory, an ONNX file or an engine are judged alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.io import atomic_path, atomic_write_json
+
+
+@dataclass
+class ClassScores:
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
+class Mistake:
+    path: str
+    true: str
+    predicted: str
+    confidence: float
+
+
+@dataclass
+class EvalReport:
+    artifact: str
+    data: str
+    images: int
+    top1: float
+    top5: float | None
+    loss: float
+    classes: list[str]
+    per_class: list[ClassScores]
+    confusion: list[list[int]]
+    worst: list[Mistake] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def report_from_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str], paths: list[str],
+                       worst: int = 10, artifact: str = "", data: str = "") -> EvalReport:
+    """All metrics from a (N, C) logit matrix and the true labels."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    logp = _log_softmax(logits.astype(np.float64))
+    pred = logp.argmax(axis=1)
+    n = len(labels)
+    top1 = 100.0 * float((pred == labels).mean()) if n else 0.0
+    top5 = None
+    if len(classes) >= 5:
+        top5_idx = np.argsort(-logp, axis=1)[:, :5]
+        top5 = 100.0 * float((top5_idx == labels[:, None]).any(axis=1).mean())
+    loss = float(-logp[np.arange(n), labels].mean()) if n else 0.0
+    ids = list(range(len(classes)))
+    prec, rec, f1, support = precision_recall_fscore_support(labels, pred, labels=ids, zero_division=0)
+    per_class = [ClassScores(c, float(prec[i]), float(rec[i]), float(f1[i]), int(support[i]))
+                 for i, c in enumerate(classes)]
+    confusion = confusion_matrix(labels, pred, labels=ids).tolist()
+    wrong = np.flatnonzero(pred != labels)
+    conf = np.exp(logp[np.arange(n), pred])
+    order = wrong[np.argsort(-conf[wrong])][:worst]
+    mistakes = [Mistake(paths[i], classes[labels[i]], classes[pred[i]], float(conf[i])) for i in order]
+    return EvalReport(artifact, data, n, top1, top5, loss, list(classes), per_class, confusion, mistakes)
+
+
+def plot_confusion(report: EvalReport, path: str | Path) -> None:
+    """Row-normalised confusion matrix with counts, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(report.confusion, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    k = len(report.classes)
+    size = min(4 + 0.45 * k, 20)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), report.classes, rotation=90 if k > 4 else 0)
+    ax.set_yticks(range(k), report.classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"top-1 {report.top1:.1f}% on {report.images} images")
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 32,
+                      worst: int = 10, progress: bool = True) -> EvalReport:
+    """Run ``artifact`` over the labelled folder ``data`` (``DIR/<class>/…`` or ``DIR/val/<class>/…``)."""
+    from rich.progress import track
+
+    from edgetl.data.folder import scan_eval_folder
+    from edgetl.runtime.loader import runner_from_artifact
+    from edgetl.runtime.predictor import Predictor
+
+    with runner_from_artifact(artifact, device=device) as runner:
+        samples, skipped = scan_eval_folder(data, runner.card.classes)
+        predictor = Predictor(runner, batch_size)
+        paths = [s.path for s in samples]
+        chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+        logits = [predictor.logits(chunk) for chunk in track(chunks, "evaluating", disable=not progress,
+                                                                transient=True)]
+        classes = runner.card.classes
+    labels = np.asarray([s.label for s in samples], dtype=np.int64)
+    report = report_from_logits(np.concatenate(logits), labels, classes, [str(p) for p in paths], worst,
+                                artifact=str(artifact), data=str(data))
+    report.skipped = [(str(p), reason) for p, reason in skipped]
+    return report
+
+
+def save_report(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path]:
+    """``eval.json`` and ``confusion.png`` in ``out_dir``."""
+    out = Path(out_dir)
+    atomic_write_json(out / "eval.json", report.to_dict())
+    plot_confusion(report, out / "confusion.png")
+    return out / "eval.json", out / "confusion.png"
+
+
+def print_report(report: EvalReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    top5 = f", top-5 {report.top5:.2f}%" if report.top5 is not None else ""
+    console.print(f"[bold]{report.artifact}[/bold] on {report.data}: {report.images} images, "
+                  f"top-1 {report.top1:.2f}%{top5}, loss {report.loss:.4f}", highlight=False)
+    table = Table(title="per class", title_justify="left")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right" if col != "class" else "left")
+    for c in report.per_class:
+        table.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
+    console.print(table)
+    if report.worst:
+        worst = Table(title="most confident mistakes", title_justify="left")
+        for col in ("image", "true", "predicted", "confidence"):
+            worst.add_column(col)
+        for m in report.worst:
+            worst.add_row(m.path, m.true, m.predicted, f"{m.confidence:.3f}")
+        console.print(worst)

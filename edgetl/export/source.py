@@ -1,0 +1,84 @@
+"""What to export: a trained run (``model.json`` + ``best.safetensors``) or a timm name with ``--weights``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgetl.card import ModelCard
+from edgetl.errors import EdgetlError
+from edgetl.io import sha256_file
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def state_sha256(model: nn.Module) -> str:
+    """A hash of the weights themselves (names, shapes, bytes), for sources that are not one file."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _timm_with_file(arch: str, path: Path) -> tuple[nn.Module, ModelCard]:
+    """A timm model with its own (pretrained-config) head, loaded strictly from a weights file."""
+    import timm
+    import torch
+
+    from edgetl.models.factory import default_preprocess
+    from edgetl.train.checkpoint import load_state, load_tensors
+
+    if not path.is_file():
+        raise EdgetlError(f"--weights {path}: file not found; pass a .safetensors/.pth file or efficientnet_lite0")
+    if path.suffix == ".safetensors":
+        state = load_tensors(path)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle/zip errors vary by torch version
+            raise EdgetlError(f"--weights {path}: not a weights-only state_dict ({type(exc).__name__}); "
+                              "convert it to .safetensors") from None
+    model = timm.create_model(arch)
+    card = ModelCard(arch=arch, classes=[f"class_{i}" for i in range(int(str(model.num_classes)))],
+                     preprocess=default_preprocess(arch), weights=str(path))
+    load_state(model, state, source=path, arch=arch)
+    return model.eval(), card
+
+
+def load_source(source: str | Path, weights: str | None = None) -> tuple[nn.Module, ModelCard, dict[str, Any]]:
+    """(model in eval mode, card, provenance with the checkpoint's sha256)."""
+    import timm
+
+    from edgetl.models.weights import LITE_PACKAGES, imagenet_lite_model, lite_package_file
+    from edgetl.train.checkpoint import load_model, resolve_checkpoint
+
+    path = Path(source)
+    if path.exists():
+        if weights is not None:
+            raise EdgetlError(f"{path}: --weights is for timm model names; a run directory already holds its weights")
+        weights_file, _ = resolve_checkpoint(path)
+        model, card = load_model(path)
+        return model, card, {"kind": "checkpoint", "path": str(weights_file), "sha256": sha256_file(weights_file)}
+    name = str(source)
+    if not timm.is_model(name):
+        raise EdgetlError(f"{name}: no such run directory or checkpoint, and not a timm model name; pass a run "
+                          "directory (model.json + best.safetensors) or e.g. tf_efficientnet_lite0 --weights "
+                          "efficientnet_lite0")
+    if weights is None:
+        raise EdgetlError(f"{name}: a timm model name needs --weights (efficientnet_lite0, efficientnet_lite1 or a "
+                          ".safetensors/.pth file); or export a trained run directory")
+    if weights in LITE_PACKAGES:
+        expected = LITE_PACKAGES[weights][2]
+        if name != expected:
+            raise EdgetlError(f"--weights {weights} fits {expected}, not {name}; change the model name")
+        model, card = imagenet_lite_model(weights)
+        pth = lite_package_file(weights)
+        return model, card, {"kind": "timm", "arch": name, "weights": weights, "path": str(pth),
+                             "sha256": sha256_file(pth)}
+    model, card = _timm_with_file(name, Path(weights))
+    return model, card, {"kind": "timm", "arch": name, "weights": weights, "sha256": sha256_file(weights)}

@@ -1,0 +1,217 @@
+"""ONNX → TensorRT engine, strongly typed: the precision comes from the ONNX graph, not builder flags.
+
+TensorRT 11 removed weak typing (no FP16/INT8 builder flags, no calibrators); TensorRT 10.x (JetPack 6:
+10.3, JetPack 7: 10.13+) also builds strongly typed networks, so FP32, FP16 and Q/DQ INT8 ONNX files build
+the same way on both. Only on 10.x, and only when asked (``legacy_fp16``), an FP32 ONNX may instead be built
+weakly typed with the FP16 builder flag.
+
+TensorRT is imported inside functions (the logger subclass is defined in a factory), so importing this
+module never touches it. The module is type-checked by mypy against ``tensorrt-stubs``; it is not
+executed on machines without TensorRT and a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from edgetl.errors import EdgetlError
+from edgetl.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+HARDWARE_LEVELS = ("none", "ampere+", "same-cc")
+
+
+@dataclass
+class EngineOptions:
+    """How to build: batch profile (min, opt, max), workspace limit, caches, portability, DLA."""
+
+    input_name: str = "input"
+    input_chw: tuple[int, int, int] = (3, 224, 224)
+    batch: tuple[int, int, int] = (1, 8, 32)
+    static_batch: int | None = None
+    workspace_mb: int | None = None
+    timing_cache: str | None = None
+    version_compatible: bool = False
+    hardware_compatibility: str = "none"
+    dla_core: int | None = None
+    legacy_fp16: bool = False  # TensorRT 10.x only: FP32 ONNX + BuilderFlag.FP16
+
+    def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        lo, opt, hi = (self.static_batch,) * 3 if self.static_batch else self.batch
+        return (lo, *self.input_chw), (opt, *self.input_chw), (hi, *self.input_chw)
+
+
+@dataclass
+class EngineRecord:
+    """Provenance of a built engine: the runtime refuses a mismatched TensorRT version or GPU."""
+
+    file: str
+    tensorrt: str
+    gpu: str
+    compute_capability: str
+    strongly_typed: bool
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def import_tensorrt() -> ModuleType | None:
+    """The real TensorRT module, or None (``tensorrt-stubs`` alone is a namespace without ``Builder``)."""
+    try:
+        module = importlib.import_module("tensorrt")
+    except ImportError:
+        return None
+    return module if hasattr(module, "Builder") else None
+
+
+def trtexec_command(onnx_path: str | Path, engine_path: str | Path, options: EngineOptions) -> str:
+    """The equivalent ``trtexec`` line, for building on a target where only TensorRT's CLI exists."""
+    args = ["trtexec", f"--onnx={Path(onnx_path).name}", f"--saveEngine={Path(engine_path).name}", "--stronglyTyped"]
+    if not options.static_batch:
+        lo, opt, hi = (("x".join(str(d) for d in s)) for s in options.shapes())
+        name = options.input_name
+        args += [f"--minShapes={name}:{lo}", f"--optShapes={name}:{opt}", f"--maxShapes={name}:{hi}"]
+    if options.workspace_mb:
+        args.append(f"--memPoolSize=workspace:{options.workspace_mb}M")
+    if options.timing_cache:
+        args.append(f"--timingCacheFile={Path(options.timing_cache).name}")  # run in the export folder
+    if options.version_compatible:
+        args.append("--versionCompatible")
+    if options.hardware_compatibility != "none":
+        level = {"ampere+": "ampere+", "same-cc": "sameComputeCapability"}[options.hardware_compatibility]
+        args.append(f"--hardwareCompatibilityLevel={level}")
+    if options.dla_core is not None:
+        args += [f"--useDLACore={options.dla_core}", "--allowGPUFallback"]
+    return shlex.join(args)
+
+
+def _make_logger() -> trt.ILogger:
+    """A TensorRT logger that keeps errors for the exception message (defined here: lazy import)."""
+    import tensorrt as trt
+
+    class CollectingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(msg)
+
+    return CollectingLogger()
+
+
+def _major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+def _network(builder: trt.Builder, strongly_typed: bool) -> trt.INetworkDefinition:
+    import tensorrt as trt
+
+    flags = 0
+    if strongly_typed:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    if _major(trt.__version__) < 11:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)  # deprecated no-op on 10.x
+    return builder.create_network(flags)
+
+
+def _parse(network: trt.INetworkDefinition, logger: trt.ILogger, onnx_path: Path) -> None:
+    import tensorrt as trt
+
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EdgetlError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it "
+                          f"({'; '.join(errors)[:300] or 'no detail'}); try another --opset")
+
+
+def _config(builder: trt.Builder, options: EngineOptions, legacy_fp16: bool) -> trt.IBuilderConfig:
+    import tensorrt as trt
+
+    config = builder.create_builder_config()
+    if options.workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+    profile = builder.create_optimization_profile()
+    lo, opt, hi = options.shapes()
+    profile.set_shape(options.input_name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
+    config.add_optimization_profile(profile)
+    if legacy_fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if options.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if options.hardware_compatibility != "none":
+        levels = {"ampere+": trt.HardwareCompatibilityLevel.AMPERE_PLUS,
+                  "same-cc": trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY}
+        config.hardware_compatibility_level = levels[options.hardware_compatibility]
+    if options.dla_core is not None:
+        if builder.num_DLA_cores <= options.dla_core:
+            raise EdgetlError(f"--dla-core {options.dla_core}: this device has {builder.num_DLA_cores} DLA core(s); "
+                              "DLA exists on Jetson AGX/NX modules only — drop --dla-core")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = options.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    return config
+
+
+def _load_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> trt.ITimingCache:
+    blob = path.read_bytes() if path is not None and path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    config.set_timing_cache(cache, False)
+    return cache
+
+
+def _save_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> None:
+    if path is None:
+        return
+    serialized = config.get_timing_cache().serialize()
+    atomic_write_bytes(path, bytes(memoryview(serialized)))
+
+
+def gpu_identity() -> tuple[str, str]:
+    """(GPU name, compute capability) of the current CUDA device, via torch (already an export dependency)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EdgetlError("building a TensorRT engine needs a CUDA GPU visible to PyTorch; build on the target")
+    major, minor = torch.cuda.get_device_capability()
+    return str(torch.cuda.get_device_name()), f"{major}.{minor}"
+
+
+def engine_from_onnx(onnx_path: str | Path, engine_path: str | Path, options: EngineOptions) -> EngineRecord:
+    """Build and write a serialized engine; the record says which TensorRT and GPU it is bound to."""
+    if import_tensorrt() is None:
+        raise EdgetlError("TensorRT is not installed here; build on the target with `edgetl export --engine` "
+                          "or the trtexec line in manifest.json")
+    import tensorrt as trt
+
+    version = str(trt.__version__)
+    legacy_fp16 = options.legacy_fp16 and hasattr(trt.BuilderFlag, "FP16")
+    if options.legacy_fp16 and (_major(version) >= 11 or not legacy_fp16):
+        raise EdgetlError(f"--trt-fp16-flag needs TensorRT 10.x (this is {version}, which only builds strongly "
+                          "typed networks); drop it — model.fp16.onnx carries the FP16 precision")
+    logger = _make_logger()
+    builder = trt.Builder(logger)
+    network = _network(builder, strongly_typed=not legacy_fp16)
+    _parse(network, logger, Path(onnx_path))
+    config = _config(builder, options, legacy_fp16)
+    cache_path = Path(options.timing_cache) if options.timing_cache else None
+    _load_timing_cache(config, cache_path)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        errors: list[str] = getattr(logger, "errors", [])
+        raise EdgetlError(f"{onnx_path}: TensorRT {version} failed to build an engine "
+                          f"({'; '.join(errors)[:300] or 'see TensorRT log'})")
+    atomic_write_bytes(engine_path, bytes(memoryview(serialized)))
+    _save_timing_cache(config, cache_path)
+    gpu, capability = gpu_identity()
+    return EngineRecord(Path(engine_path).name, version, gpu, capability, strongly_typed=not legacy_fp16,
+                        options={k: v for k, v in asdict(options).items() if k != "input_chw"})

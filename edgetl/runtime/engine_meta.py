@@ -1,0 +1,109 @@
+"""Engine provenance without TensorRT: the sidecar / manifest entry the exporter writes beside an engine.
+
+An engine only runs on the TensorRT version and GPU it was built for, so the exporter records
+``{"tensorrt", "gpu", "compute_capability", "card"}`` for each engine; this module finds that record
+(``<engine>.json`` or the ``manifest.json`` entry whose ``file`` names the engine) so ``edgetl info`` can
+describe an engine on a machine without TensorRT, and the runner can refuse a mismatched one up front.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edgetl.card import CARD_SCHEMA, METADATA_KEY, ModelCard
+from edgetl.errors import EdgetlError
+from edgetl.io import read_json
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def rebuild_hint(path: Path) -> str:
+    return (f"rebuild it on this machine: `edgetl export <run> --engine` "
+            f"(or `trtexec --onnx={path.with_suffix('.onnx').name} --saveEngine={path.name} --stronglyTyped`)")
+
+
+def _dicts(obj: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(obj, dict):
+        yield obj
+        for v in obj.values():
+            yield from _dicts(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _dicts(v)
+
+
+def _flatten(entry: dict[str, Any]) -> dict[str, Any]:
+    """Manifest entries keep the build record under ``details``; lift it to the top level."""
+    details = entry.get("details")
+    return {**entry, **details} if isinstance(details, dict) else dict(entry)
+
+
+def engine_metadata(path: str | Path) -> dict[str, Any]:
+    """The exporter's record for ``path`` (empty when there is none).
+
+    The ``manifest.json`` entry (precision, batch) and the ``<engine>.json`` sidecar (TensorRT version,
+    GPU, card) are merged, the sidecar winning; the manifest's card fills in when the entry has none.
+    """
+    engine = Path(path)
+    meta: dict[str, Any] = {}
+    manifest = engine.parent / "manifest.json"
+    if manifest.is_file():
+        data = read_json(manifest)
+        for entry in _dicts(data):
+            if Path(str(entry.get("file", ""))).name == engine.name:
+                meta = _flatten(entry)
+                if "card" not in meta and isinstance(data, dict) and "card" in data:
+                    meta["card"] = data["card"]
+                break
+    sidecar = engine.with_name(engine.name + ".json")
+    if sidecar.is_file():
+        side = read_json(sidecar)
+        if isinstance(side, dict):
+            meta.update(_flatten(side))
+    return meta
+
+
+def engine_batch_range(meta: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(min, max) batch of the engine's profile as recorded at build time."""
+    raw = meta.get("options")
+    opts: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    static = meta.get("static_batch") or opts.get("static_batch")
+    if static:
+        return int(static), int(static)
+    batch = meta.get("batch") or opts.get("batch")
+    if isinstance(batch, (list, tuple)) and len(batch) == 3:
+        return int(batch[0]), int(batch[2])
+    lo, hi = meta.get("min_batch"), meta.get("max_batch")
+    return (int(lo) if lo else None), (int(hi) if hi else None)
+
+
+def card_from_engine_metadata(path: Path, meta: dict[str, Any]) -> ModelCard:
+    """The card of an engine: from its record, or ``model.json`` beside it; a clear error otherwise."""
+    card = meta.get("card")
+    if isinstance(card, str):
+        card = json.loads(card)
+    if isinstance(card, dict):
+        if METADATA_KEY in card:
+            return ModelCard.from_metadata(card, source=str(path))
+        return ModelCard.from_dict({"schema": CARD_SCHEMA, **card}, source=str(path))
+    beside = path.parent / "model.json"
+    if beside.is_file():
+        return ModelCard.load(beside)
+    raise EdgetlError(f"{path}: no edgetl metadata ({path.name}.json or a manifest.json entry); "
+                      "keep the files `edgetl export` wrote beside the engine, or re-export it")
+
+
+def compatibility_error(path: Path, meta: dict[str, Any], trt_version: str, gpu: str, capability: str) -> str | None:
+    """Why the engine cannot run here (None when it can): TensorRT version or GPU architecture differ."""
+    built_trt = str(meta.get("tensorrt") or "")
+    if built_trt and built_trt.split(".")[:3] != trt_version.split(".")[:3]:
+        return (f"{path}: engine built with TensorRT {built_trt}, this machine has {trt_version}; "
+                + rebuild_hint(path))
+    built_cc = str(meta.get("compute_capability") or "")
+    if built_cc and built_cc != capability:
+        return (f"{path}: engine built for {meta.get('gpu', 'another GPU')} (sm {built_cc}), this GPU is {gpu} "
+                f"(sm {capability}); " + rebuild_hint(path))
+    return None

@@ -1,0 +1,74 @@
+"""Pick the backend from the artifact: run dir / .safetensors → PyTorch, .onnx → ONNX Runtime,
+.engine / .plan → TensorRT, .pt2 → AOTInductor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgetl.errors import EdgetlError
+from edgetl.runtime.base import Runner
+from edgetl.runtime.engine_meta import ENGINE_SUFFIXES
+
+KINDS = "a run directory, .safetensors, .onnx, .engine/.plan or .pt2"
+
+
+def artifact_kind(path: str | Path) -> str:
+    """'torch', 'onnx', 'tensorrt' or 'aoti' for ``path``; a one-line error for anything else."""
+    p = Path(path)
+    if not p.exists():
+        raise EdgetlError(f"{p}: artifact not found; pass {KINDS}")
+    suffix = p.suffix.lower()
+    if p.is_dir() or suffix == ".safetensors":
+        return "torch"
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix in ENGINE_SUFFIXES:
+        return "tensorrt"
+    if suffix == ".pt2":
+        return "aoti"
+    raise EdgetlError(f"{p}: unknown artifact type {suffix or '(no suffix)'!r}; pass {KINDS}")
+
+
+def _ort_providers(device: str | None, provider: str | None) -> list[str] | None:
+    if provider is not None:
+        return [provider]
+    if device is None:
+        return None
+    if device == "cpu":
+        return ["cpu"]
+    if device.startswith("cuda"):
+        return ["cuda"]
+    raise EdgetlError(f"unknown device {device!r}; choose cpu or cuda")
+
+
+def runner_from_artifact(path: str | Path, device: str | None = None, provider: str | None = None,
+                         **kw: Any) -> Runner:
+    """A runner for any edgetl artifact; None picks the best device / provider available.
+
+    Extra keywords go to the backend: ``half``, ``channels_last``, ``compile`` (PyTorch);
+    ``optimization``, ``threads`` (ONNX Runtime); ``cuda_graph``, ``contexts`` (TensorRT).
+    """
+    kind = artifact_kind(path)
+    if provider is not None and kind != "onnx":
+        raise EdgetlError(f"{path}: --provider applies to .onnx files only; drop it for this {kind} artifact")
+    if kind == "torch":
+        from edgetl.runtime.torch_runner import TorchRunner
+
+        return TorchRunner.from_checkpoint(path, device=device, **kw)
+    if kind == "onnx":
+        from edgetl.runtime.onnxruntime import OrtRunner
+
+        return OrtRunner(path, providers=_ort_providers(device, provider), **kw)
+    if kind == "tensorrt":
+        if device is not None and not device.startswith("cuda"):
+            raise EdgetlError(f"{path}: TensorRT engines run on a CUDA GPU only; use --device cuda or the .onnx file")
+        from edgetl.runtime.tensorrt import TrtRunner
+
+        index = int(device.split(":")[1]) if device and ":" in device else 0
+        return TrtRunner(path, device=index, **kw)
+    try:
+        from edgetl.runtime.aoti import AotiRunner
+    except ImportError:
+        raise EdgetlError(f"{path}: this edgetl has no AOTInductor runtime (edgetl.runtime.aoti)") from None
+    return AotiRunner(path, device)

@@ -1,0 +1,173 @@
+"""ONNX Runtime backend: TensorRT, CUDA or CPU execution provider, best available unless named.
+
+Figures are honest: after the session is created we read back the providers ORT actually uses, so a
+session that silently fell back to the CPU is reported as CPU (and refused when a GPU provider was asked for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.card import ModelCard
+from edgetl.errors import EdgetlError
+from edgetl.runtime.base import Runner, RunnerInfo
+from edgetl.runtime.onnx_graph import summarize_onnx
+
+PROVIDER_ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider",
+}
+PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
+OPTIMIZATIONS = ("all", "extended", "basic", "disable")
+
+
+def resolve_providers(requested: list[str] | str | None, available: list[str]) -> list[str]:
+    """Full provider names to ask ORT for: the named ones (aliases allowed) or the best available chain."""
+    if requested is None:
+        best = [p for p in PREFERENCE if p in available]
+        return best or ["CPUExecutionProvider"]
+    names = [requested] if isinstance(requested, str) else list(requested)
+    out = []
+    for name in names:
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in available:
+            raise EdgetlError(f"ONNX Runtime provider {name!r} is not available here; available: "
+                              f"{', '.join(available)} (install onnxruntime-gpu for CUDA / TensorRT)")
+        out.append(full)
+    if "CPUExecutionProvider" not in out and out[-1] == "TensorrtExecutionProvider" \
+            and "CUDAExecutionProvider" in available:
+        out.append("CUDAExecutionProvider")  # TensorRT EP hands unsupported nodes to CUDA, as ORT recommends
+    return out
+
+
+def _session_options(optimization: str, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+    if optimization not in levels:
+        raise EdgetlError(f"unknown ONNX Runtime optimization {optimization!r}; choose one of {', '.join(OPTIMIZATIONS)}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = levels[optimization]
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return opts
+
+
+INT8_TARGET_KEY = "edgetl.int8_target"
+
+
+def int8_target(card: ModelCard, metadata: dict[str, str]) -> str | None:
+    """Which INT8 numerics a Q/DQ model was made for ("tensorrt" or "cpu"), from the card or the metadata."""
+    value = card.extra.get("int8_target") or metadata.get(INT8_TARGET_KEY)
+    return str(value) if value else None
+
+
+def onnx_int8_target(path: str | Path) -> str | None:
+    """The INT8 target recorded in an ONNX file (None for FP32/FP16 files or when not recorded)."""
+    graph = summarize_onnx(path)
+    if graph.precision != "int8":
+        return None
+    card = ModelCard.from_metadata(graph.metadata, source=str(path))
+    return int8_target(card, graph.metadata)
+
+
+class OrtRunner(Runner):
+    """Runs an edgetl ONNX file; the card comes from its ``metadata_props``.
+
+    ``optimization="disable"`` runs Q/DQ nodes as float fake-quant, which is how TensorRT computes INT8;
+    ORT's default fuses them into integer kernels with slightly different rounding.
+    """
+
+    def __init__(self, path: str | Path, providers: list[str] | str | None = None, optimization: str = "all",
+                 threads: int | None = None, card: ModelCard | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EdgetlError(f"{self.path}: ONNX file not found; export one with `edgetl export`")
+        graph = self._summarize()
+        self.card = card or ModelCard.from_metadata(graph.metadata, source=str(self.path))
+        wanted = resolve_providers(providers, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(str(self.path), _session_options(optimization, threads),
+                                                providers=wanted)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise EdgetlError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); "
+                              "re-export it with `edgetl export`") from None
+        used = self.session.get_providers()
+        if providers is not None and used[0] != wanted[0]:
+            raise EdgetlError(f"{self.path}: asked for {wanted[0]} but ONNX Runtime fell back to {used[0]} "
+                              "(check the CUDA / cuDNN / TensorRT libraries); refusing to report it as GPU")
+        self.provider = used[0]
+        self.device = "cuda" if self.provider in GPU_PROVIDERS else "cpu"
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self._in_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        dim0 = inp.shape[0] if inp.shape else None
+        static = isinstance(dim0, int) and dim0 > 0
+        self.info = RunnerInfo(
+            backend="onnxruntime", precision=graph.precision, device=self.device, input_name=inp.name,
+            output_name=out.name, min_batch=int(dim0) if isinstance(dim0, int) and static else 1,
+            max_batch=int(dim0) if isinstance(dim0, int) and static else None, static_batch=static,
+            details={"provider": self.provider, "providers": used, "optimization": optimization, "threads": threads,
+                     "input_type": inp.type, "graph": graph.to_dict(), "path": str(self.path),
+                     "int8_target": int8_target(self.card, graph.metadata) if graph.precision == "int8" else None},
+        )
+
+    def _summarize(self) -> Any:
+        try:
+            return summarize_onnx(self.path)
+        except Exception as exc:  # onnx.DecodeError and friends
+            raise EdgetlError(f"{self.path}: not a readable ONNX file ({type(exc).__name__}); "
+                              "re-export it with `edgetl export`") from None
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        x = batch.astype(self._in_dtype, copy=False)
+        if self.device == "cuda":
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self.info.input_name, x)
+            binding.bind_output(self.info.output_name, "cuda")
+            self.session.run_with_iobinding(binding)
+            out = binding.copy_outputs_to_cpu()[0]
+        else:
+            out = self.session.run([self.info.output_name], {self.info.input_name: x})[0]
+        return np.asarray(out, np.float32)
+
+    def compute_call(self, batch: np.ndarray) -> Callable[[], object]:
+        """On CUDA: input uploaded once and output kept on the device, bound with IO binding."""
+        if self.info.static_batch and batch.shape[0] != self.info.max_batch:
+            return super().compute_call(batch)
+        if self.device != "cuda":
+            x = self.check_input(batch).astype(self._in_dtype, copy=False)
+            feed, names = {self.info.input_name: x}, [self.info.output_name]
+            return lambda: self.session.run(names, feed)
+        import onnxruntime as ort
+
+        x = self.check_input(batch).astype(self._in_dtype, copy=False)
+        dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.info.input_name, dev)
+        binding.bind_output(self.info.output_name, "cuda")
+        session = self.session
+
+        def call() -> object:
+            _ = dev  # the device input must live as long as the call does
+            return session.run_with_iobinding(binding)
+
+        return call
+
+    @property
+    def timer_name(self) -> str:
+        # run_with_iobinding / run return only when outputs are ready, so host time is the latency
+        return "perf_counter_ns"
+
+    def close(self) -> None:
+        self.__dict__.pop("session", None)

@@ -1,0 +1,267 @@
+"""``fit(config)``: data → model → epochs of train/validate → a run directory.
+
+Every epoch starts from a state that depends only on (seed, epoch) and what is on disk: RNGs are
+reseeded, the loader reshuffled, the learning rate computed from the global step. ``last`` and the
+optimizer state are written after every epoch (and once before the first), so ``--resume`` after a
+crash or Ctrl-C gives the same weights as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from edgetl.card import HeadConfig, ModelCard, library_versions
+from edgetl.config import TrainConfig, save_config
+from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
+from edgetl.data.folder import DataSplit, report_skipped, scan_data
+from edgetl.data.transforms import eval_transform, train_transform
+from edgetl.errors import EdgetlError
+from edgetl.models.factory import card_for, create_model
+from edgetl.models.freeze import apply_freeze, stage_param_names, trainable_stages
+from edgetl.models.weights import load_weights, zero_init_head
+from edgetl.train import checkpoint as ckpt
+from edgetl.train.distributed import DistInfo, init_distributed, wrap_ddp
+from edgetl.train.loop import StepSettings, evaluate, train_one_epoch
+from edgetl.train.loss import build_loss
+from edgetl.train.optim import build_optimizer, lr_at
+from edgetl.train.outputs import epoch_line, plot_curves, print_summary, write_metrics_csv
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    card: ModelCard
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    @property
+    def best(self) -> dict[str, Any]:
+        return next((row for row in self.history if row["epoch"] == self.best_epoch), {})
+
+
+def reseed(seed: int, epoch: int) -> None:
+    """Python, NumPy and torch RNGs from (seed, epoch): dropout and augmentation replay on resume."""
+    value = (seed * 1_000_003 + epoch) % 2**31
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def default_run_dir(model: str) -> Path:
+    return Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _improved(value: float, best: float | None, monitor: str) -> bool:
+    if best is None:
+        return True
+    return value > best if monitor == "val_top1" else value < best
+
+
+def _settings(cfg: TrainConfig, dist: DistInfo) -> StepSettings:
+    cuda = dist.device.type == "cuda"
+    amp = cfg.amp
+    if not cuda and amp in ("bf16", "fp16"):
+        raise EdgetlError(f"--amp {amp} needs a CUDA device; use --amp none (or auto) on CPU")
+    if amp == "auto":
+        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "none"
+    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return StepSettings(dist.device, dtype, scaler, channels_last=cfg.channels_last and cuda, clip_grad=cfg.clip_grad)
+
+
+class Trainer:
+    """State of one run; :func:`fit` is the whole story, the methods are its paragraphs."""
+
+    def __init__(self, cfg: TrainConfig, console: Console, quiet: bool) -> None:
+        self.cfg, self.console, self.quiet = cfg, console, quiet
+        self.dist = init_distributed(cfg.device)
+        self.split: DataSplit = scan_data(cfg.data or "", cfg.val_split, cfg.seed)
+        self.run_dir = Path(cfg.resume) if cfg.resume else Path(cfg.out) if cfg.out else default_run_dir(cfg.model)
+        self.run_dir = self.dist.broadcast_path(self.run_dir)
+        self.num_classes = len(self.split.classes)
+        self.card = self._card()
+        torch.manual_seed(cfg.seed)
+        self.model: nn.Module = create_model(self.card, pretrained=cfg.pretrained)
+        if cfg.weights and not cfg.resume:
+            report = load_weights(self.model, cfg.model, cfg.weights)
+            self.log(report.summary())
+        zero_init_head(self.model)
+        self.settings = _settings(cfg, self.dist)
+        self.model.to(self.dist.device)
+        if self.settings.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.num_stages = len(stage_param_names(self.model))
+        counts = class_counts(self.split.train, self.num_classes)
+        self.criterion = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma,
+                                    focal_alpha=cfg.focal_alpha, class_counts=counts).to(self.dist.device)
+        self.val_criterion = nn.CrossEntropyLoss()
+        self.train_loader = make_loader(
+            ImageDataset(self.split.train, train_transform(self.card.preprocess, cfg.augment)), cfg.batch_size,
+            train=True, seed=cfg.seed, balanced=cfg.sampler == "balanced", workers=cfg.workers,
+            distributed=self.dist.world > 1, pin_memory=self.dist.device.type == "cuda")
+        self.val_loader = make_loader(ImageDataset(self.split.val, eval_transform(self.card.preprocess)),
+                                      cfg.batch_size, train=False, seed=cfg.seed, workers=cfg.workers,
+                                      distributed=self.dist.world > 1)
+        self.steps_per_epoch = len(self.train_loader)
+        self.history: list[dict[str, Any]] = []
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        self.step = 0
+        self.start_epoch = 0
+        self.stages_now = -1
+        self.trainable = 0
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.ddp_model: nn.Module = self.model
+
+    def log(self, message: str) -> None:
+        if self.dist.is_main and not self.quiet:
+            self.console.print(message, highlight=False)
+
+    def _card(self) -> ModelCard:
+        cfg = self.cfg
+        card = card_for(cfg.model, self.split.classes, cfg.img_size, HeadConfig(cfg.head_dropout, cfg.head_hidden),
+                        weights=cfg.weights or (f"timm:{cfg.model}" if cfg.pretrained else None))
+        card.strategy, card.seed, card.versions = cfg.strategy, cfg.seed, library_versions()
+        if cfg.resume:
+            old = ModelCard.load(self.run_dir / ckpt.CARD_FILE)
+            if old.classes != card.classes or old.arch != card.arch:
+                raise EdgetlError(f"--resume {self.run_dir}: it was trained as {old.arch} on classes {old.classes}, "
+                                  f"the data now gives {card.classes}; resume with the same --data and --model")
+        return card
+
+    def lr_for_step(self, step: int) -> float:
+        total = self.cfg.epochs * self.steps_per_epoch
+        return lr_at(step, self.cfg.base_lr, total, round(self.cfg.warmup_epochs * self.steps_per_epoch))
+
+    def set_stages(self, epoch: int) -> None:
+        """Freeze for ``epoch``'s strategy; rebuild the optimizer (moments kept) when it changes."""
+        n = trainable_stages(self.cfg.strategy, self.num_stages, epoch, self.cfg.unfreeze, self.cfg.unfreeze_every)
+        if n == self.stages_now:
+            return
+        self.trainable = apply_freeze(self.model, n)
+        self.optimizer = build_optimizer(self.model, self.cfg.base_lr, self.cfg.weight_decay, self.cfg.backbone_lr_mult,
+                                         previous=self.optimizer)
+        self.ddp_model = wrap_ddp(self.model, self.dist)
+        if self.stages_now >= 0:
+            self.log(f"unfreezing: {n}/{self.num_stages} backbone stages now train ({self.trainable:,} parameters)")
+        self.stages_now = n
+
+    def save_state(self, epochs_done: int) -> None:
+        if not self.dist.is_main:
+            return
+        assert self.optimizer is not None
+        ckpt.save_checkpoint(self.run_dir, "last", self.model, self.card)
+        ckpt.save_train_state(self.run_dir, self.optimizer, {
+            "epochs_done": epochs_done, "step": self.step, "best_value": self.best_value,
+            "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "history": self.history})
+
+    def restore(self) -> None:
+        """Weights, optimizer moments and counters from ``--resume RUN_DIR``."""
+        state, meta = ckpt.load_train_state(self.run_dir)
+        self.start_epoch = int(meta["epochs_done"])
+        self.set_stages(max(0, self.start_epoch - 1))
+        ckpt.load_state(self.model, ckpt.load_tensors(self.run_dir / "last.safetensors"),
+                        source=self.run_dir / "last.safetensors", arch=self.card.arch)
+        assert self.optimizer is not None
+        self.optimizer.load_state_dict(state)
+        self.step, self.history = int(meta["step"]), list(meta["history"])
+        self.best_value, self.best_epoch, self.bad_epochs = meta["best_value"], meta["best_epoch"], meta["bad_epochs"]
+        self.log(f"resuming {self.run_dir} after epoch {self.start_epoch} (step {self.step})")
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        self.set_stages(epoch)
+        assert self.optimizer is not None
+        reseed(self.cfg.seed, epoch)
+        set_epoch(self.train_loader, epoch)
+        show = not self.quiet and self.dist.is_main
+        progress = Progress(TextColumn(f"epoch {epoch + 1}/{self.cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=self.console,
+                            transient=True, disable=not show)
+        task = progress.add_task("train", total=self.steps_per_epoch, loss=float("nan"))
+        with progress if show else nullcontext():
+            train, self.step = train_one_epoch(
+                self.ddp_model, self.train_loader, self.criterion, self.optimizer, self.settings, epoch=epoch,
+                first_step=self.step, lr_for_step=self.lr_for_step, num_classes=self.num_classes,
+                on_step=(lambda loss: progress.update(task, advance=1, loss=loss)) if show else None)
+        val = evaluate(self.ddp_model, self.val_loader, self.val_criterion, self.settings, self.num_classes)
+        return {"epoch": epoch + 1, "lr": self.lr_for_step(self.step - 1), "train_loss": train.loss,
+                "train_top1": train.top1, "val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5,
+                "trainable_params": self.trainable, "seconds": train.seconds + val.seconds}
+
+    def after_epoch(self, row: dict[str, Any]) -> bool:
+        """Record the epoch, write checkpoints; True when early stopping says stop."""
+        self.history.append(row)
+        value = row[self.cfg.monitor]
+        if _improved(value, self.best_value, self.cfg.monitor):
+            self.best_value, self.best_epoch, self.bad_epochs = value, row["epoch"], 0
+            self.card.metrics = {"best_epoch": row["epoch"], **{k: row[k] for k in (
+                "val_top1", "val_top5", "val_loss", "train_loss", "train_top1") if row[k] is not None}}
+            if self.dist.is_main:
+                ckpt.save_checkpoint(self.run_dir, "best", self.model, self.card)
+        else:
+            self.bad_epochs += 1
+        if self.dist.is_main:
+            write_metrics_csv(self.run_dir / "metrics.csv", self.history)
+        self.save_state(row["epoch"])
+        self.log(epoch_line(row, self.cfg.epochs))
+        return self.cfg.patience is not None and self.bad_epochs >= self.cfg.patience
+
+    def finish(self) -> None:
+        if self.dist.is_main and self.history:
+            plot_curves(self.run_dir / "curves.png", self.history)
+
+
+def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False) -> RunResult:
+    """Train ``cfg.model`` on ``cfg.data`` and write the run directory (rank 0 only under DDP)."""
+    cfg.validate()
+    if not cfg.data:
+        raise EdgetlError("no training data; pass --data DIR (ImageFolder) or a path,label CSV")
+    console = console or Console()
+    tr = Trainer(cfg, console, quiet)
+    try:
+        if tr.dist.is_main:
+            tr.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, tr.run_dir / "config.yaml")
+            report_skipped(tr.split.skipped)
+        tr.log(f"{cfg.model}: {len(tr.split.train)} train / {len(tr.split.val)} val images, {tr.num_classes} classes, "
+               f"strategy {cfg.strategy}, device {tr.dist.device}, world {tr.dist.world} → {tr.run_dir}")
+        if cfg.resume:
+            tr.restore()
+        else:
+            tr.set_stages(0)
+            tr.save_state(0)  # epoch 0's starting point, so even a Ctrl-C in epoch 1 resumes exactly
+        stopped = False
+        t0 = time.perf_counter()
+        try:
+            for epoch in range(tr.start_epoch, cfg.epochs):
+                if tr.after_epoch(tr.run_epoch(epoch)):
+                    stopped = True
+                    tr.log(f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs")
+                    break
+        except KeyboardInterrupt:
+            done = tr.history[-1]["epoch"] if tr.history else 0
+            tr.log(f"[yellow]interrupted: {tr.run_dir}/last.safetensors holds epoch {done}; continue with "
+                   f"`edgetl train --resume {tr.run_dir}`[/yellow]")
+            tr.finish()
+            raise
+        tr.finish()
+        if tr.dist.is_main and not quiet:
+            print_summary(console, tr.history, tr.best_epoch, tr.run_dir, cfg.monitor)
+            tr.log(f"done in {time.perf_counter() - t0:.1f}s")
+        return RunResult(tr.run_dir, tr.card, tr.history, tr.best_epoch, stopped)
+    finally:
+        tr.dist.close()

@@ -1,0 +1,75 @@
+"""What a run leaves behind for people: metrics.csv, curves.png, per-epoch lines and a summary table."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edgetl.io import atomic_path, atomic_write_text
+
+COLUMNS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "trainable_params",
+           "seconds")
+
+
+def write_metrics_csv(path: str | Path, history: list[dict[str, Any]]) -> None:
+    """One row per epoch; top-5 only when the data has >= 5 classes."""
+    cols = [c for c in COLUMNS if any(row.get(c) is not None for row in history)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({c: (f"{row[c]:.6g}" if isinstance(row.get(c), float) else row.get(c)) for c in cols})
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_curves(path: str | Path, history: list[dict[str, Any]]) -> None:
+    """Loss and top-1 per epoch, train vs val."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "top1", "top-1 accuracy (%)")):
+        ax.plot(epochs, [row[f"train_{key}"] for row in history], "o-", label="train")
+        ax.plot(epochs, [row[f"val_{key}"] for row in history], "o-", label="val")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    top5 = f" top5 {row['val_top5']:.1f}" if row.get("val_top5") is not None else ""
+    return (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} top1 {row['train_top1']:.1f}  |  "
+            f"val loss {row['val_loss']:.4f} top1 {row['val_top1']:.1f}{top5}  |  lr {row['lr']:.2e}  "
+            f"{row['seconds']:.1f}s")
+
+
+def summary_table(history: list[dict[str, Any]], best_epoch: int | None, run_dir: Path, monitor: str) -> Table:
+    table = Table(title=f"edgetl train — {run_dir}", title_justify="left")
+    for col in ("epoch", "train loss", "train top-1", "val loss", "val top-1", "val top-5", "lr"):
+        table.add_column(col, justify="right")
+    for row in history:
+        style = "bold green" if row["epoch"] == best_epoch else None
+        top5 = f"{row['val_top5']:.1f}" if row.get("val_top5") is not None else "-"
+        table.add_row(str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['train_top1']:.1f}",
+                      f"{row['val_loss']:.4f}", f"{row['val_top1']:.1f}", top5, f"{row['lr']:.2e}", style=style)
+    table.caption = f"best epoch {best_epoch} by {monitor} → {run_dir / 'best.safetensors'}"
+    return table
+
+
+def print_summary(console: Console, history: list[dict[str, Any]], best_epoch: int | None, run_dir: Path,
+                  monitor: str) -> None:
+    if history:
+        console.print(summary_table(history, best_epoch, run_dir, monitor))

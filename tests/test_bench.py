@@ -1,0 +1,194 @@
+"""Benchmark harness: statistics, schema, interleaved side-by-side runs on real models, reports, CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgetl.bench.harness import BenchConfig, BenchTarget, bench_targets
+from edgetl.bench.report import markdown, merge_documents, with_speedups, write_plot
+from edgetl.bench.schema import SCHEMA, make_document, validate
+from edgetl.bench.stats import latency_stats, throughput_ips
+from edgetl.cli import main
+from edgetl.errors import EdgetlError
+from edgetl.runtime import load
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_stats_on_known_timings() -> None:
+    times = list(range(1, 101))  # 1..100 ms
+    s = latency_stats(times)
+    assert s["mean"] == 50.5 and s["min"] == 1 and s["max"] == 100
+    assert s["p50"] == pytest.approx(50.5)
+    assert s["p90"] == pytest.approx(90.1)
+    assert s["p95"] == pytest.approx(95.05)
+    assert s["p99"] == pytest.approx(99.01)
+    assert throughput_ips(8, 4.0) == 2000.0
+    with pytest.raises(ValueError):
+        latency_stats([])
+
+
+def _result(**kw: object) -> dict:
+    r = {"model": "resnet50", "artifact": "m.onnx", "backend": "onnxruntime", "precision": "fp32", "device": "cpu",
+         "provider": "CPUExecutionProvider", "mode": "compute", "batch": 8, "iters": 100, "warmup_iters": 5,
+         "latency_ms": {"mean": 4.0, "min": 3.0, "p50": 3.9, "p90": 4.5, "p95": 4.8, "p99": 5.0, "max": 6.0},
+         "throughput_ips": 2000.0, "peak_memory_mb": None}
+    r.update(kw)
+    return r
+
+
+def test_schema_accepts_a_valid_document_and_names_bad_fields() -> None:
+    doc = make_document([_result(), _result(backend="cpp-trt", device="cuda", provider=None, peak_memory_mb=812.5)])
+    assert doc["schema"] == SCHEMA and validate(json.loads(json.dumps(doc))) is not None
+    bad_cases = [
+        ({"schema": "edgetl.bench/0"}, "'schema' is 'edgetl.bench/0'"),
+        ({"timestamp": "yesterday"}, "not ISO 8601"),
+        ({"host": {"cpu": "x"}}, "'host' needs"),
+    ]
+    for patch, pattern in bad_cases:
+        with pytest.raises(EdgetlError, match=pattern):
+            validate({**doc, **patch})
+    for field, value, pattern in [("backend", "tflite", "expected one of torch"), ("batch", 0, "'batch'"),
+                                  ("latency_ms", {"mean": 1.0}, "latency_ms.min"), ("throughput_ips", "fast", "type str")]:
+        broken = copy.deepcopy(doc)
+        broken["results"][0][field] = value
+        with pytest.raises(EdgetlError, match=pattern):
+            validate(broken, source="x.json")
+    broken = copy.deepcopy(doc)
+    del broken["results"][1]["mode"]
+    with pytest.raises(EdgetlError, match=r"results\[1\]: missing 'mode'"):
+        validate(broken)
+
+
+def test_speedup_is_relative_to_the_first_artifact_per_batch() -> None:
+    rs = with_speedups([_result(batch=1, throughput_ips=100.0), _result(artifact="b", batch=1, throughput_ips=250.0),
+                        _result(batch=8, throughput_ips=400.0), _result(artifact="b", batch=8, throughput_ips=200.0)])
+    assert [r["speedup"] for r in rs] == [1.0, 2.5, 1.0, 0.5]
+
+
+def test_interleaved_side_by_side_on_real_models(tiny_run_dir: Path, tiny_onnx: Path) -> None:
+    config = BenchConfig(batches=(1, 4), iters=12, warmup_iters=2, round_s=0.01)
+    with load(tiny_run_dir, device="cpu") as torch_runner, load(tiny_onnx, device="cpu") as ort_runner:
+        targets = [BenchTarget("torch", torch_runner, str(tiny_run_dir)), BenchTarget("ort", ort_runner, str(tiny_onnx))]
+        results = bench_targets(targets, config, progress=False)
+    assert [(r["label"], r["batch"]) for r in results] == [("torch", 1), ("ort", 1), ("torch", 4), ("ort", 4)]
+    for r in results:
+        assert r["iters"] == 12 and r["warmup_iters"] >= 2  # --iters alone means exactly that many timed calls
+        assert r["rounds"] > 1  # chunks of ~10 ms: both artifacts alternated over several rounds
+        lat = r["latency_ms"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]
+        assert r["throughput_ips"] == pytest.approx(r["batch"] * 1000 / lat["mean"])
+        assert r["device"] == "cpu" and r["peak_memory_mb"] is None and r["timer"] == "perf_counter_ns"
+    assert results[1]["provider"] == "CPUExecutionProvider" and results[0]["backend"] == "torch"
+    doc = make_document(results)
+    table = markdown(doc)
+    assert table.count("\n| ") == 5 and "1.00x" in table  # header + 4 rows; baseline 1.00x
+
+
+def test_e2e_mode_preprocesses_real_images(tiny_onnx: Path, hymenoptera: Path) -> None:
+    from edgetl.data.images import load_rgb
+
+    images = [load_rgb(p) for p in sorted((hymenoptera / "val" / "ants").glob("*.jpg"))[:3]]
+    with load(tiny_onnx) as runner:
+        compute = bench_targets([BenchTarget("ort", runner, str(tiny_onnx))],
+                                BenchConfig(batches=(2,), iters=6, warmup_iters=1), progress=False)
+        e2e = bench_targets([BenchTarget("ort", runner, str(tiny_onnx))],
+                            BenchConfig(batches=(2,), mode="e2e", iters=6, warmup_iters=1), images=images,
+                            progress=False)
+    assert e2e[0]["mode"] == "e2e"
+    # e2e decodes nothing but resizes 500x375-ish photos and normalises: it costs more than compute
+    assert e2e[0]["latency_ms"]["p50"] > compute[0]["latency_ms"]["p50"]
+
+
+def test_cli_bench_writes_json_md_plot_and_merges(tiny_run_dir: Path, tiny_onnx: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "b.json"
+    rc = main(["bench", str(tiny_run_dir), str(tiny_onnx), "--batch", "1,2", "--iters", "8", "--warmup-iters", "1",
+               "--device", "cpu", "--threads", "1", "--json", str(out), "--md", str(tmp_path / "b.md"), "--plot", str(tmp_path / "b.png"),
+               "--no-progress"])
+    assert rc == 0
+    doc = validate(json.loads(out.read_text()))
+    assert len(doc["results"]) == 4 and {r["backend"] for r in doc["results"]} == {"torch", "onnxruntime"}
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "speed-up" in (tmp_path / "b.md").read_text()
+    printed = capsys.readouterr().out
+    assert "model.onnx" in printed and "1.00x" in printed
+
+    cpp = make_document([_result(backend="cpp-aoti", artifact="model.pt2", batch=1)])
+    (tmp_path / "cpp.json").write_text(json.dumps(cpp))
+    merged = merge_documents([out, tmp_path / "cpp.json"])
+    assert len(merged["results"]) == 5 and merged["merged_from"][1].endswith("cpp.json")
+    write_plot(merged, tmp_path / "merged.png")
+    assert main(["bench", "--merge", str(out), str(tmp_path / "cpp.json"), "--json", str(tmp_path / "m.json")]) == 0
+    assert len(json.loads((tmp_path / "m.json").read_text())["results"]) == 5
+
+
+def test_cli_bench_errors(tmp_path: Path, tiny_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", str(tmp_path / "nope.onnx")]) == 2
+    assert "artifact not found" in capsys.readouterr().err
+    assert main(["bench", str(tiny_onnx), "--provider", "tensorrt"]) == 2
+    assert "not available here; available:" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text(json.dumps({"schema": "other"}))
+    assert main(["bench", "--merge", str(tmp_path / "bad.json")]) == 2
+    assert "expected 'edgetl.bench/1'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", str(tiny_onnx), "--batch", "0"])
+    with pytest.raises(SystemExit):
+        main(["bench", str(tiny_onnx), "--mode", "fast"])
+
+
+def test_trtexec_absent_is_a_clear_error(tiny_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    if shutil.which("trtexec"):
+        pytest.skip("trtexec present")
+    assert main(["bench", str(tiny_onnx), "--trtexec", "--iters", "2"]) == 2
+    assert "trtexec not found on PATH" in capsys.readouterr().err
+
+
+def test_trtexec_output_parsing() -> None:
+    from edgetl.bench.trtexec import parse_trtexec
+
+    text = """[I] === Performance summary ===
+[I] Throughput: 2210.48 qps
+[I] Latency: min = 0.52 ms, max = 1.2 ms, mean = 0.61 ms, median = 0.6 ms, percentile(90%) = 0.63 ms
+[I] GPU Compute Time: min = 0.431 ms, max = 0.9 ms, mean = 0.4502 ms, median = 0.449 ms, percentile(90%) = 0.455 ms, percentile(95%) = 0.46 ms, percentile(99%) = 0.48 ms
+"""
+    got = parse_trtexec(text)
+    assert got["qps"] == 2210.48 and got["mean"] == 0.4502 and got["p99"] == 0.48 and got["min"] == 0.431
+    with pytest.raises(EdgetlError, match="could not read trtexec"):
+        parse_trtexec("[E] Engine deserialization failed")
+
+
+def test_json_roundtrip_keeps_numbers(tmp_path: Path) -> None:
+    doc = make_document([_result()])
+    assert np.isclose(validate(json.loads(json.dumps(doc)))["results"][0]["throughput_ips"], 2000.0)
+
+
+def test_gpu_suite_refuses_without_cuda_and_has_help() -> None:
+    import subprocess
+    import sys
+
+    from conftest import has_cuda
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
+    helped = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "--dry-run" in helped.stdout
+    if has_cuda():
+        pytest.skip("a CUDA GPU is present; the refusal only applies without one")
+    proc = subprocess.run([sys.executable, str(script), "--models", "resnet50"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr and "--dry-run" in proc.stderr
+
+
+def test_cli_e2e_on_real_photos(tiny_onnx: Path, hymenoptera: Path, tmp_path: Path) -> None:
+    out = tmp_path / "e2e.json"
+    assert main(["bench", str(tiny_onnx), "--mode", "e2e", "--data", str(hymenoptera / "val" / "ants"),
+                 "--batch", "2", "--iters", "4", "--warmup-iters", "1", "--json", str(out), "--no-progress"]) == 0
+    r = validate(json.loads(out.read_text()))["results"][0]
+    assert (r["mode"], r["batch"], r["iters"], r["timer"]) == ("e2e", 2, 4, "perf_counter_ns")

@@ -1,0 +1,70 @@
+"""Config layering (defaults < recipe < --config file < flags), validation and the saved config.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgetl.config import VALID_KEYS, TrainConfig, read_yaml_config, recipes_dir, resolve_config, save_config
+from edgetl.errors import EdgetlError
+
+
+@pytest.fixture
+def recipes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "resnet18.yaml").write_text("lr: 0.01\nepochs: 7\nbatch-size: 48\nstrategy: partial\nunfreeze: 2\n")
+    monkeypatch.setenv("EDGETL_RECIPES", str(folder))
+    return folder
+
+
+def test_layers_in_order(recipes: Path, tmp_path: Path) -> None:
+    cfg = resolve_config({"model": "resnet18"})
+    assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.strategy, cfg.unfreeze) == (0.01, 7, 48, "partial", 2)
+    assert cfg.weight_decay == TrainConfig.weight_decay  # untouched default
+    user = tmp_path / "user.yaml"
+    user.write_text("model: resnet18\nepochs: 3\nlabel_smoothing: 0.1\n")
+    cfg = resolve_config({"lr": 0.5, "epochs": None}, config_file=user)  # None = flag not given
+    assert (cfg.model, cfg.lr, cfg.epochs, cfg.batch_size, cfg.label_smoothing) == ("resnet18", 0.5, 3, 48, 0.1)
+    assert resolve_config({"model": "resnet50"}).lr == TrainConfig.lr  # no recipe for it: defaults
+    assert TrainConfig(strategy="linear-probe").base_lr == 1e-2 and TrainConfig(strategy="full").base_lr == 1e-3
+
+
+def test_recipes_dir_defaults_to_repo_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDGETL_RECIPES", raising=False)
+    assert recipes_dir() == Path(__file__).resolve().parents[1] / "models"
+
+
+def test_unknown_key_is_one_line_listing_valid_keys(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 0.1\nlearning_rate: 0.1\n")
+    with pytest.raises(EdgetlError) as info:
+        read_yaml_config(bad)
+    message = str(info.value)
+    assert "learning_rate" in message and "valid keys" in message and "\n" not in message
+    assert all(key in message for key in ("lr", "batch_size", "strategy"))
+
+
+def test_bad_yaml_and_bad_values(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("lr: [0.1\n")
+    with pytest.raises(EdgetlError, match="not valid YAML"):
+        read_yaml_config(broken)
+    with pytest.raises(EdgetlError, match="not found"):
+        read_yaml_config(tmp_path / "missing.yaml")
+    with pytest.raises(EdgetlError, match="linear-probe, full, partial, gradual"):
+        resolve_config({"strategy": "half"})
+    with pytest.raises(EdgetlError, match="--epochs 0"):
+        resolve_config({"epochs": 0})
+    with pytest.raises(EdgetlError, match="choose one source"):
+        resolve_config({"pretrained": True, "weights": "efficientnet_lite0"})
+
+
+def test_saved_config_reloads_identically(tmp_path: Path) -> None:
+    cfg = resolve_config({"data": "/data", "model": "resnet18", "focal_alpha": [0.2, 0.8], "loss": "focal",
+                          "clip_grad": None, "warmup_epochs": 1})
+    save_config(cfg, tmp_path / "config.yaml")
+    again = resolve_config(base=read_yaml_config(tmp_path / "config.yaml"))
+    assert again == cfg
+    assert set(read_yaml_config(tmp_path / "config.yaml")) == set(VALID_KEYS)

@@ -1,0 +1,91 @@
+"""`edgetl eval` and `edgetl predict` on a trained run: metrics that agree with each other and with the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edgetl.cli as cli
+from edgetl.config import TrainConfig
+from edgetl.data.images import load_rgb
+from edgetl.data.transforms import eval_array
+from edgetl.evaluate import report_from_logits
+from edgetl.train.checkpoint import load_model
+from edgetl.train.fit import fit
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def run_dir(digits_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("evalrun") / "run"
+    fit(TrainConfig(data=str(digits_data), out=str(out), model="test_resnet", img_size=32, epochs=3, lr=1e-2,
+                    batch_size=16), quiet=True)
+    return out
+
+
+@pytest.fixture
+def commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "COMMANDS", ("eval", "predict"))
+
+
+def test_eval_writes_consistent_report(run_dir: Path, digits_data: Path, commands: None,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["eval", str(run_dir), "--data", str(digits_data / "val"), "--worst", "5", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert printed == saved and (run_dir / "confusion.png").stat().st_size > 1000
+    cm = np.asarray(saved["confusion"])
+    assert cm.shape == (10, 10) and cm.sum() == saved["images"] == 60
+    assert saved["top1"] == pytest.approx(100.0 * np.trace(cm) / cm.sum())
+    assert saved["top5"] >= saved["top1"]
+    for i, c in enumerate(saved["per_class"]):
+        assert c["support"] == cm[i].sum()
+        assert c["recall"] == pytest.approx(cm[i, i] / cm[i].sum())
+    worst = saved["worst"]
+    assert len(worst) == min(5, 60 - np.trace(cm))
+    assert all(m["true"] != m["predicted"] for m in worst)
+    assert [m["confidence"] for m in worst] == sorted((m["confidence"] for m in worst), reverse=True)
+    # the accuracy agrees with the best epoch recorded by training (same eval preprocessing)
+    card = json.loads((run_dir / "model.json").read_text())
+    assert saved["top1"] == pytest.approx(card["metrics"]["val_top1"])
+
+
+def test_predict_json_matches_the_model(run_dir: Path, digits_data: Path, commands: None,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    images = sorted((digits_data / "val" / "digit_3").glob("*.png"))[:3]
+    assert cli.main(["predict", str(run_dir), *map(str, images), "--topk", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["predictions"]
+    model, card = load_model(run_dir)
+    batch = torch.from_numpy(np.stack([eval_array(load_rgb(p), card.preprocess) for p in images]))
+    with torch.inference_mode():
+        probs = torch.softmax(model(batch), dim=1)
+    for pred, p in zip(out, probs, strict=True):
+        assert len(pred["top"]) == 3
+        top = p.topk(3)
+        assert [t["class"] for t in pred["top"]] == [card.classes[i] for i in top.indices.tolist()]
+        assert [t["prob"] for t in pred["top"]] == pytest.approx(top.values.tolist(), abs=1e-5)
+
+
+def test_predict_table_and_bad_image(run_dir: Path, tmp_path: Path, digits_data: Path, commands: None,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    image = next((digits_data / "val" / "digit_0").glob("*.png"))
+    assert cli.main(["predict", str(run_dir), str(image), "--topk", "2"]) == 0
+    assert "digit_" in capsys.readouterr().out
+    (tmp_path / "bad.jpg").write_text("not an image")
+    assert cli.main(["predict", str(run_dir), str(tmp_path / "bad.jpg")]) == 2
+    assert "bad.jpg" in capsys.readouterr().err
+
+
+def test_report_from_logits_by_hand() -> None:
+    logits = np.array([[3.0, 0.0], [0.0, 3.0], [2.0, 0.0], [5.0, 0.0]])
+    labels = np.array([0, 1, 1, 1])
+    report = report_from_logits(logits, labels, ["a", "b"], ["p0", "p1", "p2", "p3"])
+    assert report.top1 == 50.0 and report.top5 is None
+    assert report.confusion == [[1, 0], [2, 1]]
+    assert report.per_class[0].precision == pytest.approx(1 / 3) and report.per_class[1].recall == pytest.approx(1 / 3)
+    assert [m.path for m in report.worst] == ["p3", "p2"]  # most confident mistake first

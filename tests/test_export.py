@@ -1,0 +1,279 @@
+"""Exporter on small real models: FP32/FP16/INT8 ONNX, parity gates, manifest + metadata, bad inputs.
+
+Real torch, real ONNX Runtime, real photos (the hymenoptera set; skipped when absent). The models are
+timm's tiny test_efficientnet / test_resnet at 64 px with random weights, so these check the exporter's
+mechanics; accuracy on a real 1000-class model lives in test_export_real.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from edgetl.card import ModelCard
+from edgetl.errors import EdgetlError
+from edgetl.export.manifest import Manifest
+from edgetl.export.onnx import read_metadata
+from edgetl.export.pipeline import ExportOptions, export_artifacts
+from edgetl.io import sha256_file
+
+IMG = 64
+
+
+def _run_dir(root: Path, arch: str = "test_efficientnet", classes: int = 5) -> Path:
+    import torch
+
+    from edgetl.models.factory import card_for, create_model
+    from edgetl.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    card = card_for(arch, [f"c{i}" for i in range(classes)], img_size=IMG)
+    model = create_model(card)
+    run = root / arch
+    save_checkpoint(run, "best", model, card)
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, hymenoptera: Path) -> tuple[Path, Manifest, Path]:
+    """One export of a tiny EfficientNet at all three precisions (TensorRT-target INT8), engine asked for."""
+    root = tmp_path_factory.mktemp("export")
+    run = _run_dir(root)
+    options = ExportOptions(fp16=True, int8=True, calib_data=hymenoptera / "train", calib_size=48, parity_size=32,
+                            engine=True, batch=(1, 4, 16), quiet=True)
+    manifest = export_artifacts(run, root / "out", options)
+    return run, manifest, root / "out"
+
+
+def test_fp32_parity_and_gate(exported: tuple[Path, Manifest, Path]) -> None:
+    _, manifest, out = exported
+    fp32 = manifest.artifact("fp32")
+    assert (out / "model.onnx").is_file()
+    assert fp32.parity is not None and fp32.parity["passed"], fp32.parity
+    assert fp32.parity["max_abs_diff"] <= 1e-4
+    assert fp32.parity["top1_agreement"] == 1.0
+    assert fp32.parity["n"] == 32  # held out of calibration: 245 train images - 48 calibration, capped at 32
+    assert manifest.parity_data["same_as_calibration"] is False
+    assert fp32.details["export"]["exporter"] == "dynamo"
+
+
+def test_manifest_and_metadata_round_trip(exported: tuple[Path, Manifest, Path]) -> None:
+    run, manifest, out = exported
+    loaded = Manifest.load(out)
+    assert loaded.to_dict() == json.loads(json.dumps(manifest.to_dict()))  # tuples come back as lists
+    assert loaded.source["sha256"] == sha256_file(run / "best.safetensors")
+    card = ModelCard.load(run / "model.json")
+    assert loaded.model_card == card
+    for artifact in loaded.artifacts:
+        path = out / artifact.file
+        assert artifact.sha256 == sha256_file(path)
+        meta = read_metadata(path)
+        assert ModelCard.from_metadata(meta, str(path)) == card
+        assert meta["edgetl.precision"] == artifact.precision
+        assert artifact.inputs[0]["name"] == "input" and artifact.inputs[0]["dtype"] == "float32"
+        assert artifact.inputs[0]["shape"][1:] == [3, IMG, IMG]
+        assert artifact.outputs[0]["dtype"] == "float32"
+    assert loaded.batch == {"min": 1, "opt": 4, "max": 16}
+    assert {"torch", "onnx", "onnxruntime", "timm"} <= set(loaded.versions)
+
+
+def test_dynamic_batch_1_and_7(exported: tuple[Path, Manifest, Path]) -> None:
+    import torch
+
+    from edgetl.runtime.onnxruntime import OrtRunner
+    from edgetl.train.checkpoint import load_model
+
+    run, _, out = exported
+    model, _ = load_model(run)
+    x = np.random.default_rng(1).standard_normal((7, 3, IMG, IMG)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    with OrtRunner(out / "model.onnx", providers=["cpu"]) as runner:
+        assert runner.info.max_batch is None  # dynamic
+        np.testing.assert_allclose(runner.infer(x[:1]), ref[:1], atol=1e-4)
+        np.testing.assert_allclose(runner.infer(x), ref, atol=1e-4)
+
+
+def test_fp16_weights_io_and_gate(exported: tuple[Path, Manifest, Path]) -> None:
+    _, manifest, out = exported
+    art = manifest.artifact("fp16")
+    model = onnx.load(str(out / art.file))
+    weights = [i for i in model.graph.initializer if len(i.dims) >= 2]
+    assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert art.parity is not None and art.parity["passed"] and art.parity["top1_agreement"] >= 0.995
+
+
+def _qdq(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], list[onnx.NodeProto], list[onnx.NodeProto]]:
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    return inits, q, dq
+
+
+def test_int8_tensorrt_target_is_symmetric_per_channel(exported: tuple[Path, Manifest, Path]) -> None:
+    _, manifest, out = exported
+    art = manifest.artifact("int8")
+    inits, q, dq = _qdq(onnx.load(str(out / art.file)))
+    assert q and dq
+    zero_points = [inits[n.input[2]] for n in q + dq if len(n.input) > 2 and n.input[2] in inits]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    weight_dq = [n for n in dq if n.input[0] in inits and inits[n.input[0]].ndim == 4]  # conv weights stored int8
+    assert weight_dq and all(inits[n.input[1]].size == inits[n.input[0]].shape[0] for n in weight_dq)
+    assert art.details["int8"]["target"] == "tensorrt"
+    assert art.parity is not None and art.parity["evaluated_with"]["optimization"] == "disable"
+    assert read_metadata(out / art.file)["edgetl.int8_target"] == "tensorrt"
+
+
+def test_no_tensorrt_prints_how_to_build(exported: tuple[Path, Manifest, Path]) -> None:
+    from edgetl.export.tensorrt import import_tensorrt
+
+    if import_tensorrt() is not None:
+        pytest.skip("TensorRT is installed here; the engine path is covered by the trt-marked tests")
+    _, manifest, out = exported
+    build = manifest.engine_build
+    assert build["status"].startswith("not built")
+    assert not list(out.glob("*.engine"))
+    line = build["trtexec"]["int8"]
+    assert line.startswith("trtexec --onnx=model.int8.onnx --saveEngine=model.int8.engine --stronglyTyped")
+    assert "--minShapes=input:1x3x64x64" in line and "--maxShapes=input:16x3x64x64" in line
+    assert "--engine" in build["edgetl"] and "--out" in build["edgetl"]
+
+
+def test_int8_cpu_target_has_u8_activations(tmp_path: Path, hymenoptera: Path) -> None:
+    run = _run_dir(tmp_path, "test_resnet", classes=4)
+    options = ExportOptions(int8=True, int8_target="cpu", calib_data=hymenoptera / "val", calib_size=24,
+                            parity_size=16, static_batch=2, quiet=True)
+    manifest = export_artifacts(run, tmp_path / "out", options)
+    model = onnx.load(str(tmp_path / "out" / "model.int8.onnx"))
+    inits, q, _ = _qdq(model)
+    activation_zp = [inits[n.input[2]] for n in q if n.input[2] in inits]
+    assert activation_zp and all(z.dtype == np.uint8 for z in activation_zp)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2  # --static-batch
+    art = manifest.artifact("int8")
+    assert art.parity is not None and art.parity["evaluated_with"]["optimization"] == "all"
+    assert art.details["int8"]["reduce_range"] is True  # the CPU target's default (x86 without VNNI)
+    assert manifest.batch == {"static": 2}
+
+
+# --- bad inputs: one clear line, exit code 2 through the CLI ---
+
+def _cli(argv: list[str]) -> int:
+    from edgetl.cli import export as cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    try:
+        return cli.run(parser.parse_args(argv))
+    except EdgetlError:
+        return 2
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(EdgetlError, match="no checkpoint"):
+        export_artifacts(run, tmp_path / "out", ExportOptions(quiet=True))
+    assert _cli([str(run), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_wrong_architecture_for_weights(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path)
+    card = ModelCard.load(run / "model.json")
+    card.arch = "test_resnet"
+    card.save(run / "model.json")
+    with pytest.raises(EdgetlError, match="do not fit test_resnet"):
+        export_artifacts(run, tmp_path / "out", ExportOptions(quiet=True))
+
+
+def test_empty_calibration_folder(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path)
+    empty = tmp_path / "calib"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(EdgetlError, match="no image files"):
+        export_artifacts(run, tmp_path / "out", ExportOptions(int8=True, calib_data=empty, quiet=True))
+    with pytest.raises(EdgetlError, match="--int8 needs --calib-data"):
+        export_artifacts(run, tmp_path / "out", ExportOptions(int8=True, quiet=True))
+
+
+def test_unwritable_output_dir(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(EdgetlError, match="cannot create output directory"):
+        export_artifacts(run, blocker / "out", ExportOptions(quiet=True))
+
+
+def test_timm_name_needs_weights(tmp_path: Path) -> None:
+    with pytest.raises(EdgetlError, match="needs --weights"):
+        export_artifacts("tf_efficientnet_lite0", tmp_path / "out", ExportOptions(quiet=True))
+    with pytest.raises(EdgetlError, match="fits tf_efficientnet_lite0, not resnet18"):
+        export_artifacts("resnet18", tmp_path / "out", ExportOptions(weights="efficientnet_lite0", quiet=True))
+
+
+def test_unsupported_op_names_the_op(tmp_path: Path) -> None:
+    import torch
+    from torch import nn
+
+    from edgetl.export.onnx import onnx_from_model
+    from edgetl.models.factory import card_for
+
+    class Eigen(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.linalg.eigvals(x[:, 0, :4, :4]).real
+
+    card = card_for("test_resnet", ["a", "b", "c", "d"], img_size=32)
+    with pytest.raises(EdgetlError, match=r"test_resnet: cannot export.*aten\.linalg_eigvals"):
+        onnx_from_model(Eigen(), card, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_fp16_keeps_overflowing_nodes_in_float32(tmp_path: Path, hymenoptera: Path) -> None:
+    """Activations past the float16 range are found on the calibration images and kept in float32."""
+    import torch
+    from torch import nn
+
+    from edgetl.export.calib import calibration_files, preprocess_files
+    from edgetl.export.fp16 import fp16_from_onnx
+    from edgetl.export.onnx import onnx_from_model
+    from edgetl.export.probe import session
+    from edgetl.models.factory import card_for
+
+    class Loud(nn.Module):
+        """A tiny classifier whose middle activations reach ~1e6 (float16 tops out at 65504)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.conv(x) * 1e5)
+            return self.fc(torch.log1p(h).mean((2, 3)))
+
+    torch.manual_seed(0)
+    card = card_for("test_resnet", ["a", "b", "c"], img_size=32)
+    fp32 = onnx_from_model(Loud(), card, tmp_path / "model.onnx")
+    images = preprocess_files(calibration_files(hymenoptera / "val")[:16], card.preprocess).array
+    report = fp16_from_onnx(fp32, tmp_path / "model.fp16.onnx", images)
+    assert report.kept_fp32 and {k["op"] for k in report.kept_fp32} >= {"Mul", "Relu"}
+    assert any("FP32 activation reaches" in k["reason"] for k in report.kept_fp32)
+    half = onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "model.fp16.onnx")))
+    types = {v.name: v.type.tensor_type.elem_type for v in half.graph.value_info}
+    kept = {k["node"] for k in report.kept_fp32}
+    for node in half.graph.node:  # kept nodes compute in float32, the rest (conv, gemm) in float16
+        if node.name in kept:
+            assert types[node.output[0]] == onnx.TensorProto.FLOAT, node.name
+        elif node.op_type in ("Conv", "Gemm"):
+            assert types.get(node.output[0], onnx.TensorProto.FLOAT16) == onnx.TensorProto.FLOAT16, node.name
+    # (ORT's CPU provider runs float16 Mul/Relu through float32 casts, so overflow must be found by range, as here)
+    out = session(half, optimize=True).run(None, {"input": images})[0]
+    assert np.all(np.isfinite(out)) and report.agreement >= 0.995

@@ -1,0 +1,136 @@
+"""Parity: figures, gates, and the `edgetl parity` driver on a faithful and a perturbed export of a real model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgetl.cli import main
+from edgetl.parity import GATES, INT8_UNLABELLED, Gate, check_gate, compare_logits, gate_for
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_compare_logits_on_known_values() -> None:
+    ref = np.array([[2.0, 1.0, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 0.5]])
+    cand = ref.copy()
+    cand[2] = [0.0, 1.0, 0.5]  # flips image 2's top-1
+    s = compare_logits(ref, cand, labels=np.array([0, 2, 0]))
+    assert s.n == 3 and s.max_abs_diff == 1.0 and s.top1_agreement == pytest.approx(2 / 3)
+    assert s.ref_accuracy == 100.0 and s.cand_accuracy == pytest.approx(200 / 3)
+    assert s.accuracy_drop == pytest.approx(100 / 3) and s.worst[0] == 2
+    assert check_gate(s, GATES["fp32"]) == ["top-1 agreement 66.67% < 100.00%", "max abs diff 1.00e+00 > 1e-04"]
+    assert check_gate(compare_logits(ref, ref), GATES["fp32"]) == []
+
+
+def test_gates_by_precision_and_overrides() -> None:
+    assert gate_for("fp32", True) == GATES["fp32"]
+    assert gate_for("mixed", True) == GATES["fp16"]
+    assert gate_for("int8", True).max_accuracy_drop == 1.0
+    assert gate_for("int8", False) == INT8_UNLABELLED == Gate(min_agreement=0.99)
+    assert gate_for("fp16", True, {"min_agreement": 0.9, "max_abs_diff": None}).min_agreement == 0.9
+    with pytest.raises(ValueError, match="unknown gate field"):
+        gate_for("fp32", True, {"tolerance": 1.0})
+
+
+def _perturbed(onnx_path: Path, out: Path) -> Path:
+    """The same model with the classifier weights nudged: a broken export that still loads and runs."""
+    model = onnx.load(str(onnx_path))
+    init = max(model.graph.initializer, key=lambda t: (len(t.dims) == 2, t.dims[0] == 2 if t.dims else False))
+    w = numpy_helper.to_array(init).copy()
+    w += np.random.default_rng(0).normal(0, 0.5, w.shape).astype(w.dtype)
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    onnx.save(model, str(out))
+    return out
+
+
+def test_parity_passes_on_faithful_export_and_fails_on_perturbed(
+        tiny_run_dir: Path, tiny_onnx: Path, hymenoptera: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _perturbed(tiny_onnx, tmp_path / "perturbed.onnx")
+    ok_json, bad_json = tmp_path / "ok.json", tmp_path / "bad.json"
+    args = ["--data", str(hymenoptera), "--limit", "24", "--no-progress", "--worst", "5"]
+    assert main(["parity", str(tiny_run_dir), str(tiny_onnx), *args, "--json", str(ok_json)]) == 0
+    report = json.loads(ok_json.read_text())
+    cand = report["candidates"][0]
+    assert report["passed"] and report["labelled"] and report["images"] == 24
+    assert cand["stats"]["top1_agreement"] == 1.0 and cand["stats"]["max_abs_diff"] <= 1e-4
+    assert cand["stats"]["accuracy_drop"] == 0.0 and cand["gate"]["max_abs_diff"] == 1e-4
+    assert "PASS" in capsys.readouterr().out
+
+    assert main(["parity", str(tiny_run_dir), str(tiny_onnx), str(bad), *args, "--json", str(bad_json)]) == 1
+    report = json.loads(bad_json.read_text())
+    good, broken = report["candidates"]
+    assert good["passed"] and not broken["passed"] and not report["passed"]
+    assert any("max abs diff" in f for f in broken["fails"])
+    worst = broken["worst_images"]
+    assert len(worst) == 5 and all(Path(w["path"]).is_file() for w in worst)
+    diffs = [w["max_abs_diff"] for w in worst if w["agrees"]]
+    assert diffs == sorted(diffs, reverse=True)  # disagreements first, then by difference
+    assert "FAIL" in capsys.readouterr().out
+    # a looser, explicitly overridden gate lets the same candidate pass
+    assert main(["parity", str(tiny_run_dir), str(bad), *args, "--max-abs-diff", "100", "--min-agreement", "0"]) == 0
+
+
+def test_int8_for_tensorrt_is_judged_with_fake_quant_numerics(
+        tiny_run_dir: Path, tiny_onnx: Path, hymenoptera: Path, tmp_path: Path) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from edgetl.export.onnx import set_metadata
+    from edgetl.parity import run_parity
+    from edgetl.runtime import load
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            data = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
+            self.items = iter([{"input": data}])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    raw = tmp_path / "raw_int8.onnx"
+    quantize_static(str(tiny_onnx), str(raw), Reader(), quant_format=QuantFormat.QDQ)
+    model = onnx.load(str(raw))
+    set_metadata(model, {"edgetl.int8_target": "tensorrt"})
+    onnx.save(model, str(tmp_path / "int8.onnx"))
+    from edgetl.cli.parity import parity_runner, select_images
+
+    paths, labels, _ = select_images(hymenoptera, ["ants", "bees"], limit=12)
+    with load(tiny_run_dir, device="cpu") as ref, parity_runner(tmp_path / "int8.onnx", None, None) as cand:
+        assert cand.info.details["optimization"] == "disable" and cand.info.details["int8_target"] == "tensorrt"
+        report = run_parity(ref, [("int8.onnx", cand)], paths, labels, progress=False)
+    c = report.candidates[0]
+    assert c.runner["precision"] == "int8" and c.gate == GATES["int8"]
+    assert c.passed == (c.stats.accuracy_drop <= 1.0)
+
+
+def test_unlabelled_folder_and_class_mismatch(tiny_run_dir: Path, tiny_onnx: Path, hymenoptera: Path,
+                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgetl.cli.parity import select_images
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[:3]:
+        shutil.copy(p, flat / p.name)
+    (flat / "notes.txt").write_text("not an image")
+    paths, labels, _ = select_images(flat, ["ants", "bees"], None)
+    assert len(paths) == 3 and labels is None
+    out = tmp_path / "u.json"
+    assert main(["parity", str(tiny_run_dir), str(tiny_onnx), "--data", str(flat), "--json", str(out),
+                 "--no-progress"]) == 0
+    assert json.loads(out.read_text())["labelled"] is False
+
+    other = tmp_path / "other_classes"
+    shutil.copytree(tiny_run_dir, other)
+    card = json.loads((other / "model.json").read_text())
+    card["classes"] = ["wasps", "bees"]
+    (other / "model.json").write_text(json.dumps(card))
+    assert main(["parity", str(other), str(tiny_onnx), "--data", str(flat), "--no-progress"]) == 2
+    assert "differ from the reference" in capsys.readouterr().err
+    assert main(["parity", str(tiny_run_dir), str(tiny_onnx), "--data", str(tmp_path / "none")]) == 2

@@ -1,0 +1,193 @@
+"""Runtime: PyTorch and ONNX Runtime backends on real exported models, the loader and its errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import requires_gpu
+
+from edgetl.errors import EdgetlError
+from edgetl.runtime import load
+from edgetl.runtime.onnx_graph import summarize_onnx
+from edgetl.runtime.onnxruntime import OrtRunner, resolve_providers
+from edgetl.runtime.torch_runner import TorchRunner
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+@pytest.fixture(scope="module")
+def batch() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((5, 3, 64, 64)).astype(np.float32)
+
+
+def test_ort_cpu_matches_torch(tiny_run_dir: Path, tiny_onnx: Path, batch: np.ndarray) -> None:
+    with load(tiny_run_dir, device="cpu") as ref, load(tiny_onnx, device="cpu") as ort:
+        expected = ref.infer(batch)
+        assert expected.shape == (5, 2) and expected.dtype == np.float32
+        np.testing.assert_allclose(ort.infer(batch), expected, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(ort.infer(batch[:1]), expected[:1], atol=1e-4, rtol=1e-4)
+        assert ort.card.classes == ref.card.classes == ["ants", "bees"]
+        assert ort.card.preprocess == ref.card.preprocess
+
+
+def test_ort_info_is_read_from_the_graph(tiny_onnx: Path) -> None:
+    with OrtRunner(tiny_onnx, providers=["cpu"]) as r:
+        assert r.info.backend == "onnxruntime" and r.info.device == "cpu"
+        assert r.info.details["provider"] == "CPUExecutionProvider"
+        assert r.info.precision == "fp32"
+        assert (r.info.input_name, r.info.output_name) == ("input", "logits")
+        assert r.info.max_batch is None and not r.info.static_batch
+        assert r.info.details["graph"]["op_counts"]["Conv"] > 0
+
+
+def test_ort_disabled_optimization_gives_same_logits(tiny_onnx: Path, batch: np.ndarray) -> None:
+    with OrtRunner(tiny_onnx, optimization="all") as a, OrtRunner(tiny_onnx, optimization="disable") as b:
+        np.testing.assert_allclose(a.infer(batch), b.infer(batch), atol=1e-4)
+        assert b.info.details["optimization"] == "disable"
+
+
+def test_int8_and_fp16_detected_from_graph(tiny_onnx: Path, batch: np.ndarray, tmp_path: Path) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = convert_float_to_float16(onnx.load(str(tiny_onnx)), keep_io_types=True)
+    onnx.save(half, str(tmp_path / "fp16.onnx"))
+    fp16 = summarize_onnx(tmp_path / "fp16.onnx")
+    assert fp16.precision == "fp16" and fp16.float16_share > 0.9
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": batch}])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    quantize_static(str(tiny_onnx), str(tmp_path / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ)
+    with OrtRunner(tmp_path / "int8.onnx", optimization="disable") as r:
+        assert r.info.precision == "int8"
+        assert r.info.details["graph"]["qdq_pairs"] > 0
+        assert r.infer(batch).shape == (5, 2)
+
+
+def test_static_batch_is_split_and_padded(tiny_run_dir: Path, tmp_path: Path, batch: np.ndarray) -> None:
+    from edgetl.export.onnx import onnx_from_checkpoint
+
+    path = onnx_from_checkpoint(tiny_run_dir, tmp_path / "static.onnx", static_batch=2)
+    with OrtRunner(path) as r, TorchRunner.from_checkpoint(tiny_run_dir) as ref:
+        assert r.info.static_batch and r.info.max_batch == 2
+        out = r.infer(batch)  # 5 = 2 + 2 + 1 padded to 2
+        assert out.shape == (5, 2)
+        np.testing.assert_allclose(out, ref.infer(batch), atol=1e-4, rtol=1e-4)
+
+
+def test_torch_channels_last_matches_eager(tiny_run_dir: Path, batch: np.ndarray) -> None:
+    with TorchRunner.from_checkpoint(tiny_run_dir) as a, \
+            TorchRunner.from_checkpoint(tiny_run_dir, channels_last=True) as b:
+        np.testing.assert_allclose(a.infer(batch), b.infer(batch), atol=1e-5)
+        assert b.info.details["channels_last"] and a.info.details["mode"] == "eager"
+        assert a.info.device == "cpu" and a.info.precision == "fp32"
+
+
+def test_compute_call_runs_the_model(tiny_onnx: Path, tiny_run_dir: Path, batch: np.ndarray) -> None:
+    for path in (tiny_onnx, tiny_run_dir):
+        with load(path, device="cpu") as r:
+            fn = r.compute_call(batch)
+            times = r.time_calls(fn, 3)
+            assert len(times) == 3 and all(t > 0 for t in times)
+
+
+def test_wrong_input_shape_is_a_clear_error(tiny_onnx: Path) -> None:
+    with load(tiny_onnx) as r, pytest.raises(EdgetlError, match=r"expects \(N, 3, 64, 64\)"):
+        r.infer(np.zeros((1, 3, 32, 32), np.float32))
+
+
+def test_provider_not_available_lists_the_available_ones(tiny_onnx: Path) -> None:
+    with pytest.raises(EdgetlError, match="not available here; available: .*CPUExecutionProvider"):
+        OrtRunner(tiny_onnx, providers=["no-such-provider"])
+    assert resolve_providers(None, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert resolve_providers(None, ["CUDAExecutionProvider", "CPUExecutionProvider", "TensorrtExecutionProvider"])[0] \
+        == "TensorrtExecutionProvider"
+    assert resolve_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CUDAExecutionProvider"]
+
+
+def test_onnx_without_metadata_is_refused(tiny_onnx: Path, tmp_path: Path) -> None:
+    model = onnx.load(str(tiny_onnx))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "bare.onnx"))
+    with pytest.raises(EdgetlError, match="no edgetl metadata"):
+        load(tmp_path / "bare.onnx")
+
+
+@pytest.mark.parametrize("name", ["garbage.onnx", "garbage.engine", "garbage.plan"])
+def test_garbage_files_give_one_line_errors(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"\x00not a model\xff" * 64)
+    with pytest.raises(EdgetlError) as err:
+        load(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert path.name in message or "TensorRT is required" in message
+    if name.endswith(".onnx"):
+        assert "not a readable ONNX file" in message
+
+
+def test_engine_without_tensorrt_says_how_to_get_it(tmp_path: Path, tiny_run_dir: Path) -> None:
+    from conftest import has_tensorrt
+
+    if has_tensorrt():
+        pytest.skip("TensorRT is installed here; this checks the message without it")
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"garbage")
+    shutil.copy(tiny_run_dir / "model.json", tmp_path / "model.json")
+    with pytest.raises(EdgetlError, match="TensorRT is required.*pip install tensorrt.*edgetl export"):
+        load(engine)
+    with pytest.raises(EdgetlError, match="CUDA GPU only"):
+        load(engine, device="cpu")
+
+
+@pytest.mark.parametrize(("name", "pattern"), [("missing.onnx", "artifact not found"), ("x.txt", "unknown artifact type")])
+def test_loader_rejects_unknown_paths(tmp_path: Path, name: str, pattern: str) -> None:
+    if name.endswith(".txt"):
+        (tmp_path / name).write_text("hi")
+    with pytest.raises(EdgetlError, match=pattern):
+        load(tmp_path / name)
+
+
+def test_half_on_cpu_is_refused(tiny_run_dir: Path) -> None:
+    with pytest.raises(EdgetlError, match="--half needs a CUDA device"):
+        TorchRunner.from_checkpoint(tiny_run_dir, device="cpu", half=True)
+
+
+@requires_gpu
+@pytest.mark.gpu
+def test_torch_cuda_half_and_ort_cuda(tiny_run_dir: Path, tiny_onnx: Path, batch: np.ndarray) -> None:
+    import onnxruntime as ort
+
+    with TorchRunner.from_checkpoint(tiny_run_dir, device="cpu") as ref, \
+            TorchRunner.from_checkpoint(tiny_run_dir, device="cuda", half=True, channels_last=True) as half:
+        expected = ref.infer(batch)
+        np.testing.assert_allclose(half.infer(batch), expected, atol=5e-2)
+        fn = half.compute_call(batch)
+        assert len(half.time_calls(fn, 5)) == 5 and half.timer_name == "cuda-events"
+        assert half.peak_memory_mb() is not None
+    with TorchRunner.from_checkpoint(tiny_run_dir, device="cuda", half=True, cuda_graph=True) as graphed:
+        np.testing.assert_allclose(graphed.infer(batch), expected, atol=5e-2)
+        np.testing.assert_allclose(graphed.infer(batch[:2]), expected[:2], atol=5e-2)
+        graphed.compute_call(batch)()
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu not installed")
+    with OrtRunner(tiny_onnx, providers=["cuda"]) as r:
+        assert r.info.device == "cuda"
+        np.testing.assert_allclose(r.infer(batch), expected, atol=1e-3)
+        r.compute_call(batch)()
+
+
+def test_cuda_graph_needs_cuda(tiny_run_dir: Path) -> None:
+    with pytest.raises(EdgetlError, match="cuda_graph needs a CUDA device"):
+        TorchRunner.from_checkpoint(tiny_run_dir, device="cpu", cuda_graph=True)
+    with pytest.raises(EdgetlError, match="unknown torch.compile mode 'fastest'; choose one of default"):
+        TorchRunner.from_checkpoint(tiny_run_dir, device="cpu", compile="fastest")

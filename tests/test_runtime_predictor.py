@@ -1,0 +1,71 @@
+"""Predictor: the exact training preprocessing from the artifact's card, top-k answers on real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgetl.data.images import load_rgb
+from edgetl.data.transforms import eval_transform
+from edgetl.errors import EdgetlError
+from edgetl.runtime import load
+from edgetl.runtime.predictor import Predictor, softmax
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _photos(root: Path, n: int = 4) -> list[Path]:
+    return sorted((root / "val" / "ants").glob("*.jpg"))[:n // 2] + sorted((root / "val" / "bees").glob("*.jpg"))[:n // 2]
+
+
+def test_predictor_tensor_equals_training_and_timm_transforms(tiny_onnx: Path, hymenoptera: Path) -> None:
+    from timm.data import create_transform
+
+    photos = _photos(hymenoptera)
+    with load(tiny_onnx) as runner:
+        pre = runner.card.preprocess
+        got = Predictor(runner).preprocess(photos)
+    training = torch.stack([eval_transform(pre)(load_rgb(p)) for p in photos]).numpy()
+    np.testing.assert_array_equal(got, training)  # the very function validation used in training
+    timm_eval = create_transform(input_size=pre.input_size, interpolation=pre.interpolation, mean=pre.mean,
+                                 std=pre.std, crop_pct=pre.crop_pct, is_training=False)
+    reference = torch.stack([timm_eval(load_rgb(p)) for p in photos]).numpy()
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+
+
+def test_predict_topk_matches_torch_model(tiny_run_dir: Path, tiny_onnx: Path, hymenoptera: Path) -> None:
+    photos = _photos(hymenoptera)
+    with load(tiny_onnx) as runner, load(tiny_run_dir, device="cpu") as ref:
+        preds = Predictor(runner, batch_size=3).predict(photos, topk=5)
+        logits = ref.infer(Predictor(ref).preprocess(photos))
+    probs = softmax(logits.astype(np.float64))
+    assert [p.source for p in preds] == [str(p) for p in photos]
+    for pred, row in zip(preds, probs, strict=True):
+        assert len(pred.top) == 2  # top-k capped at the number of classes
+        assert pred.label == ["ants", "bees"][int(row.argmax())]
+        assert pred.top[0][1] == pytest.approx(row.max(), abs=1e-4)
+        assert pred.top[0][1] >= pred.top[1][1]
+        assert sum(prob for _, prob in pred.top) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_accepts_pil_images_and_arrays(tiny_onnx: Path) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    with load(tiny_onnx) as runner:
+        predictor = Predictor(runner)
+        from_array = predictor.predict(pixels, topk=1)
+        from_pil = predictor.predict([Image.fromarray(pixels)], topk=1)
+        assert from_array[0].top == from_pil[0].top
+        with pytest.raises(EdgetlError, match="expected HxWx3 uint8"):
+            predictor.predict(pixels.astype(np.float32))
+
+
+def test_predict_bad_file_names_it(tiny_onnx: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with load(tiny_onnx) as runner, pytest.raises(EdgetlError, match="broken.jpg"):
+        Predictor(runner).predict([bad])

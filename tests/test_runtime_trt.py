@@ -1,0 +1,113 @@
+"""TensorRT engine provenance checks (pure Python here) and the engine runner (only where TensorRT runs)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import requires_trt
+
+from edgetl.card import ModelCard
+from edgetl.errors import EdgetlError
+from edgetl.runtime.engine_meta import (
+    card_from_engine_metadata,
+    compatibility_error,
+    engine_batch_range,
+    engine_metadata,
+)
+from edgetl.runtime.tensorrt import INSTALL_HINT, import_tensorrt
+
+CARD = ModelCard(arch="resnet18", classes=["ants", "bees"])
+
+
+def test_sidecar_record_and_card(tmp_path: Path) -> None:
+    engine = tmp_path / "model_fp16.engine"
+    engine.write_bytes(b"x")
+    meta = {"tensorrt": "10.13.0.35", "gpu": "NVIDIA H100", "compute_capability": "9.0", "card": CARD.to_dict()}
+    (tmp_path / "model_fp16.engine.json").write_text(json.dumps(meta))
+    found = engine_metadata(engine)
+    assert found["gpu"] == "NVIDIA H100"
+    assert card_from_engine_metadata(engine, found).classes == ["ants", "bees"]
+
+
+def test_manifest_entry_matched_by_file_name(tmp_path: Path) -> None:
+    engine = tmp_path / "b.plan"
+    engine.write_bytes(b"x")
+    manifest = {"card": CARD.to_dict(), "artifacts": [  # the layout edgetl export writes
+        {"file": "a.plan", "format": "tensorrt", "precision": "fp16",
+         "details": {"tensorrt": "10.3.0", "compute_capability": "8.7"}},
+        {"file": "b.plan", "format": "tensorrt", "precision": "int8",
+         "details": {"tensorrt": "10.13.0.35", "compute_capability": "9.0", "gpu": "NVIDIA H100",
+                     "options": {"batch": [1, 8, 32], "static_batch": None}}}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    meta = engine_metadata(engine)
+    assert meta["compute_capability"] == "9.0" and meta["precision"] == "int8"
+    assert engine_batch_range(meta) == (1, 32)
+    assert card_from_engine_metadata(engine, meta).arch == "resnet18"
+    (tmp_path / "b.plan.json").write_text(json.dumps({"tensorrt": "10.13.1", "card": CARD.to_dict()}))
+    assert engine_metadata(engine)["tensorrt"] == "10.13.1"  # the sidecar wins, the manifest fills in
+    assert engine_metadata(engine)["precision"] == "int8"
+
+
+def test_engine_without_any_record_needs_metadata(tmp_path: Path) -> None:
+    engine = tmp_path / "lonely.engine"
+    engine.write_bytes(b"x")
+    assert engine_metadata(engine) == {}
+    with pytest.raises(EdgetlError, match="no edgetl metadata"):
+        card_from_engine_metadata(engine, {})
+
+
+@pytest.mark.parametrize(("meta", "pattern"), [
+    ({"tensorrt": "10.3.0.30", "compute_capability": "9.0"}, "built with TensorRT 10.3.0.30, this machine has 10.13"),
+    ({"tensorrt": "10.13.0.35", "gpu": "Orin", "compute_capability": "8.7"}, r"built for Orin \(sm 8.7\)"),
+])
+def test_mismatched_engine_is_refused_with_rebuild_hint(tmp_path: Path, meta: dict, pattern: str) -> None:
+    reason = compatibility_error(tmp_path / "m.engine", meta, "10.13.0.35", "NVIDIA H100 80GB HBM3", "9.0")
+    assert reason is not None and "\n" not in reason
+    assert re.search(pattern, reason)
+    assert "rebuild it on this machine" in reason and "trtexec --onnx=m.onnx --saveEngine=m.engine --stronglyTyped" in reason
+
+
+def test_matching_engine_passes() -> None:
+    meta = {"tensorrt": "10.13.0.35", "compute_capability": "9.0"}
+    assert compatibility_error(Path("m.engine"), meta, "10.13.0.35", "NVIDIA H100", "9.0") is None
+
+
+def test_stub_only_tensorrt_counts_as_absent() -> None:
+    from conftest import has_tensorrt
+
+    if has_tensorrt():
+        pytest.skip("real TensorRT installed")
+    with pytest.raises(EdgetlError) as err:
+        import_tensorrt()
+    assert str(err.value) == INSTALL_HINT
+
+
+@requires_trt
+@pytest.mark.trt
+@pytest.mark.gpu
+def test_engine_runs_and_matches_onnx(tiny_onnx: Path, tmp_path: Path) -> None:
+    from edgetl.export.tensorrt import EngineOptions, engine_from_onnx
+    from edgetl.runtime import load
+
+    engine = tmp_path / "model.fp32.engine"
+    record = engine_from_onnx(tiny_onnx, engine, EngineOptions(input_chw=(3, 64, 64), batch=(1, 4, 8)))
+    with load(tiny_onnx, device="cpu") as ref:
+        card = ref.card
+        batch = np.random.default_rng(0).standard_normal((10, 3, 64, 64)).astype(np.float32)  # > max batch 8
+        expected = ref.infer(batch)
+    (tmp_path / "model.fp32.engine.json").write_text(json.dumps({**record.to_dict(), "precision": "fp32",
+                                                                  "card": card.to_dict()}))
+    with load(engine, device="cuda") as trt:
+        assert trt.info.backend == "tensorrt" and trt.info.device == "cuda" and trt.info.max_batch == 8
+        np.testing.assert_allclose(trt.infer(batch), expected, atol=1e-2)
+        fn = trt.compute_call(batch[:4])
+        assert len(trt.time_calls(fn, 5)) == 5
+    with load(engine, device="cuda", cuda_graph=True, contexts=2) as trt:
+        np.testing.assert_allclose(trt.infer(batch[:3]), expected[:3], atol=1e-2)
+        outs = trt.infer_pipelined([batch[:8], batch[:3], batch[2:6]])  # type: ignore[attr-defined]
+        np.testing.assert_allclose(outs[1], expected[:3], atol=1e-2)
+        np.testing.assert_allclose(outs[2], expected[2:6], atol=1e-2)

