@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/edgetl demo --out runs/demo
+	$(BIN)/edgetl demo --out runs/demo $(DEMO_ARGS)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q tests

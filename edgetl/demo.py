@@ -1,0 +1,219 @@
+"""The whole product on one page: data → train → checkpoint → export → artifacts → runtime → report.
+
+Each step is one call into the module that owns it (``edgetl.train.fit``, ``edgetl.evaluate``,
+``edgetl.export.pipeline``, ``edgetl.parity``, ``edgetl.bench.harness``); this file only wires them
+together and keeps what they return for the report (``edgetl.demo_report``).
+
+Training is LP-FT: a linear probe on the frozen ImageNet backbone, then a short full fine-tune that
+starts from the probe (``--init``), at a lower learning rate. The same budget spent training from
+random weights is the baseline that shows what the pretrained weights are worth.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetl.config import TrainConfig
+from edgetl.errors import EdgetlError
+
+BUILTIN_PER_CLASS = 100  # 10 digit classes x 100: ~670 train / 330 val, a few minutes end to end on a laptop
+BUILTIN_IMG_SIZE = 128  # the digits are 8x8 upsampled; 128 px keeps ImageNet features useful at 1/3 the cost
+
+
+@dataclass
+class DemoOptions:
+    """What ``edgetl demo`` runs; None means "the default for the data / machine"."""
+
+    data: Path | None = None  # None: the built-in digits, written under out/data
+    model: str = "tf_efficientnet_lite0"
+    weights: str | None = "efficientnet_lite0"
+    out: Path = Path("runs/demo")
+    device: str | None = None
+    img_size: int | None = None  # None: 128 px for the built-in digits, the model's own size otherwise
+    builtin_per_class: int = BUILTIN_PER_CLASS
+    probe_epochs: int = 3
+    finetune_epochs: int = 2
+    finetune_lr: float = 1e-4
+    probe_lr: float | None = None  # None: the linear-probe default
+    batch_size: int = 32
+    baseline: bool = True  # also train from random weights with the same budget
+    calib_size: int = 256
+    int8_budget: float = 1.0  # top-1 points INT8 may lose; sensitive layers stay in float until it holds
+    bench_batches: tuple[int, ...] = (1, 8)
+    bench_seconds: float = 1.0
+    seed: int = 0
+    quiet: bool = False
+
+
+@dataclass
+class DemoResult:
+    """Everything the report needs; ``passed`` is False when a parity gate failed."""
+
+    options: DemoOptions
+    data: Path
+    split: Any  # edgetl.data.folder.DataSplit
+    runs: dict[str, Any] = field(default_factory=dict)  # stage → edgetl.train.fit.RunResult
+    final: str = "finetune"
+    evaluation: Any = None  # edgetl.evaluate.EvalReport
+    manifests: list[Any] = field(default_factory=list)  # edgetl.export.manifest.Manifest
+    artifacts: list[Path] = field(default_factory=list)
+    parity: Any = None  # edgetl.parity.ParityReport
+    bench: dict[str, Any] = field(default_factory=dict)  # edgetl.bench/1 document
+    seconds: dict[str, float] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+
+    @property
+    def final_run(self) -> Path:
+        return Path(self.runs[self.final].run_dir)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.parity is not None and self.parity.passed and all(m.passed for m in self.manifests))
+
+
+def _log(options: DemoOptions, message: str) -> None:
+    if not options.quiet:
+        from rich.console import Console
+
+        Console().rule(f"[bold]{message}")
+
+
+def prepare_data(options: DemoOptions) -> tuple[Path, int | None]:
+    """(data folder, image size): the user's folder, or the built-in digits written under ``out/data``."""
+    if options.data is not None:
+        return Path(options.data), options.img_size
+    from edgetl.data.builtin import materialize_builtin
+
+    root = materialize_builtin(options.out / "data" / "digits", per_class=options.builtin_per_class,
+                               seed=options.seed)
+    return root, options.img_size or BUILTIN_IMG_SIZE
+
+
+def train_configs(options: DemoOptions, data: Path, img_size: int | None) -> dict[str, TrainConfig]:
+    """The three runs: linear probe, fine-tune from the probe, and the from-scratch baseline."""
+    runs = options.out / "train"
+    common: dict[str, Any] = {"data": str(data), "model": options.model, "img_size": img_size,
+                              "batch_size": options.batch_size, "device": options.device, "seed": options.seed}
+    configs = {
+        "probe": TrainConfig(**common, weights=options.weights, pretrained=options.weights is None,
+                             strategy="linear-probe", epochs=options.probe_epochs, lr=options.probe_lr,
+                             out=str(runs / "probe")),
+        "finetune": TrainConfig(**common, init=str(runs / "probe"), strategy="full", epochs=options.finetune_epochs,
+                                lr=options.finetune_lr, freeze_bn=True, out=str(runs / "finetune")),
+    }
+    if options.baseline:
+        configs["scratch"] = TrainConfig(**common, strategy="full", epochs=options.probe_epochs + options.finetune_epochs,
+                                         lr=1e-3, out=str(runs / "scratch"))
+    return configs
+
+
+def export_options(options: DemoOptions, data_split: dict[str, Path]) -> list[tuple[Path, Any]]:
+    """(out dir, ExportOptions) per export: the deployable TensorRT set, plus a CPU INT8 where no TensorRT.
+
+    TensorRT-style INT8 (symmetric S8) runs slowly on ONNX Runtime's x86 kernels, so on a machine
+    without TensorRT the demo also writes the U8 model ONNX Runtime runs fast, to benchmark honestly.
+    """
+    from edgetl.export.pipeline import ExportOptions
+    from edgetl.export.tensorrt import import_tensorrt
+
+    base: dict[str, Any] = {"calib_data": data_split["train"], "val_data": data_split["val"],
+                            "calib_size": options.calib_size, "max_accuracy_drop": options.int8_budget,
+                            "seed": options.seed, "quiet": options.quiet}
+    has_trt = import_tensorrt() is not None
+    exports = [(options.out / "export", ExportOptions(**base, fp16=True, int8=True, int8_target="tensorrt",
+                                                      engine=has_trt))]
+    if not has_trt:
+        exports.append((options.out / "export" / "cpu", ExportOptions(**base, int8=True, int8_target="cpu")))
+    return exports
+
+
+def _artifacts(manifests: list[tuple[Path, Any]]) -> list[Path]:
+    """Every file the exports wrote, once (the CPU export's FP32 duplicates the main one)."""
+    seen, out = set(), []
+    for folder, manifest in manifests:
+        for a in manifest.artifacts:
+            key = (a.precision, a.format, a.details.get("int8", {}).get("target"))
+            if key not in seen:
+                seen.add(key)
+                out.append(folder / a.file)
+    return out
+
+
+def _split_dirs(data: Path) -> dict[str, Path]:
+    if not ((data / "train").is_dir() and (data / "val").is_dir()):
+        raise EdgetlError(f"{data}: edgetl demo needs DIR/train/<class>/… and DIR/val/<class>/…; "
+                          "split your images that way (or use `edgetl train --val-split` step by step)")
+    return {"train": data / "train", "val": data / "val"}
+
+
+def run_parity_check(result: DemoResult) -> Any:
+    """Every artifact against the trained PyTorch model on all validation images, with labels."""
+    from edgetl.parity import parity_runner, run_parity, select_images
+    from edgetl.runtime.loader import runner_from_artifact
+
+    with ExitStack() as stack:
+        reference = stack.enter_context(runner_from_artifact(result.final_run, device=result.options.device))
+        paths, labels, _ = select_images(result.data / "val", reference.card.classes, None)
+        candidates = [(str(p), stack.enter_context(parity_runner(p, result.options.device, None)))
+                      for p in result.artifacts]
+        return run_parity(reference, candidates, paths, labels, reference_artifact=str(result.final_run),
+                          progress=not result.options.quiet)
+
+
+def run_bench(result: DemoResult) -> dict[str, Any]:
+    """PyTorch and every ONNX artifact side by side, interleaved in one process."""
+    from edgetl.bench.harness import BenchConfig, BenchTarget, artifact_label, bench_targets
+    from edgetl.bench.schema import make_document
+    from edgetl.runtime.loader import runner_from_artifact
+
+    config = BenchConfig(batches=result.options.bench_batches, duration_s=result.options.bench_seconds,
+                         warmup_s=0.3)
+    with ExitStack() as stack:
+        targets = []
+        for path in [result.final_run, *result.artifacts]:
+            runner = stack.enter_context(runner_from_artifact(path, device=result.options.device))
+            targets.append(BenchTarget(artifact_label(path, runner), runner, str(path)))
+        return make_document(bench_targets(targets, config, progress=not result.options.quiet))
+
+
+def run_demo(options: DemoOptions) -> DemoResult:
+    """Train, evaluate, export, check parity, benchmark and write ``report.md`` / ``report.html``."""
+    from edgetl.data.folder import scan_data
+    from edgetl.evaluate import evaluate_artifact, save_report
+    from edgetl.export.pipeline import export_artifacts
+    from edgetl.train.fit import fit
+
+    clock = time.perf_counter()
+    data, img_size = prepare_data(options)
+    splits = _split_dirs(data)
+    result = DemoResult(options, data, scan_data(data, seed=options.seed))
+    for stage, cfg in train_configs(options, data, img_size).items():
+        _log(options, f"train: {stage} ({cfg.strategy}, {cfg.epochs} epochs)")
+        result.runs[stage] = fit(cfg, quiet=options.quiet)
+    if result.runs["probe"].best.get("val_top1", 0) > result.runs["finetune"].best.get("val_top1", 0):
+        result.final = "probe"  # the fine-tune did not help on this data: ship the probe
+    result.seconds["train"] = time.perf_counter() - clock
+    _log(options, f"evaluate: {result.final_run}")
+    result.evaluation = evaluate_artifact(result.final_run, splits["val"], device=options.device,
+                                          progress=not options.quiet)
+    save_report(result.evaluation, options.out / "eval")
+    exports = []
+    for out_dir, export_opts in export_options(options, splits):
+        _log(options, f"export: {out_dir}")
+        exports.append((out_dir, export_artifacts(result.final_run, out_dir, export_opts)))
+    result.manifests = [m for _, m in exports]
+    result.artifacts = _artifacts(exports)
+    result.seconds["export"] = time.perf_counter() - clock - result.seconds["train"]
+    _log(options, "parity: every artifact against the PyTorch model")
+    result.parity = run_parity_check(result)
+    _log(options, "benchmark: side by side")
+    result.bench = run_bench(result)
+    result.seconds["total"] = time.perf_counter() - clock
+    from edgetl.demo_report import write_demo_report
+
+    write_demo_report(result)
+    return result

