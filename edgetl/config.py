@@ -41,6 +41,7 @@ class TrainConfig:
     # weights and head
     pretrained: bool = False
     weights: str | None = None
+    init: str | None = None  # a run dir: start from its full weights, head included (LP-FT's fine-tune stage)
     head_dropout: float = 0.0
     head_hidden: int = 0
     # what learns
@@ -48,6 +49,7 @@ class TrainConfig:
     unfreeze: int = 1
     unfreeze_every: int = 1
     backbone_lr_mult: float = 1.0
+    freeze_bn: bool = False  # keep every BatchNorm's running statistics, also in layers that train
     # optimisation
     epochs: int = 10
     lr: float | None = None  # None: 1e-2 for linear-probe (only a head to fit), 1e-3 otherwise
@@ -88,8 +90,8 @@ class TrainConfig:
                 raise EdgetlError(f"--{key.replace('_', '-')} {number}: must be > 0")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise EdgetlError(f"--label-smoothing {self.label_smoothing}: must lie in [0, 1)")
-        if self.pretrained and self.weights:
-            raise EdgetlError("--pretrained and --weights both given; choose one source of weights")
+        if sum(map(bool, (self.pretrained, self.weights, self.init))) > 1:
+            raise EdgetlError("--pretrained, --weights and --init name different starting weights; choose one")
         if self.loss == "focal" and self.label_smoothing:
             raise EdgetlError("--label-smoothing applies to --loss ce only; drop it or use --loss ce")
         return self
@@ -116,27 +118,61 @@ def _normalise(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-def read_yaml_config(path: str | Path) -> dict[str, Any]:
-    """A config YAML as a dict of TrainConfig fields (dashes or underscores); unknown keys are an error."""
+def _yaml_mapping(path: Path, missing: str) -> dict[str, Any]:
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise EdgetlError(f"{p}: config file not found; pass an existing YAML file to --config")
+    if not path.is_file():
+        raise EdgetlError(f"{path}: {missing}")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EdgetlError(f"{p}: not valid YAML ({first}); fix the syntax") from None
+        raise EdgetlError(f"{path}: not valid YAML ({first}); fix the syntax") from None
     if not isinstance(raw, dict):
-        raise EdgetlError(f"{p}: expected a mapping of option: value, got {type(raw).__name__}")
-    return _normalise(raw, str(p))
+        raise EdgetlError(f"{path}: expected a mapping of option: value, got {type(raw).__name__}")
+    return raw
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """A config YAML as a dict of TrainConfig fields (dashes or underscores); unknown keys are an error."""
+    p = Path(path)
+    return _normalise(_yaml_mapping(p, "config file not found; pass an existing YAML file to --config"), str(p))
+
+
+RECIPE_SECTIONS = ("train", "export")
+EXPORT_RECIPE_KEYS = ("calib_size", "calib_method", "int8_keep_float")
+
+
+def _recipe(model: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(train section, export section, source) of ``models/<model>.yaml``; empty when there is none.
+
+    A recipe has ``train:`` (TrainConfig keys) and ``export:`` (calibration defaults and the layers
+    known to lose accuracy in int8); a flat file of TrainConfig keys is read as ``train:`` alone.
+    """
+    path = recipes_dir() / f"{model}.yaml"
+    if not path.is_file():
+        return {}, {}, str(path)
+    raw = _yaml_mapping(path, "recipe not found")
+    if not set(raw) & set(RECIPE_SECTIONS):
+        return _normalise(raw, str(path)), {}, str(path)
+    unknown = sorted(set(raw) - set(RECIPE_SECTIONS))
+    if unknown:
+        raise EdgetlError(f"{path}: unknown section(s) {', '.join(unknown)}; a recipe has {' and '.join(RECIPE_SECTIONS)}")
+    export = {str(k).replace("-", "_"): v for k, v in (raw.get("export") or {}).items()}
+    bad = sorted(set(export) - set(EXPORT_RECIPE_KEYS))
+    if bad:
+        raise EdgetlError(f"{path}: unknown export key(s) {', '.join(bad)}; valid: {', '.join(EXPORT_RECIPE_KEYS)}")
+    return _normalise(raw.get("train") or {}, f"{path} (train)"), export, str(path)
 
 
 def recipe_for(model: str) -> dict[str, Any]:
-    """The tested defaults for ``model`` from ``models/<model>.yaml``, or {} when there is none."""
-    path = recipes_dir() / f"{model}.yaml"
-    return read_yaml_config(path) if path.is_file() else {}
+    """The tested training defaults for ``model`` from ``models/<model>.yaml``, or {} when there is none."""
+    return _recipe(model)[0]
+
+
+def export_recipe_for(model: str) -> dict[str, Any]:
+    """The export defaults for ``model`` (calib_size, calib_method, int8_keep_float), or {}."""
+    return _recipe(model)[1]
 
 
 def _coerce(cfg: TrainConfig) -> TrainConfig:

@@ -7,6 +7,7 @@ images; ``GATES`` holds the default pass/fail rules per precision.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -231,3 +232,41 @@ def run_parity(reference: Any, candidates: list[tuple[str, Any]], paths: list[An
                                        _worst_images(stats, logits[0], cand, used_paths, lab, classes)))
     return ParityReport(describe_runner(reference, reference_artifact), results, len(used), lab is not None,
                         skipped)
+
+
+def parity_runner(path: Path, device: str | None, provider: str | None) -> Any:
+    """A runner with the numerics the artifact will have when deployed (fake-quant for TensorRT INT8)."""
+    from edgetl.runtime.loader import artifact_kind, runner_from_artifact
+
+    kw: dict[str, Any] = {}
+    if artifact_kind(path) == "onnx":
+        from edgetl.runtime.onnxruntime import onnx_int8_target
+
+        if onnx_int8_target(path) == "tensorrt":
+            kw["optimization"] = "disable"
+        return runner_from_artifact(path, device=device, provider=provider, **kw)
+    return runner_from_artifact(path, device=device)
+
+
+def select_images(data: Path, classes: list[str], limit: int | None) -> tuple[list[Path], list[int] | None, list]:
+    """Labelled samples when ``data`` is laid out by the model's classes, else every image unlabelled."""
+    import random
+
+    from edgetl.data.folder import list_image_files, scan_eval_folder
+
+    if not data.is_dir():
+        raise EdgetlError(f"{data}: not a folder; pass a folder of images (DIR/<class>/… for accuracy)")
+    root = data / "val" if (data / "val").is_dir() else data
+    subdirs = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    if subdirs and subdirs <= set(classes):
+        samples, skipped = scan_eval_folder(data, classes)
+        pairs = [(s.path, s.label) for s in samples]
+        labelled = True
+    else:
+        pairs = [(p, -1) for p in list_image_files(data)]
+        skipped, labelled = [], False
+    if limit is not None and limit < len(pairs):
+        if limit < 1:
+            raise EdgetlError(f"--limit {limit} must be at least 1")
+        pairs = sorted(random.Random(0).sample(pairs, limit), key=lambda p: str(p[0]))
+    return [p for p, _ in pairs], ([lab for _, lab in pairs] if labelled else None), skipped

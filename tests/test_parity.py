@@ -99,7 +99,7 @@ def test_int8_for_tensorrt_is_judged_with_fake_quant_numerics(
     model = onnx.load(str(raw))
     set_metadata(model, {"edgetl.int8_target": "tensorrt"})
     onnx.save(model, str(tmp_path / "int8.onnx"))
-    from edgetl.cli.parity import parity_runner, select_images
+    from edgetl.parity import parity_runner, select_images
 
     paths, labels, _ = select_images(hymenoptera, ["ants", "bees"], limit=12)
     with load(tiny_run_dir, device="cpu") as ref, parity_runner(tmp_path / "int8.onnx", None, None) as cand:
@@ -112,7 +112,7 @@ def test_int8_for_tensorrt_is_judged_with_fake_quant_numerics(
 
 def test_unlabelled_folder_and_class_mismatch(tiny_run_dir: Path, tiny_onnx: Path, hymenoptera: Path,
                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from edgetl.cli.parity import select_images
+    from edgetl.parity import select_images
 
     flat = tmp_path / "flat"
     flat.mkdir()

@@ -30,7 +30,7 @@ def with_speedups(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
+def table_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
     rows = []
     ordered = sorted(with_speedups(results), key=lambda r: (r["mode"], r["batch"]))
     for r in ordered:
@@ -63,7 +63,7 @@ def rich_table(doc: dict[str, Any]) -> Any:
                          overflow="fold")
     from rich.markup import escape
 
-    for row in _rows(doc["results"]):
+    for row in table_rows(doc["results"]):
         table.add_row(*(escape(cell) for cell in row))
     return table
 
@@ -74,7 +74,7 @@ def markdown(doc: dict[str, Any]) -> str:
              f"Host: {host['cpu']}, {host['cores']} cores, GPU: {host['gpu'] or 'none'}. "
              f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(doc['versions'].items()))}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c == "artifact" else "---:" for c in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(doc["results"])]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(doc["results"])]
     lines += ["", "Speed-up: throughput over the first artifact at the same batch size, measured interleaved "
               "in the same process. Latency: " + ("CUDA events (compute mode on GPU)" if host["gpu"] else
                                                   "host perf_counter_ns") + "; warm-up excluded.", ""]

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--model", help="any timm classifier, e.g. tf_efficientnet_lite0, efficientnet_b0, resnet50")
     m.add_argument("--pretrained", action="store_true", default=None, help="timm hub weights (needs network)")
     m.add_argument("--weights", help="FILE (.safetensors/.pth) or efficientnet_lite0 / efficientnet_lite1")
+    m.add_argument("--init", metavar="RUN_DIR",
+                   help="start from a trained run's weights, head included (e.g. fine-tune after a linear probe)")
     m.add_argument("--head-dropout", type=float, help="dropout before the classifier")
     m.add_argument("--head-hidden", type=int, help="hidden units of a Dense-BN-ReLU-Dropout-Dense head (0 = none)")
     t = p.add_argument_group("training")
@@ -43,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--unfreeze", type=int, help="top backbone stages that learn with --strategy partial")
     t.add_argument("--unfreeze-every", type=int, help="epochs between unfreezing steps with --strategy gradual")
     t.add_argument("--backbone-lr-mult", type=float, help="backbone lr = lr x this (discriminative fine-tuning)")
+    t.add_argument("--freeze-bn", action="store_true", default=None,
+                   help="keep every BatchNorm's running statistics while its layer trains (small data, LP-FT)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
     t.add_argument("--weight-decay", type=float, help="decoupled; never on norms and biases")

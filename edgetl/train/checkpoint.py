@@ -146,3 +146,19 @@ def load_train_state(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any
     for index, values in meta.pop("scalars").items():
         per_param.setdefault(int(index), {}).update(values)
     return {"state": per_param, "param_groups": meta.pop("param_groups")}, meta
+
+
+def load_init(model: nn.Module, card: ModelCard, source: str | Path) -> str:
+    """Load an earlier run's full weights, head included, into ``model`` (``--init``).
+
+    LP-FT: the fine-tune starts where the linear probe ended, so the pretrained features are not
+    disturbed by gradients through a random head. Architecture, classes and head must match.
+    """
+    weights, card_file = resolve_checkpoint(source)
+    old = ModelCard.load(card_file)
+    if (old.arch, old.classes, old.head) != (card.arch, card.classes, card.head):
+        raise EdgetlError(f"--init {source}: it is {old.arch} on {len(old.classes)} classes {old.classes[:3]}… with head "
+                          f"{old.head}; this run is {card.arch} on {card.classes[:3]}… with head {card.head}; "
+                          "use the same --model, --data and head options")
+    load_state(model, load_tensors(weights), source=weights, arch=card.arch)
+    return f"--init {source}: started from {weights} (head included)"

@@ -79,7 +79,8 @@ def _settings(cfg: TrainConfig, dist: DistInfo) -> StepSettings:
         amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "none"
     dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return StepSettings(dist.device, dtype, scaler, channels_last=cfg.channels_last and cuda, clip_grad=cfg.clip_grad)
+    return StepSettings(dist.device, dtype, scaler, channels_last=cfg.channels_last and cuda, clip_grad=cfg.clip_grad,
+                        freeze_bn=cfg.freeze_bn)
 
 
 class Trainer:
@@ -95,10 +96,12 @@ class Trainer:
         self.card = self._card()
         torch.manual_seed(cfg.seed)
         self.model: nn.Module = create_model(self.card, pretrained=cfg.pretrained)
-        if cfg.weights and not cfg.resume:
-            report = load_weights(self.model, cfg.model, cfg.weights)
-            self.log(report.summary())
-        zero_init_head(self.model)
+        if cfg.init and not cfg.resume:
+            self.log(ckpt.load_init(self.model, self.card, cfg.init))
+        else:
+            if cfg.weights and not cfg.resume:
+                self.log(load_weights(self.model, cfg.model, cfg.weights).summary())
+            zero_init_head(self.model)
         self.settings = _settings(cfg, self.dist)
         self.model.to(self.dist.device)
         if self.settings.channels_last:
@@ -134,7 +137,8 @@ class Trainer:
     def _card(self) -> ModelCard:
         cfg = self.cfg
         card = card_for(cfg.model, self.split.classes, cfg.img_size, HeadConfig(cfg.head_dropout, cfg.head_hidden),
-                        weights=cfg.weights or (f"timm:{cfg.model}" if cfg.pretrained else None))
+                        weights=cfg.weights or (f"timm:{cfg.model}" if cfg.pretrained else None)
+                        or (f"run:{cfg.init}" if cfg.init else None))
         card.strategy, card.seed, card.versions = cfg.strategy, cfg.seed, library_versions()
         if cfg.resume:
             old = ModelCard.load(self.run_dir / ckpt.CARD_FILE)

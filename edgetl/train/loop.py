@@ -30,6 +30,7 @@ class StepSettings:
     scaler: Any = None  # torch.amp.GradScaler for fp16
     channels_last: bool = False
     clip_grad: float | None = None
+    freeze_bn: bool = False  # every BatchNorm keeps its running statistics (eval mode) while training
 
     def autocast(self) -> Any:
         if self.amp_dtype is None:
@@ -86,7 +87,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch
                     on_step: Callable[[float], None] | None = None) -> tuple[EpochStats, int]:
     """Train for one pass over ``loader``; returns the epoch's stats and the next global step."""
     model.train()
-    frozen_bn_to_eval(model)
+    frozen_bn_to_eval(model, all_bn=settings.freeze_bn)
     meter = Meter(settings.device, num_classes)
     step = first_step
     params = [p for g in optimizer.param_groups for p in g["params"]]
