@@ -102,7 +102,7 @@ def plot_confusion(report: EvalReport, path: str | Path) -> None:
     if k <= 30:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8,
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8 if k > 10 else 12,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -142,6 +142,14 @@ def save_report(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path]:
     return out / "eval.json", out / "confusion.png"
 
 
+def _short_path(path: str, root: str) -> str:
+    """``path`` relative to the evaluated folder when it lies inside it (tables stay readable)."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
 def print_report(report: EvalReport) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -157,9 +165,10 @@ def print_report(report: EvalReport) -> None:
         table.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
     console.print(table)
     if report.worst:
-        worst = Table(title="most confident mistakes", title_justify="left")
-        for col in ("image", "true", "predicted", "confidence"):
+        worst = Table(title=f"most confident mistakes (paths under {report.data})", title_justify="left")
+        worst.add_column("image", overflow="fold")  # the file name is what the user needs: never cut it
+        for col in ("true", "predicted", "confidence"):
             worst.add_column(col)
         for m in report.worst:
-            worst.add_row(m.path, m.true, m.predicted, f"{m.confidence:.3f}")
+            worst.add_row(_short_path(m.path, report.data), m.true, m.predicted, f"{m.confidence:.3f}")
         console.print(worst)

@@ -57,8 +57,9 @@ def test_bad_yaml_and_bad_values(tmp_path: Path) -> None:
         resolve_config({"strategy": "half"})
     with pytest.raises(EdgetlError, match="--epochs 0"):
         resolve_config({"epochs": 0})
-    with pytest.raises(EdgetlError, match="choose one source"):
-        resolve_config({"pretrained": True, "weights": "efficientnet_lite0"})
+    for two in ({"pretrained": True, "weights": "efficientnet_lite0"}, {"weights": "efficientnet_lite0", "init": "run"}):
+        with pytest.raises(EdgetlError, match="different starting weights; choose one"):
+            resolve_config(two)
 
 
 def test_saved_config_reloads_identically(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from edgetl.card import Preprocess
 from edgetl.data.builtin import CLASSES, materialize_builtin
@@ -149,7 +149,47 @@ def test_eval_preprocessing_matches_timm_on_real_photos() -> None:
 
 
 @pytest.mark.skipif(not HYMENOPTERA.exists(), reason=f"real photos not found at {HYMENOPTERA}")
-def test_real_set_with_placeholder_gif_scans() -> None:
+def test_real_set_lists_and_skips_its_placeholder_gif() -> None:
     split = scan_data(HYMENOPTERA)
     assert split.classes == ["ants", "bees"]
-    assert len(split.train) == 245 and len(split.val) == 153
+    assert [(p.parent.name, p.name) for p, _ in split.skipped] == [("ants", "imageNotFound.gif")]
+    assert "placeholder" in split.skipped[0][1]
+    assert len(split.train) == 244 and len(split.val) == 153
+
+
+def _photo(path: Path, seed: int) -> None:
+    """Colour noise: as many tones as a photo."""
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+
+
+def _grey_graphic(path: Path, shade: int = 120) -> None:
+    """A light grey card with darker grey lettering, saved as a palette GIF like web stand-ins."""
+    img = Image.new("L", (60, 60), 235)
+    ImageDraw.Draw(img).text((4, 24), "NOT FOUND", fill=shade)
+    img.save(path)
+
+
+def test_grey_placeholder_among_photos_is_listed_once_and_skipped(tmp_path: Path) -> None:
+    for split, n in (("train", 4), ("val", 2)):
+        for c, cls in enumerate(("ants", "bees")):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                _photo(tmp_path / split / cls / f"{i}.png", seed=100 * c + 10 * n + i)
+    _grey_graphic(tmp_path / "train" / "ants" / "imageNotFound.gif")
+    grey = np.random.default_rng(7).integers(0, 256, (30, 30), dtype=np.uint8)  # a black-and-white photo stays
+    Image.fromarray(grey).save(tmp_path / "train" / "bees" / "grey-photo.jpg", quality=90)
+    split = scan_data(tmp_path)
+    assert [(p.name, "placeholder" in r) for p, r in split.skipped] == [("imageNotFound.gif", True)]
+    assert len(split.train) == 9 and "imageNotFound.gif" not in {s.path.name for s in split.train}
+
+
+def test_a_set_of_grey_drawings_keeps_them(tmp_path: Path) -> None:
+    """Line art, scans, glyphs: when most of the set is flat grey graphics, they are the data."""
+    for c, cls in enumerate(("circle", "text")):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            _grey_graphic(tmp_path / cls / f"{i}.gif", shade=40 + 30 * c + i)
+    _photo(tmp_path / "text" / "photo.png", seed=1)
+    split = scan_data(tmp_path, val_split=0.2)
+    assert split.skipped == [] and len(split.train) + len(split.val) == 11

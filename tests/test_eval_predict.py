@@ -13,7 +13,7 @@ import edgetl.cli as cli
 from edgetl.config import TrainConfig
 from edgetl.data.images import load_rgb
 from edgetl.data.transforms import eval_array
-from edgetl.evaluate import report_from_logits
+from edgetl.evaluate import print_report, report_from_logits
 from edgetl.train.checkpoint import load_model
 from edgetl.train.fit import fit
 
@@ -89,3 +89,15 @@ def test_report_from_logits_by_hand() -> None:
     assert report.confusion == [[1, 0], [2, 1]]
     assert report.per_class[0].precision == pytest.approx(1 / 3) and report.per_class[1].recall == pytest.approx(1 / 3)
     assert [m.path for m in report.worst] == ["p3", "p2"]  # most confident mistake first
+
+
+def test_worst_mistakes_table_shows_whole_file_names(capsys: pytest.CaptureFixture[str]) -> None:
+    """On an 80-column terminal a long data root used to cut every file name to '…'."""
+    root = "/data/" + "deeply/nested/" * 5 + "hymenoptera"
+    names = [f"val/ants/{1000000 + i}_4ab37dce07.jpg" for i in range(3)]
+    logits = np.array([[0.0, 4.0], [0.0, 3.0], [0.0, 2.0]])
+    report = report_from_logits(logits, np.array([0, 0, 0]), ["ants", "bees"], [f"{root}/{n}" for n in names],
+                                data=root)
+    print_report(report)
+    out = capsys.readouterr().out
+    assert all(name in out for name in names) and "…" not in out

@@ -14,7 +14,7 @@ import torch
 
 import edgetl.cli as cli
 from edgetl.card import ModelCard
-from edgetl.config import TrainConfig
+from edgetl.config import TrainConfig, read_yaml_config
 from edgetl.errors import EdgetlError
 from edgetl.models.factory import card_for, create_model
 from edgetl.train import fit as fit_module
@@ -85,6 +85,8 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(digits_data: Path, tmp_
     assert json.loads((tmp_path / "cut" / "train_state.json").read_text())["epochs_done"] == 2
     monkeypatch.setattr(fit_module, "train_one_epoch", real)
     assert cli.main(["train", "--resume", str(tmp_path / "cut"), "--quiet"]) == 0
+    saved = read_yaml_config(tmp_path / "cut" / "config.yaml")  # reusable with --config: it must not resume
+    assert saved["resume"] is None and saved["strategy"] == "gradual" and saved["out"] == str(tmp_path / "cut")
 
     a, b = load_tensors(full.run_dir / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
     assert a.keys() == b.keys()

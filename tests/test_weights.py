@@ -18,7 +18,7 @@ from edgetl.data.transforms import eval_array
 from edgetl.errors import EdgetlError
 from edgetl.models.factory import card_for, create_model
 from edgetl.models.weights import imagenet_lite_model, lite_package_file, load_weights
-from edgetl.train.checkpoint import save_tensors
+from edgetl.train.checkpoint import save_checkpoint, save_tensors
 
 IMAGENET_ANT, IMAGENET_BEE = 310, 309
 
@@ -71,6 +71,7 @@ def test_weights_file_drops_the_classifier_and_reports_keys(tmp_path: Path) -> N
         assert torch.equal(target.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
         assert target.fc.weight.shape == (3, target.fc.weight.shape[1])
         assert "1 missing, 1 unexpected" in report.summary()
+        assert "missing e.g. layer4.0.conv1.weight; unexpected e.g. extra.weight" in report.summary()
 
 
 def test_bad_weight_files_are_one_line_errors(tmp_path: Path) -> None:
@@ -94,8 +95,45 @@ def test_bad_weight_files_are_one_line_errors(tmp_path: Path) -> None:
         load_weights(model, "test_resnet", str(tmp_path / "model.onnx"))
 
 
-def test_pretrained_offline_names_weights_flag() -> None:
-    """timm's hub unreachable (forced offline here) → a one-line error that points to --weights."""
+OFFLINE_SCRIPT = """
+import time
+import torch
+from edgetl.errors import EdgetlError
+from edgetl.models.factory import card_for, create_model
+from edgetl.train.checkpoint import save_tensors
+card = card_for('test_resnet', ['a', 'b'])
+t0 = time.perf_counter()
+try:
+    create_model(card, pretrained=True)
+except EdgetlError as e:
+    print('ERR', round(time.perf_counter() - t0, 1), e)
+torch.manual_seed(3)
+hub = create_model(card_for('test_resnet', [str(i) for i in range(1000)]))  # timm's 1000-class layout
+snapshot = '{cache}/models--timm--test_resnet.r160_in1k/snapshots/0123abc'
+save_tensors(snapshot + '/model.safetensors', hub.state_dict())
+open('{cache}/models--timm--test_resnet.r160_in1k/refs/main', 'w').write('0123abc')
+model = create_model(card, pretrained=True)
+print('CACHED', torch.equal(model.conv1[0].weight, hub.conv1[0].weight), tuple(model.fc.weight.shape))
+"""
+
+
+def test_pretrained_offline_fails_fast_naming_weights_or_uses_the_cache(tmp_path: Path) -> None:
+    """Hub host unresolvable (.invalid never resolves): one line naming --weights in seconds, not ~25 s
+    of retry warnings; weights already in the hub cache still load."""
+    cache = tmp_path / "hub"
+    (cache / "models--timm--test_resnet.r160_in1k" / "refs").mkdir(parents=True)
+    env = {**os.environ, "HF_ENDPOINT": "https://hub.invalid", "HF_HUB_CACHE": str(cache)}
+    env.pop("HF_HUB_OFFLINE", None)
+    out = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT.format(cache=cache)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    lines = out.stdout.splitlines()
+    assert lines and lines[0].startswith("ERR") and "--weights" in lines[0], out.stderr[-2000:]
+    assert float(lines[0].split()[1]) < 5.0 and "Retrying" not in out.stderr
+    assert lines[1:] == ["CACHED True (2, 96)"], out.stderr[-2000:]  # cached backbone, new 2-class head
+
+
+def test_pretrained_hub_offline_mode_names_weights_flag() -> None:
+    """HF_HUB_OFFLINE=1 with nothing cached: the hub's own offline error becomes the same one-line hint."""
     code = ("from edgetl.models.factory import card_for, create_model\n"
             "from edgetl.errors import EdgetlError\n"
             "try:\n    create_model(card_for('test_resnet', ['a', 'b']), pretrained=True)\n"
@@ -103,3 +141,16 @@ def test_pretrained_offline_names_weights_flag() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.startswith("ERR") and "--weights" in out.stdout, out.stderr[-2000:]
+
+
+def test_edgetl_checkpoint_of_another_arch_is_refused(tmp_path: Path) -> None:
+    """Lite0's tensor names and shapes all fit efficientnet_b0 (which only adds SE blocks): the card's arch decides."""
+    lite = create_model(card_for("tf_efficientnet_lite0", ["a", "b"]))
+    save_checkpoint(tmp_path, "best", lite, card_for("tf_efficientnet_lite0", ["a", "b"]))
+    with pytest.raises(EdgetlError, match="an edgetl checkpoint of tf_efficientnet_lite0, not efficientnet_b0; "
+                                          "use --model tf_efficientnet_lite0") as info:
+        load_weights(_model("efficientnet_b0"), "efficientnet_b0", str(tmp_path / "best.safetensors"))
+    assert "\n" not in str(info.value)
+    report = load_weights(_model("tf_efficientnet_lite0", classes=5), "tf_efficientnet_lite0",
+                          str(tmp_path / "best.safetensors"))
+    assert report.loaded == len(lite.state_dict()) - 2 and not report.missing  # same arch: all but the head

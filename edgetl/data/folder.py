@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgetl.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
+from edgetl.data.images import IMAGE_EXTENSIONS, BadImage, is_grey_graphic, load_rgb
 from edgetl.errors import EdgetlError
 
 
@@ -46,18 +46,34 @@ def list_image_files(folder: str | Path) -> list[Path]:
     return files
 
 
+PLACEHOLDER_REASON = ("placeholder graphic (a few flat grey tones among photos, like an 'image not found' "
+                      "stand-in); replace it with the real photo or delete it")
+
+
 def check_images(paths: Iterable[Path], describe: str = "Checking images") -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Split ``paths`` into decodable images and (path, reason) for the rest."""
+    """Split ``paths`` into usable images and (path, reason) for the rest.
+
+    Left out: files that do not decode, and flat grey graphics in a set that is mostly photos
+    (a scraper's "image not found" stand-in would otherwise be learnt as a member of its class).
+    """
     from rich.progress import track
 
-    good, bad = [], []
-    items = list(paths)
+    good: list[Path] = []
+    bad: list[tuple[Path, str]] = []
+    graphics: set[Path] = set()
+    items = list(dict.fromkeys(paths))  # a file listed twice (CSV) is checked and reported once
     for p in track(items, description=describe, transient=True, disable=len(items) < 200):
         try:
-            load_rgb(p)
-            good.append(p)
+            img = load_rgb(p)
         except BadImage as exc:
             bad.append((p, str(exc)))
+            continue
+        good.append(p)
+        if is_grey_graphic(img):
+            graphics.add(p)
+    if graphics and 2 * len(graphics) < len(good):  # mostly photos; a set of drawings keeps its graphics
+        good = [p for p in good if p not in graphics]
+        bad += [(p, PLACEHOLDER_REASON) for p in items if p in graphics]
     return good, bad
 
 
@@ -197,4 +213,4 @@ def report_skipped(skipped: list[tuple[Path, str]]) -> None:
     console = Console(stderr=True)
     console.print(f"[yellow]skipped {len(skipped)} file(s) that are not usable images:[/yellow]")
     for path, reason in skipped:
-        console.print(f"  {path}: {reason}", highlight=False)
+        console.print(f"  {path}: {reason}", highlight=False, soft_wrap=True)  # one grep-able line per file

@@ -8,6 +8,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# A "flat grey graphic": at most this many distinct colours, all grey (channels within GREY_SPREAD).
+GRAPHIC_MAX_COLOURS = 64
+GREY_SPREAD = 8
 
 
 class BadImage(Exception):
@@ -39,3 +42,17 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return img.convert("RGB")
+
+
+def is_grey_graphic(img: Image.Image) -> bool:
+    """A few flat grey tones and no colour: what "image not found" stand-ins of web scrapes look like.
+
+    Photos (grey ones included) have thousands of tones; ``getcolors`` stops counting past the limit,
+    so this costs microseconds per photo. Whether such a file is a stand-in depends on the rest of
+    the data set (see :func:`edgetl.data.folder.check_images`).
+    """
+    colours = (img if img.mode == "RGB" else img.convert("RGB")).getcolors(GRAPHIC_MAX_COLOURS)
+    if colours is None:
+        return False
+    rgbs = [rgb for _, rgb in colours if isinstance(rgb, tuple)]  # RGB pixels are (r, g, b) tuples
+    return all(max(rgb) - min(rgb) <= GREY_SPREAD for rgb in rgbs)

@@ -65,6 +65,37 @@ def build_hidden_head(in_features: int, num_classes: int, head: HeadConfig) -> n
     )
 
 
+OFFLINE_HINT = "offline, use --weights FILE (.safetensors/.pth) or --weights efficientnet_lite0 / efficientnet_lite1"
+
+
+def _offline_hub_file(arch: str) -> dict[str, str] | None:
+    """A ``pretrained_cfg_overlay`` pointing at a cached copy of ``arch``'s hub weights when the hub's
+    host does not resolve (None when it does: the normal download path).
+
+    Offline, huggingface_hub retries for ~25 s and prints a warning per try before failing; this
+    fails at once with one line, or loads the copy already in its cache.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    import timm
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+        return None
+    except OSError:
+        pass
+    repo = getattr(timm.models.get_pretrained_cfg(arch), "hf_hub_id", None)
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        cached = try_to_load_from_cache(repo, filename) if repo else None
+        if isinstance(cached, str):
+            return {"file": cached, "source": ""}  # timm then reads the file instead of the hub
+    raise EdgetlError(f"--pretrained: timm's hub ({host}) cannot be reached and {arch} weights are not in its "
+                      f"cache; {OFFLINE_HINT}")
+
+
 def create_model(card: ModelCard, pretrained: bool = False) -> nn.Module:
     """The timm model named by ``card.arch`` with a head for ``card.classes``.
 
@@ -76,13 +107,14 @@ def create_model(card: ModelCard, pretrained: bool = False) -> nn.Module:
     _check_arch(card.arch)
     if card.num_classes < 2:
         raise EdgetlError(f"model card lists {card.num_classes} class(es); a classifier needs at least 2")
+    overlay = _offline_hub_file(card.arch) if pretrained else None
     try:
         model = timm.create_model(card.arch, pretrained=pretrained, num_classes=card.num_classes,
-                                  drop_rate=card.head.dropout)
+                                  drop_rate=card.head.dropout, pretrained_cfg_overlay=overlay)
     except (OSError, RuntimeError) as exc:
         if pretrained:
-            raise EdgetlError(f"could not download timm weights for {card.arch!r} ({type(exc).__name__}); offline, "
-                              "use --weights FILE or --weights efficientnet_lite0") from None
+            raise EdgetlError(f"could not download timm weights for {card.arch!r} ({type(exc).__name__}); "
+                              f"{OFFLINE_HINT}") from None
         raise
     if card.head.hidden > 0:
         name = classifier_name(model)

@@ -38,8 +38,11 @@ class WeightsReport:
     unexpected: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line; the first missing / unexpected names are shown so a near-miss file is noticed."""
+        examples = "; ".join(f"{label} e.g. {', '.join(keys[:3])}"
+                             for label, keys in (("missing", self.missing), ("unexpected", self.unexpected)) if keys)
         return (f"{self.source}: loaded {self.loaded} tensors, {len(self.missing)} missing, "
-                f"{len(self.unexpected)} unexpected")
+                f"{len(self.unexpected)} unexpected" + (f" ({examples})" if examples else ""))
 
 
 def lite_package_file(name: str) -> Path:
@@ -79,6 +82,20 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def _saved_arch(path: Path) -> str | None:
+    """The architecture an edgetl checkpoint records in its metadata; None for other files.
+
+    Names alone can mislead: tf_efficientnet_lite0's tensors fit efficientnet_b0 but for its SE blocks.
+    """
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:  # already read once by _read_state, so it opens
+        meta = f.metadata() or {}
+    return meta.get("arch")
+
+
 def load_state_by_order(model: nn.Module, state: dict[str, torch.Tensor], source: str,
                         skip_model_prefix: str | None = None) -> int:
     """Copy ``state`` into ``model`` position by position (another naming scheme), checking every shape."""
@@ -110,6 +127,10 @@ def load_weights(model: nn.Module, arch: str, source: str) -> WeightsReport:
         return WeightsReport(source, loaded)
     path = Path(source)
     state = {k: v for k, v in _read_state(path).items() if not k.startswith(head)}
+    saved = _saved_arch(path)
+    if saved is not None and saved != arch:
+        raise EdgetlError(f"--weights {path}: an edgetl checkpoint of {saved}, not {arch}; use --model {saved} "
+                          "or weights saved from this architecture")
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if wrong:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -239,7 +239,8 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False) -
     try:
         if tr.dist.is_main:
             tr.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, tr.run_dir / "config.yaml")
+            # the run's recipe, not how it was launched: as --config it must start a run, not resume this one
+            save_config(replace(cfg, resume=None), tr.run_dir / "config.yaml")
             report_skipped(tr.split.skipped)
         tr.log(f"{cfg.model}: {len(tr.split.train)} train / {len(tr.split.val)} val images, {tr.num_classes} classes, "
                f"strategy {cfg.strategy}, device {tr.dist.device}, world {tr.dist.world} → {tr.run_dir}")

@@ -33,6 +33,7 @@ def plot_curves(path: str | Path, history: list[dict[str, Any]]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -40,6 +41,7 @@ def plot_curves(path: str | Path, history: list[dict[str, Any]]) -> None:
         ax.plot(epochs, [row[f"train_{key}"] for row in history], "o-", label="train")
         ax.plot(epochs, [row[f"val_{key}"] for row in history], "o-", label="val")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 1.25" ticks on short runs
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
