@@ -79,6 +79,11 @@ def test_predict_table_and_bad_image(run_dir: Path, tmp_path: Path, digits_data:
     (tmp_path / "bad.jpg").write_text("not an image")
     assert cli.main(["predict", str(run_dir), str(tmp_path / "bad.jpg")]) == 2
     assert "bad.jpg" in capsys.readouterr().err
+    for path, expected in ((tmp_path / "typo.jpg", "typo.jpg: no such file; check the path"),
+                           (digits_data / "val", "val: a folder; pass image files")):
+        assert cli.main(["predict", str(run_dir), str(image), str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1
 
 
 def test_report_from_logits_by_hand() -> None:

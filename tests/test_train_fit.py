@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,31 @@ def test_cli_reports_unknown_config_keys(tmp_path: Path, monkeypatch: pytest.Mon
     assert cli.main(["train", "--data", str(tmp_path), "--config", str(tmp_path / "c.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "learning_rate" in err and "valid keys" in err and "\n" not in err
+
+
+def test_refused_resumes_are_one_line_and_leave_the_run_alone(digits_data: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli, "COMMANDS", ("train",))
+    run = tmp_path / "run"
+    fit(_cfg(digits_data, run, epochs=1, strategy="linear-probe"), quiet=True)
+    config = (run / "config.yaml").read_text()
+
+    def refused(run_dir: Path, *expected: str, flags: tuple[str, ...] = ()) -> None:
+        assert cli.main(["train", "--resume", str(run_dir), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and all(e in err for e in expected), err
+
+    refused(digits_data, "not a resumable run directory (missing config.yaml, model.json")
+    refused(tmp_path / "nowhere", "no such directory")
+    refused(run, "optimizer state does not fit", f"--init {run}", flags=("--strategy", "full", "--epochs", "2"))
+    assert (run / "config.yaml").read_text() == config  # the refused resume did not rewrite the run's recipe
+    for name, damage, expected in (("last.safetensors", b"\x00" * 64, "last.safetensors: not a readable"),
+                                   ("train_state.json", b"{}", "not a training state (no param_groups")):
+        copy = tmp_path / name
+        shutil.copytree(run, copy)
+        (copy / name).write_bytes(damage)
+        refused(copy, expected, "this run cannot be resumed")
+    (run / "best.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(EdgetlError, match=f"pass {run / 'last.safetensors'} instead"):
+        load_model(run)

@@ -15,6 +15,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON document for machines")
 
 
+def _check_files(images: list[str]) -> None:
+    """Fail before loading the model when a path is not a file (a typo, a folder, a glob that matched nothing)."""
+    from pathlib import Path
+
+    from edgetl.errors import EdgetlError
+
+    for image in images:
+        path = Path(image)
+        if path.is_dir():
+            raise EdgetlError(f"{path}: a folder; pass image files (e.g. {path}/*.jpg), or use `edgetl eval` on a "
+                              "labelled folder")
+        if not path.is_file():
+            raise EdgetlError(f"{path}: no such file; check the path")
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
@@ -24,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.topk < 1:
         raise EdgetlError(f"--topk {args.topk}: must be >= 1")
+    _check_files(args.images)
     with runner_from_artifact(args.artifact, device=args.device) as runner:
         predictions = Predictor(runner).predict(args.images, topk=args.topk)
     if args.json:
@@ -33,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(show_header=True)
-    for col in ("image", "class", "probability"):
-        table.add_column(col, justify="right" if col == "probability" else "left")
+    table.add_column("image", overflow="fold")  # the whole path, wrapped, never cut to "…"
+    table.add_column("class")
+    table.add_column("probability", justify="right")
     for pred in predictions:
         for rank, (name, prob) in enumerate(pred.top):
             table.add_row(pred.source if rank == 0 else "", name, f"{prob:.4f}",

@@ -79,18 +79,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from edgetl.config import read_yaml_config, resolve_config
-    from edgetl.errors import EdgetlError
+    from edgetl.train.checkpoint import require_run_dir
     from edgetl.train.fit import fit
 
     base = None
     if args.resume:
-        saved = Path(args.resume) / "config.yaml"
-        if not saved.is_file():
-            raise EdgetlError(f"--resume {args.resume}: no config.yaml; pass a run directory written by edgetl train")
-        base = read_yaml_config(saved)
+        base = read_yaml_config(require_run_dir(args.resume) / "config.yaml")
     cfg = resolve_config(_overrides(args), config_file=args.config, base=base)
     result = fit(cfg, quiet=args.quiet)
     if args.quiet:

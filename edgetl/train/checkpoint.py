@@ -37,8 +37,8 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[
         save_file(flat, str(tmp), metadata=meta)
 
 
-def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; a missing or corrupt file is a one-line error."""
+def load_tensors(path: str | Path, fix: str = "restore the file or train again") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a missing or corrupt file is a one-line error ending with ``fix``."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -48,7 +48,7 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(p))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise EdgetlError(f"{p}: not a readable safetensors checkpoint ({exc}); re-save it or use last.safetensors") from None
+        raise EdgetlError(f"{p}: not a readable safetensors checkpoint ({exc}); {fix}") from None
 
 
 def save_checkpoint(run_dir: str | Path, name: str, model: nn.Module, card: ModelCard) -> Path:
@@ -84,7 +84,10 @@ def load_model(path: str | Path, card: ModelCard | None = None) -> tuple[nn.Modu
     weights, card_file = resolve_checkpoint(path)
     card = card or ModelCard.load(card_file)
     model = create_model(card)
-    load_state(model, load_tensors(weights), source=weights, arch=card.arch)
+    other = weights.with_name("last.safetensors")
+    fix = f"pass {other} instead, or train again" if weights.name == "best.safetensors" and other.is_file() \
+        else "restore the file or train again"
+    load_state(model, load_tensors(weights, fix), source=weights, arch=card.arch)
     return model.eval(), card
 
 
@@ -130,6 +133,23 @@ def save_train_state(run_dir: str | Path, optimizer: torch.optim.Optimizer, meta
     atomic_write_json(run / STATE_JSON, {"param_groups": state["param_groups"], "scalars": scalars, **meta})
 
 
+RUN_FILES = ("config.yaml", CARD_FILE, "last.safetensors", STATE_JSON, STATE_TENSORS)
+STATE_KEYS = ("param_groups", "scalars", "epochs_done", "step", "best_value", "best_epoch", "bad_epochs", "history")
+CANNOT_RESUME = "this run cannot be resumed; start a new one with --out (--init RUN_DIR starts from its best weights)"
+
+
+def require_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` if it holds everything ``--resume`` reads; otherwise a one-line error naming what is missing."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise EdgetlError(f"--resume {run}: no such directory; pass a run directory written by `edgetl train`")
+    missing = [name for name in RUN_FILES if not (run / name).is_file()]
+    if missing:
+        raise EdgetlError(f"--resume {run}: not a resumable run directory (missing {', '.join(missing)}); pass a "
+                          "directory written by `edgetl train`")
+    return run
+
+
 def load_train_state(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(optimizer state_dict, meta) written by :func:`save_train_state`."""
     from edgetl.io import read_json
@@ -138,7 +158,10 @@ def load_train_state(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any
     if not (run / STATE_JSON).is_file():
         raise EdgetlError(f"{run}: no {STATE_JSON}; --resume needs a run directory written by `edgetl train`")
     meta = read_json(run / STATE_JSON)
-    tensors = load_tensors(run / STATE_TENSORS)
+    lost = [key for key in STATE_KEYS if key not in meta] if isinstance(meta, dict) else list(STATE_KEYS)
+    if lost:
+        raise EdgetlError(f"{run / STATE_JSON}: not a training state (no {', '.join(lost)}); {CANNOT_RESUME}")
+    tensors = load_tensors(run / STATE_TENSORS, CANNOT_RESUME)
     per_param: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         index, key = name.split(".", 1)

@@ -178,10 +178,15 @@ class Trainer:
         state, meta = ckpt.load_train_state(self.run_dir)
         self.start_epoch = int(meta["epochs_done"])
         self.set_stages(max(0, self.start_epoch - 1))
-        ckpt.load_state(self.model, ckpt.load_tensors(self.run_dir / "last.safetensors"),
-                        source=self.run_dir / "last.safetensors", arch=self.card.arch)
+        last = self.run_dir / "last.safetensors"
+        ckpt.load_state(self.model, ckpt.load_tensors(last, ckpt.CANNOT_RESUME), source=last, arch=self.card.arch)
         assert self.optimizer is not None
-        self.optimizer.load_state_dict(state)
+        try:
+            self.optimizer.load_state_dict(state)
+        except (ValueError, KeyError):  # other trainable parameters than when the state was saved
+            raise EdgetlError(f"--resume {self.run_dir}: its optimizer state does not fit the parameters that train "
+                              "now; resume without changing --strategy / --unfreeze, or start a new run with "
+                              f"--init {self.run_dir}") from None
         self.step, self.history = int(meta["step"]), list(meta["history"])
         self.best_value, self.best_epoch, self.bad_epochs = meta["best_value"], meta["best_epoch"], meta["bad_epochs"]
         self.log(f"resuming {self.run_dir} after epoch {self.start_epoch} (step {self.step})")
@@ -234,21 +239,24 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False) -
     cfg.validate()
     if not cfg.data:
         raise EdgetlError("no training data; pass --data DIR (ImageFolder) or a path,label CSV")
+    if cfg.resume:
+        ckpt.require_run_dir(cfg.resume)
     console = console or Console()
     tr = Trainer(cfg, console, quiet)
     try:
         if tr.dist.is_main:
             tr.run_dir.mkdir(parents=True, exist_ok=True)
-            # the run's recipe, not how it was launched: as --config it must start a run, not resume this one
-            save_config(replace(cfg, resume=None), tr.run_dir / "config.yaml")
             report_skipped(tr.split.skipped)
         tr.log(f"{cfg.model}: {len(tr.split.train)} train / {len(tr.split.val)} val images, {tr.num_classes} classes, "
                f"strategy {cfg.strategy}, device {tr.dist.device}, world {tr.dist.world} → {tr.run_dir}")
         if cfg.resume:
-            tr.restore()
+            tr.restore()  # before config.yaml is rewritten: a refused resume leaves the run as it was
         else:
             tr.set_stages(0)
             tr.save_state(0)  # epoch 0's starting point, so even a Ctrl-C in epoch 1 resumes exactly
+        if tr.dist.is_main:
+            # the run's recipe, not how it was launched: as --config it must start a run, not resume this one
+            save_config(replace(cfg, resume=None), tr.run_dir / "config.yaml")
         stopped = False
         t0 = time.perf_counter()
         try:
