@@ -88,8 +88,7 @@ class TrainConfig:
         for key, number in positive.items():
             if number <= 0:
                 raise EdgetlError(f"--{key.replace('_', '-')} {number}: must be > 0")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise EdgetlError(f"--label-smoothing {self.label_smoothing}: must lie in [0, 1)")
+        self._check_ranges()
         if sum(map(bool, (self.pretrained, self.weights, self.init))) > 1:
             raise EdgetlError("--pretrained, --weights and --init name different starting weights; choose one")
         if self.loss == "focal" and self.label_smoothing:
@@ -97,6 +96,21 @@ class TrainConfig:
         return self
 
 
+    def _check_ranges(self) -> None:
+        """Numbers that torch would reject with a traceback, or accept and silently misuse."""
+        at_least: dict[str, tuple[float | None, float]] = {
+            "workers": (self.workers, 0), "head_hidden": (self.head_hidden, 0), "weight_decay": (self.weight_decay, 0),
+            "warmup_epochs": (self.warmup_epochs, 0), "backbone_lr_mult": (self.backbone_lr_mult, 0),
+            "unfreeze": (self.unfreeze, 0), "img_size": (self.img_size, MIN_IMG_SIZE), "patience": (self.patience, 1)}
+        for key, (number, low) in at_least.items():
+            if number is not None and number < low:
+                raise EdgetlError(f"--{key.replace('_', '-')} {number}: must be >= {low:g}")
+        for key, fraction in (("label_smoothing", self.label_smoothing), ("head_dropout", self.head_dropout)):
+            if not 0.0 <= fraction < 1.0:
+                raise EdgetlError(f"--{key.replace('_', '-')} {fraction}: must lie in [0, 1)")
+
+
+MIN_IMG_SIZE = 8  # smaller inputs vanish in a backbone's five stride-2 stages
 VALID_KEYS = tuple(f.name for f in fields(TrainConfig))
 
 

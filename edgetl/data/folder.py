@@ -101,8 +101,9 @@ def _samples(found: dict[str, list[Path]], classes: list[str]) -> list[Sample]:
 
 def _validate(split: DataSplit, source: Path) -> DataSplit:
     if len(split.classes) < 2:
+        what = "labels in the CSV" if source.is_file() else "class folders"
         raise EdgetlError(f"{source}: only one class ({split.classes[0] if split.classes else 'none'}); "
-                          "a classifier needs at least two class folders")
+                          f"a classifier needs at least two {what}")
     for name, samples in (("train", split.train), ("val", split.val)):
         if not samples:
             raise EdgetlError(f"{source}: the {name} split has no usable images; add images or change --val-split")
