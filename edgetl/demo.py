@@ -23,6 +23,8 @@ from edgetl.errors import EdgetlError
 BUILTIN_PER_CLASS = 100  # 10 digit classes x 100: ~670 train / 330 val, a few minutes end to end on a laptop
 BUILTIN_IMG_SIZE = 128  # the digits are 8x8 upsampled; 128 px keeps ImageNet features useful at 1/3 the cost
 
+PARITY_ALL = 1_000_000  # export's parity and INT8 budget judged on every val image, as the demo's parity is
+
 
 @dataclass
 class DemoOptions:
@@ -122,6 +124,7 @@ def export_options(options: DemoOptions, data_split: dict[str, Path]) -> list[tu
 
     base: dict[str, Any] = {"calib_data": data_split["train"], "val_data": data_split["val"],
                             "calib_size": options.calib_size, "max_accuracy_drop": options.int8_budget,
+                            "parity_size": PARITY_ALL,
                             "seed": options.seed, "quiet": options.quiet}
     has_trt = import_tensorrt() is not None
     exports = [(options.out / "export", ExportOptions(**base, fp16=True, int8=True, int8_target="tensorrt",

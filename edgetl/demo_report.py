@@ -42,17 +42,22 @@ def plot_training(result: DemoResult, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from edgetl.io import atomic_path
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    offset = 0
-    for stage in ("probe", "finetune"):
-        hist = result.runs[stage].history
-        epochs = [offset + row["epoch"] for row in hist]
-        ax_acc.plot(epochs, [row["val_top1"] for row in hist], "o-", label=f"{stage} (val)")
-        ax_loss.plot(epochs, [row["train_loss"] for row in hist], "o-", label=f"{stage} (train)")
-        offset += len(hist)
+    probe, finetune = result.runs["probe"].history, result.runs["finetune"].history
+    start = next((r for r in probe if r["epoch"] == result.runs["probe"].best_epoch), probe[-1])
+    series = (("linear probe", [(r["epoch"], r) for r in probe]),  # the fine-tune starts from the probe's best
+              ("fine-tune", [(start["epoch"], start), *((len(probe) + r["epoch"], r) for r in finetune)]))
+    for stage, points in series:
+        xs = [x for x, _ in points]
+        ax_acc.plot(xs, [r["val_top1"] for _, r in points], "o-", label=f"{stage} (val)")
+        ax_loss.plot(xs, [r["train_loss"] for _, r in points], "o-", label=f"{stage} (train)")
+    for ax in (ax_acc, ax_loss):
+        ax.axvline(len(probe) + 0.5, color="grey", lw=0.8, ls="--")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if "scratch" in result.runs:
         hist = result.runs["scratch"].history
         ax_acc.plot([r["epoch"] for r in hist], [r["val_top1"] for r in hist], "s--", label="from scratch (val)")
@@ -86,8 +91,10 @@ def training_section(result: DemoResult) -> Section:
         text.append(f"Pretrained + fine-tuned: **{best:.2f}%** val top-1 vs **{scratch:.2f}%** from scratch with the "
                     f"same number of epochs (chance {100 / len(result.split.classes):.1f}%).")
     image = plot_training(result, result.options.out / "training.png")
+    text.append("Per-run curves and metrics: " + ", ".join(f"`{Path(r.run_dir) / 'curves.png'}`"
+                                                          for r in result.runs.values()) + ".")
     return Section("Training", text, [Table(["run", "what", "epochs", "best epoch", "val top-1", "val loss"], rows)],
-                   [image, *(Path(r.run_dir) / "curves.png" for r in result.runs.values())])
+                   [image])
 
 
 def evaluation_section(result: DemoResult) -> Section:

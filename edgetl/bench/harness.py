@@ -196,5 +196,6 @@ def artifact_label(path: str | Path, runner: Runner) -> str:
     """Short table label: file or run-dir name, backend and precision."""
     p = Path(path)
     name = p.name if p.suffix else p.name or str(p)
-    extra = runner.info.details.get("mode") if runner.info.backend == "torch" else None
+    # what tells two artifacts of one backend and precision apart: torch's mode, the INT8 target
+    extra = runner.info.details.get("mode" if runner.info.backend == "torch" else "int8_target")
     return f"{name} [{runner.info.backend}/{runner.info.precision}{'/' + extra if extra else ''}]"

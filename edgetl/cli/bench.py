@@ -16,20 +16,21 @@ from edgetl.errors import EdgetlError
 HELP = "benchmark artifacts (latency, throughput, memory) side by side"
 
 
-def _batches(text: str) -> list[int]:
+def batch_sizes(text: str) -> list[int]:
+    """``--batch 1,8,32`` → [1, 8, 32]; anything else is a usage error naming the expected form."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--batch {text!r}: expected comma-separated integers, e.g. 1,8,32") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated batch sizes, e.g. 1,8,32") from None
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"--batch {text!r}: batch sizes must be positive integers")
+        raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be positive integers")
     return values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifacts", nargs="*", metavar="ARTIFACT", type=Path,
                    help="run dir, .safetensors, .onnx, .engine/.plan or .pt2; the first is the speed-up baseline")
-    p.add_argument("--batch", type=_batches, default=[1], help="batch sizes, comma-separated (e.g. 1,8,32)")
+    p.add_argument("--batch", type=batch_sizes, default=[1], help="batch sizes, comma-separated (e.g. 1,8,32)")
     p.add_argument("--mode", choices=("compute", "e2e"), default="compute")
     p.add_argument("--device", default=None, help="cpu or cuda (default: best available per artifact)")
     p.add_argument("--provider", default=None, help="ONNX Runtime provider for .onnx files (cpu, cuda, tensorrt)")

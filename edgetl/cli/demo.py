@@ -9,17 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgetl.cli.bench import batch_sizes
+
 HELP = "train → export → verify → benchmark → report, on built-in data or yours"
-
-
-def _batches(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--bench-batch {text!r}: expected comma-separated integers, e.g. 1,8") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"--bench-batch {text!r}: batch sizes must be positive integers")
-    return values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8-budget", type=float, default=1.0, metavar="PTS",
                    help="top-1 points INT8 may lose; sensitive layers stay in float until it holds")
     p.add_argument("--no-baseline", action="store_true", help="skip the from-scratch baseline run")
-    p.add_argument("--bench-batch", type=_batches, default=(1, 8), help="benchmark batch sizes")
+    p.add_argument("--bench-batch", type=batch_sizes, default=[1, 8], help="benchmark batch sizes")
     p.add_argument("--bench-seconds", type=float, default=1.0, help="timed seconds per artifact and batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars; the summary table only")
@@ -56,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     options = DemoOptions(
         data=args.data, model=args.model, weights=None if args.weights == "timm" else args.weights, out=args.out,
         device=args.device, img_size=args.img_size, probe_epochs=args.probe_epochs,
-        finetune_epochs=args.finetune_epochs, batch_size=args.batch_size, calib_size=args.calib_size, int8_budget=args.int8_budget,
-        baseline=not args.no_baseline, bench_batches=args.bench_batch, bench_seconds=args.bench_seconds,
-        seed=args.seed, quiet=args.quiet)
+        finetune_epochs=args.finetune_epochs, batch_size=args.batch_size, calib_size=args.calib_size,
+        int8_budget=args.int8_budget, baseline=not args.no_baseline, bench_batches=tuple(args.bench_batch),
+        bench_seconds=args.bench_seconds, seed=args.seed, quiet=args.quiet)
     result = run_demo(options)
     table = Table(title=f"edgetl demo — {result.final_run} ({result.seconds['total']:.0f}s)")
     for col in ("artifact", "precision", "val top-1", "drop", "parity"):
