@@ -122,7 +122,15 @@ def test_loader_order_depends_only_on_seed_and_epoch(digits: Path) -> None:
 
     assert order(0, 3) == order(0, 3)
     assert order(0, 3) != order(0, 4)
-    assert sorted(order(0, 3)) == sorted(s.label for s in split.train)[:len(order(0, 3))]
+    assert sorted(order(0, 3)) == sorted(s.label for s in split.train)  # every image, once
+
+
+@pytest.mark.parametrize(("n", "batches"), [(9, [4, 4]), (10, [4, 4, 2]), (8, [4, 4])])
+def test_train_loader_keeps_every_image_but_a_lone_last_one(digits: Path, n: int, batches: list[int]) -> None:
+    """Only a last batch of one is dropped (BatchNorm cannot train on it); small sets keep every image."""
+    ds = ImageDataset(scan_data(digits).train[:n], lambda img: torch.zeros(1))
+    assert [len(ys) for _, ys in make_loader(ds, 4, train=True, seed=0)] == batches
+    assert sum(len(ys) for _, ys in make_loader(ds, 4, train=False)) == n
 
 
 def test_balanced_sampler_evens_out_classes(digits: Path) -> None:

@@ -2,7 +2,10 @@
 
 Several artifacts are measured in the same process in rounds (A, B, C, A, B, C, …), each round a short
 chunk of iterations per artifact, so clock boost, thermal drift or a noisy neighbour affects all of them
-alike instead of favouring whichever ran first.
+alike instead of favouring whichever ran first. Each chunk starts with one untimed call: the first call
+after another backend ran pays for waking its thread pool and refilling caches (measured on 2 CPU cores:
+a PyTorch call right after an ONNX Runtime chunk took 5x its steady latency), a cost that interleaving
+adds and a deployment running one model does not have.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from edgetl.errors import EdgetlError
 from edgetl.runtime.base import Runner
 
 MODES = ("compute", "e2e")
+MIN_CHUNK = 3  # timed calls per artifact and round, at least
 OPTION_KEYS = ("optimization", "threads", "compile", "channels_last", "cuda_graph", "mode", "contexts", "tensorrt")
 
 
@@ -116,14 +120,18 @@ def _time(target: BenchTarget, fn: Callable[[], object], n: int, mode: str) -> l
 
 
 def _warm_up(target: BenchTarget, fn: Callable[[], object], config: BenchConfig) -> tuple[int, float]:
-    """Run until both warm-up minimums hold; returns (calls, mean ms per call) to size the rounds."""
+    """Run until both warm-up minimums hold; returns (calls, typical ms per call) to size the rounds.
+
+    The typical call is the median of the second half: the first calls (allocation, kernel selection)
+    would make the rounds' chunks too short.
+    """
     want_n, want_s = config.min_warmup
     n, times = 0, []
     start = time.perf_counter()
     while n < max(want_n, 1) or time.perf_counter() - start < want_s:
         times += _time(target, fn, 1, config.mode)
         n += 1
-    return n, float(np.median(times))
+    return n, float(np.median(times[len(times) // 2:]))
 
 
 def bench_targets(targets: Sequence[BenchTarget], config: BenchConfig,
@@ -149,7 +157,7 @@ def bench_targets(targets: Sequence[BenchTarget], config: BenchConfig,
                 calls[t.label] = _make_call(t, config, batch, images)
                 warm[t.label], per_call = _warm_up(t, calls[t.label], config)
                 peak[t.label] = t.runner.peak_memory_mb()  # read before other targets allocate
-                chunk[t.label] = max(1, int(config.round_s * 1000 / max(per_call, 1e-3)))
+                chunk[t.label] = max(MIN_CHUNK, int(config.round_s * 1000 / max(per_call, 1e-3)))
                 t.times[batch] = []
             spent = dict.fromkeys(calls, 0.0)
             rounds = 0
@@ -167,6 +175,7 @@ def bench_targets(targets: Sequence[BenchTarget], config: BenchConfig,
                     bar.refresh()
                     if t.runner.info.device == "cpu":
                         time.sleep(config.settle_s)
+                    calls[t.label]()  # untimed: the first call after another backend ran pays for the switch
                     times = _time(t, calls[t.label], n, config.mode)
                     t.times[batch] += times
                     spent[t.label] += sum(times) / 1000
