@@ -133,6 +133,76 @@ def test_int8_tensorrt_target_is_symmetric_per_channel(exported: tuple[Path, Man
     assert read_metadata(out / art.file)["edgetl.int8_target"] == "tensorrt"
 
 
+def test_int8_tensorrt_layout_quantizes_layer_inputs_only(exported: tuple[Path, Manifest, Path]) -> None:
+    """TensorRT's fusible layout: Q/DQ feed convolutions, never a Conv's output before its activation; float bias."""
+    _, manifest, out = exported
+    model = onnx.load(str(out / manifest.artifact("int8").file))
+    inits = {i.name for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    quantized_input = [producer.get(n.input[0]) for n in convs]
+    assert sum(p is not None and p.op_type == "DequantizeLinear" for p in quantized_input) >= len(convs) - 1
+    for act in (n for n in model.graph.node if n.op_type in ("Clip", "Relu", "Sigmoid")):  # Conv→act, no Q/DQ between
+        assert all(producer[i].op_type != "DequantizeLinear" for i in act.input if i in producer), act.name
+    for conv in convs:  # biases stay float (TensorRT adds them in float; bias correction lives there)
+        assert len(conv.input) < 3 or conv.input[2] in inits
+    assert manifest.artifact("int8").details["int8"]["bias_corrected_layers"] == len(convs)
+
+
+def _depthwise_onnx(path: Path, channels: int = 8) -> Path:
+    """One 3x3 depthwise Conv (+bias) with weights whose rounding error is large and one-signed per channel."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.uniform(0.0, 1.0, (channels, 1, 3, 3)).astype(np.float32)
+    w[:, 0, 0, 0] = 2.0  # an outlier per channel: the other taps round on a coarse grid
+    w += 0.3 * (2.0 / 254)  # nudge every tap about a third of a step off the grid the same way
+    b = np.zeros(channels, np.float32)
+    node = helper.make_node("Conv", ["input", "w", "b"], ["out"], name="dw", group=channels, pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "dw", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                           ["N", channels, 16, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", channels, 16, 16])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_bias_correction_removes_the_mean_shift_of_weight_rounding(tmp_path: Path, target: str) -> None:
+    """With bias correction the INT8 layer's mean output matches FP32 per channel; without it, it drifts."""
+    from edgetl.export.int8 import Int8Config, int8_from_onnx
+    from edgetl.export.probe import session
+
+    fp32 = _depthwise_onnx(tmp_path / "dw.onnx")
+    rng = np.random.default_rng(1)
+    calib = (2.0 + rng.standard_normal((32, 8, 16, 16))).astype(np.float32)  # post-ReLU-like: positive mean
+    held_out = (2.0 + rng.standard_normal((16, 8, 16, 16))).astype(np.float32)
+    ref = session(onnx.load(str(fp32))).run(None, {"input": held_out})[0]
+    shift = {}
+    for corrected in (False, True):
+        config = Int8Config.for_target(target, bias_correction=corrected)
+        report: dict[str, int] = {}
+        path = int8_from_onnx(fp32, tmp_path / f"dw.{corrected}.onnx", calib, config, metadata={}, report=report)
+        assert report["bias_corrected_layers"] == int(corrected)
+        out = session(onnx.load(str(path)), optimize=config.eval_optimization == "all").run(None, {"input": held_out})[0]
+        shift[corrected] = np.abs((out - ref).mean(axis=(0, 2, 3))).max()
+    assert shift[False] > 0.02 and shift[True] < shift[False] / 4, shift
+
+
+def test_imagenet_folder_names_map_onto_the_imagenet_head(hymenoptera: Path) -> None:
+    """ants/ and bees/ are ImageNet classes 310 and 309: a labelled accuracy for the 1000-class head."""
+    from edgetl.export.calib import IMAGENET_CLASSES, imagenet_index, labelled_images
+    from edgetl.models.factory import default_preprocess
+
+    assert [imagenet_index(n) for n in ("ants", "bees", "n02219486", "imagenet_309", "crane", "nothing")] == \
+        [310, 309, 310, 309, None, None]  # "crane" is both a bird and a machine: no guess
+    val = labelled_images(hymenoptera / "val", IMAGENET_CLASSES, default_preprocess("tf_efficientnet_lite0"), limit=6)
+    assert val.class_map == {"ants": "imagenet_310", "bees": "imagenet_309"}
+    assert val.labels is not None and set(val.labels) <= {309, 310} and len(val) == 6
+    with pytest.raises(EdgetlError, match="not one of the model's classes"):  # other heads still need their names
+        labelled_images(hymenoptera / "val", ["cat", "dog"], default_preprocess("tf_efficientnet_lite0"))
+
+
 def test_no_tensorrt_prints_how_to_build(exported: tuple[Path, Manifest, Path]) -> None:
     from edgetl.export.tensorrt import import_tensorrt
 

@@ -2,6 +2,11 @@
 
 Uses ``eval_array`` — the same function training validation and the runtime Predictor use — so the
 quantizer sees exactly the tensors the deployed model will see.
+
+A labelled folder for a model with the 1000-class ImageNet head (``--weights efficientnet_lite0``, classes
+``imagenet_0`` … ``imagenet_999``) may name its class folders the ImageNet way instead: ``ants/`` and
+``bees/`` map to classes 310 "ant, emmet, pismire" and 309 "bee" (a WordNet id or an index works too),
+so real accuracy — not only agreement with FP32 — is measured on photos such as hymenoptera/val.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class ImageSet:
     paths: list[Path]
     labels: np.ndarray | None = None
     source: str = ""
+    class_map: dict[str, str] | None = None  # folder name → model class, when folders were mapped by ImageNet name
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -71,15 +77,65 @@ def calibration_files(folder: str | Path) -> list[Path]:
     return list_image_files(folder)
 
 
+IMAGENET_CLASSES = [f"imagenet_{i}" for i in range(1000)]
+
+
+def imagenet_index(folder_name: str) -> int | None:
+    """ImageNet-1k class of a folder named by index (310, imagenet_310), WordNet id or class name ("ants")."""
+    from timm.data import ImageNetInfo
+
+    name = folder_name.strip().lower()
+    number = name.removeprefix("imagenet_")
+    if number.isdigit():
+        return int(number) if int(number) < 1000 else None
+    info = ImageNetInfo()
+    words = name.replace("_", " ").replace("-", " ")
+    forms = [words] + [words[:-len(end)] for end in ("es", "s") if words.endswith(end)]
+    for form in forms:
+        hits = {i for i in range(1000) if info.index_to_label_name(i) == name
+                or form in [w.lower() for w in info.index_to_description(i).split(", ")]}
+        if len(hits) == 1:
+            return hits.pop()
+    return None
+
+
+def _imagenet_samples(root: Path) -> tuple[list[tuple[Path, int]], dict[str, str]] | None:
+    """(file, ImageNet label) of ``root/<name>/…`` when every folder names one ImageNet class, else None."""
+    from edgetl.data.folder import check_images, list_image_files
+
+    dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    index = {d.name: imagenet_index(d.name) for d in dirs}
+    if not dirs or any(i is None for i in index.values()):
+        return None
+    files = [(p, int(index[d.name] or 0)) for d in dirs for p in list_image_files(d)]
+    good, _ = check_images([f for f, _ in files])
+    keep = set(good)
+    return [(f, label) for f, label in files if f in keep], {d: f"imagenet_{i}" for d, i in index.items()}
+
+
 def labelled_images(folder: str | Path, classes: list[str], pre: Preprocess, limit: int | None = None,
                     seed: int = 0) -> ImageSet:
-    """A labelled folder (``DIR/<class>/…``) mapped onto ``classes`` and preprocessed."""
+    """A labelled folder (``DIR/<class>/…``) mapped onto ``classes`` and preprocessed.
+
+    For the ImageNet head, folders named after ImageNet classes (``ants``, ``bees``) map by name.
+    """
     from edgetl.data.folder import scan_eval_folder
 
-    samples, _ = scan_eval_folder(folder, classes)
-    if not samples:
+    root = Path(folder)
+    root = root / "val" if (root / "val").is_dir() else root
+    mapped = None
+    if classes == IMAGENET_CLASSES and root.is_dir() and not any((root / c).is_dir() for c in classes):
+        mapped = _imagenet_samples(root)
+    if mapped is not None:
+        pairs, class_map = mapped
+    else:
+        samples, _ = scan_eval_folder(folder, classes)
+        pairs, class_map = [(s.path, s.label) for s in samples], None
+    if not pairs:
         raise EdgetlError(f"{folder}: no usable labelled images; expected {folder}/<class>/<image>")
-    if limit is not None and len(samples) > limit:
-        samples = sorted(random.Random(seed).sample(samples, limit), key=lambda s: str(s.path))
-    return preprocess_files([s.path for s in samples], pre, [s.label for s in samples],
-                            describe="Loading val images", source=str(folder))
+    if limit is not None and len(pairs) > limit:
+        pairs = sorted(random.Random(seed).sample(pairs, limit), key=lambda s: str(s[0]))
+    images = preprocess_files([p for p, _ in pairs], pre, [label for _, label in pairs],
+                              describe="Loading val images", source=str(folder))
+    images.class_map = class_map
+    return images

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 FP16_SEARCH_IMAGES = 128
 SYNTHETIC_IMAGES = 8
 INFER_CHUNK = 16
-SENSITIVITY_IMAGES = 16  # images used to rank layers by the error they add (fake-quant, every tensor)
+SENSITIVITY_IMAGES = 16  # calibration images used to rank layers by the error they add (fake-quant, every tensor)
 
 
 @dataclass
@@ -56,6 +56,8 @@ class ExportOptions:
     calib_method: str = "minmax"
     int8_target: str = "tensorrt"
     reduce_range: bool | None = None  # None: the target's default (cpu: True — see edgetl.export.int8)
+    int8_keep_float: list[str] | None = None  # layer roles (stem, classifier) kept float; None: models/<arch>.yaml
+    bias_correction: bool = True  # take the weight-rounding shift out of the biases (edgetl.export.int8)
     val_data: Path | None = None
     parity_data: Path | None = None  # unlabelled images for parity (else held-out calibration images)
     parity_size: int = 256
@@ -93,6 +95,12 @@ class ExportOptions:
             raise EdgetlError(f"--max-accuracy-drop {self.max_accuracy_drop} must be >= 0 (points of top-1)")
         if self.int8:
             Int8Config.for_target(self.int8_target, self.calib_method, self.reduce_range)
+        if self.int8_keep_float is not None:
+            from edgetl.export.roles import ROLES
+
+            unknown = [r for r in self.int8_keep_float if r not in ROLES]
+            if unknown:
+                raise EdgetlError(f"unknown layer role {unknown[0]!r} to keep in float; choose from {', '.join(ROLES)}")
         for name in ("calib_data", "val_data", "parity_data"):
             folder = getattr(self, name)
             if folder is not None and not Path(folder).is_dir():
@@ -146,8 +154,11 @@ def _images(card: ModelCard, options: ExportOptions) -> tuple[ImageSet | None, I
         calib = preprocess_files(chosen, pre, describe="Loading calibration images", source=str(options.calib_data))
     if options.val_data is not None:
         val = labelled_images(options.val_data, card.classes, pre, options.parity_size, options.seed)
-        return calib, val, {"source": str(options.val_data), "n": len(val), "labelled": True,
-                            "same_as_calibration": False}
+        info = {"source": str(options.val_data), "n": len(val), "labelled": True,
+                "same_as_calibration": bool(calib and set(val.paths) & set(calib.paths))}
+        if val.class_map:
+            info["class_map"] = val.class_map
+        return calib, val, info
     if options.parity_data is not None:
         files = calibration_files(options.parity_data)[:options.parity_size]
         parity = preprocess_files(files, pre, describe="Loading parity images", source=str(options.parity_data))
@@ -266,33 +277,59 @@ def _export_fp16(fp32: Path, out: Path, calib: ImageSet, parity: ParitySet, opti
     return path
 
 
+def _keep_float_roles(card: ModelCard, options: ExportOptions) -> list[str]:
+    """Layer roles kept in float: the option, else the model's recipe (``export: int8_keep_float``)."""
+    if options.int8_keep_float is not None:
+        return list(options.int8_keep_float)
+    from edgetl.config import export_recipe_for
+
+    return [str(r) for r in export_recipe_for(card.arch).get("int8_keep_float") or []]
+
+
 def _export_int8(fp32: Path, card: ModelCard, out: Path, calib: ImageSet, parity: ParitySet, options: ExportOptions,
                  manifest: Manifest) -> Path:
+    import onnx
+
     from edgetl.export.int8 import (
+        BIAS_CORRECTION_IMAGES,
         Int8Config,
+        input_means,
         int8_from_onnx,
         most_sensitive_node,
         prepare_for_quantization,
         quantizable_nodes,
     )
+    from edgetl.export.roles import nodes_for_roles
 
-    config = Int8Config.for_target(options.int8_target, options.calib_method, options.reduce_range)
+    config = Int8Config.for_target(options.int8_target, options.calib_method, options.reduce_range,
+                                   bias_correction=options.bias_correction)
     path = out / "model.int8.onnx"
     excluded: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
+    roles = _keep_float_roles(card, options)
     with tempfile.TemporaryDirectory(prefix=".int8.", dir=out) as tmp:
         prepared = prepare_for_quantization(fp32, Path(tmp) / "prepared.onnx")
         cache = Path(tmp) / "calibration.json"
-        candidates = quantizable_nodes(prepared, config)
+        model = onnx.load(str(prepared))
+        kept = nodes_for_roles(model, roles)
+        config.nodes_to_exclude = list(kept)
+        candidates = quantizable_nodes(prepared, config) - set(kept)
+        with _stage(options, "onnx_int8"):
+            means = input_means(model, calib.array[:BIAS_CORRECTION_IMAGES]) if config.bias_correction else None
+        del model
         meta = {k: v for k, v in card.to_metadata().items()}
         while True:
             with _stage(options, "onnx_int8"), _progress("Calibrating", len(calib), options.quiet) as advance:
-                int8_from_onnx(prepared, path, calib.array, config, metadata=meta, cache=cache, progress=advance)
+                int8_from_onnx(prepared, path, calib.array, config, metadata=meta, cache=cache, progress=advance,
+                               means=means, report=report)
             with _stage(options, "parity_int8"):
                 record = _ort_parity(path, parity, "int8", options, config.eval_optimization)
             if record["passed"] or options.max_accuracy_drop is None or len(excluded) >= options.max_excluded:
                 break
-            worst = most_sensitive_node(prepared, path, parity.images.array[:SENSITIVITY_IMAGES],
-                                        candidates - set(config.nodes_to_exclude))
+            # ranked on calibration images: the held-out parity images only judge
+            with _stage(options, "int8_sensitivity"):
+                worst = most_sensitive_node(prepared, path, calib.array[:SENSITIVITY_IMAGES],
+                                            candidates - set(config.nodes_to_exclude))
             if worst is None:
                 break
             config.nodes_to_exclude.append(worst[0])
@@ -303,6 +340,7 @@ def _export_int8(fp32: Path, card: ModelCard, out: Path, calib: ImageSet, parity
         record["failures"].append(f"budget {options.max_accuracy_drop} pts not met after keeping {len(excluded)} "
                                   f"layer(s) in float (limit --max-excluded {options.max_excluded})")
     details = {"int8": {**config.to_dict(), "calibration_images": len(calib), "calibration_source": calib.source,
+                        "kept_float": {"roles": roles, "nodes": kept}, **report,
                         "excluded_for_accuracy": excluded}}
     _record(manifest, onnx_artifact(path, "int8", details), record)
     return path
