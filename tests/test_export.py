@@ -234,6 +234,32 @@ def test_int8_cpu_target_has_u8_activations(tmp_path: Path, hymenoptera: Path) -
     assert manifest.batch == {"static": 2}
 
 
+def test_cpu_target_sensitivity_names_a_layer_not_a_folded_relu(tmp_path: Path, hymenoptera: Path) -> None:
+    """The CPU layout folds ReLU into the Conv's output Q/DQ: the layer to keep float is the Conv itself."""
+    from edgetl.export.calib import calibration_files, preprocess_files
+    from edgetl.export.int8 import (
+        Int8Config,
+        int8_from_onnx,
+        most_sensitive_node,
+        prepare_for_quantization,
+        quantizable_nodes,
+    )
+
+    run = _run_dir(tmp_path, "test_resnet", classes=4)
+    export_artifacts(run, tmp_path / "out", ExportOptions(quiet=True))
+    config = Int8Config.for_target("cpu")
+    prepared = prepare_for_quantization(tmp_path / "out" / "model.onnx", tmp_path / "prepared.onnx")
+    card = ModelCard.load(run / "model.json")
+    images = preprocess_files(calibration_files(hymenoptera / "train")[:16], card.preprocess).array
+    int8 = int8_from_onnx(prepared, tmp_path / "int8.onnx", images, config, metadata={})
+    candidates = quantizable_nodes(prepared, config)
+    assert candidates and not any(n.op_type == "Relu" and n.name in candidates
+                                  for n in onnx.load(str(prepared)).graph.node)
+    worst = most_sensitive_node(prepared, int8, images[:8], candidates, "cpu")
+    assert worst is not None and worst[1] in ("Conv", "Gemm", "Add", "MaxPool", "GlobalAveragePool"), worst
+    assert 0.0 < worst[2] < 1.0  # a relative error, not the gap between a clamped and an unclamped tensor
+
+
 # --- bad inputs: one clear line, exit code 2 through the CLI ---
 
 def _cli(argv: list[str]) -> int:

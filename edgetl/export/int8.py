@@ -397,23 +397,85 @@ def int8_from_onnx(prepared: str | Path, out_path: str | Path, images: np.ndarra
     return check_and_save(quantized, out_path)
 
 
+REMOVABLE_ACTIVATIONS = ("Clip", "Relu")  # the CPU layout folds these into the previous layer's output Q
+
+
 def quantizable_nodes(model_path: str | Path, config: Int8Config) -> set[str]:
-    """Names of nodes the quantizer may put in int8 for this target."""
+    """Names of the nodes that run in int8 for this target: the layers --max-accuracy-drop may keep float.
+
+    Not ReLU/ReLU6 on the CPU target: there they are folded into the previous layer's output quantization,
+    so keeping one "in float" would change nothing.
+    """
     import onnx
 
-    ops = set(TRT_QUANTIZED_OPS) if config.target == "tensorrt" else None
     model = onnx.load(str(model_path), load_external_data=False)
-    return {n.name for n in model.graph.node if ops is None or n.op_type in ops}
+    if config.target == "tensorrt":
+        return {n.name for n in model.graph.node if n.op_type in TRT_QUANTIZED_OPS}
+    return {n.name for n in model.graph.node if n.op_type not in REMOVABLE_ACTIVATIONS}
+
+
+def _flowing_values(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy where each quantized tensor's name holds what its consumers receive: DQ(Q(x)), not x.
+
+    For the CPU layout, whose Q/DQ sit on layer outputs (and stand in for the ReLU6 they absorbed), this
+    is the value that corresponds to the FP32 tensor of the same name.
+    """
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {i.name for i in out.graph.initializer}
+    outputs = {o.name for o in out.graph.output}
+    fixed = inits | {i.name for i in out.graph.input}  # names that cannot be renamed
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in out.graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    renames: dict[str, str] = {}
+    for q in out.graph.node:
+        if q.op_type != "QuantizeLinear" or q.input[0] in fixed or q.input[0] in outputs:
+            continue
+        dqs = [d for d in consumers.get(q.output[0], []) if d.op_type == "DequantizeLinear"]
+        if len(dqs) == 1 and dqs[0].output[0] not in outputs:
+            renames[q.input[0]] = q.input[0] + "__raw"
+            renames[dqs[0].output[0]] = q.input[0]
+    for n in out.graph.node:
+        n.input[:] = [renames.get(i, i) for i in n.input]
+        n.output[:] = [renames.get(o, o) for o in n.output]
+    return out
 
 
 def most_sensitive_node(prepared: str | Path, quantized: str | Path, images: np.ndarray,
-                        candidates: set[str]) -> tuple[str, str, float] | None:
+                        candidates: set[str], target: str = "tensorrt") -> tuple[str, str, float] | None:
     """(node, op, relative error it introduces) of the quantized node that adds the most error.
 
-    Measured on ``images`` with Q/DQ run as float fake-quant, tensor by tensor against FP32.
+    Measured on ``images`` with Q/DQ run as float fake-quant, tensor by tensor against FP32. TensorRT
+    layout: a layer owns the Q/DQ on its inputs, so its error is compared before the next layer's Q/DQ.
+    CPU layout: a layer owns the Q/DQ on its output (which also stands in for a folded ReLU6), so the
+    values compared are those that flow out of the Q/DQ.
     """
     import onnx
 
     ref, cand = onnx.load(str(prepared)), onnx.load(str(quantized))
+    if target == "cpu":
+        cand = _flowing_values(cand)
     errors = probe.relative_errors(ref, cand, images)
-    return probe.worst_node(ref, errors, exclude={n.name for n in ref.graph.node} - candidates)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in ref.graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    best: tuple[str, str, float] | None = None
+    for node in ref.graph.node:
+        if node.name not in candidates:
+            continue
+        outs = [errors[o] for o in node.output if o in errors]
+        after = consumers.get(node.output[0], [])
+        if not outs and len(after) == 1 and after[0].op_type in REMOVABLE_ACTIVATIONS:
+            outs = [errors[o] for o in after[0].output if o in errors]  # output renamed to the folded ReLU6's
+        if not outs:
+            continue
+        out_err, in_err = max(outs), max((errors.get(i, 0.0) for i in node.input), default=0.0)
+        introduced = float("inf") if not np.isfinite(out_err) and np.isfinite(in_err) else out_err - in_err
+        if not np.isnan(introduced) and (best is None or introduced > best[2]):
+            best = (node.name, node.op_type, float(introduced))
+    return best

@@ -329,7 +329,7 @@ def _export_int8(fp32: Path, card: ModelCard, out: Path, calib: ImageSet, parity
             # ranked on calibration images: the held-out parity images only judge
             with _stage(options, "int8_sensitivity"):
                 worst = most_sensitive_node(prepared, path, calib.array[:SENSITIVITY_IMAGES],
-                                            candidates - set(config.nodes_to_exclude))
+                                            candidates - set(config.nodes_to_exclude), config.target)
             if worst is None:
                 break
             config.nodes_to_exclude.append(worst[0])
