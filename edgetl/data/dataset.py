@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import Any
 
 import numpy as np
@@ -96,7 +96,7 @@ def make_loader(dataset: ImageDataset, batch_size: int, *, train: bool, seed: in
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=train, seed=seed)
     elif train:
         sampler = EpochSampler(len(dataset), seed)
-    per_rank = len(sampler) if sampler is not None else len(dataset)
+    per_rank = len(sampler) if isinstance(sampler, Sized) else len(dataset)
     # Keep every image: drop only a last batch of one, which BatchNorm cannot train on (small data sets
     # would otherwise lose up to a batch per epoch: 52 of hymenoptera's 244 at batch 64).
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
