@@ -114,6 +114,8 @@ def test_cli_bench_writes_json_md_plot_and_merges(tiny_run_dir: Path, tiny_onnx:
     assert rc == 0
     doc = validate(json.loads(out.read_text()))
     assert len(doc["results"]) == 4 and {r["backend"] for r in doc["results"]} == {"torch", "onnxruntime"}
+    ort_rows = [r for r in doc["results"] if r["backend"] == "onnxruntime"]
+    assert all(r["options"]["spinning"] is False for r in ort_rows)  # interleaved: idle threads sleep
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "speed-up" in (tmp_path / "b.md").read_text()
     printed = capsys.readouterr().out
@@ -192,3 +194,18 @@ def test_cli_e2e_on_real_photos(tiny_onnx: Path, hymenoptera: Path, tmp_path: Pa
                  "--batch", "2", "--iters", "4", "--warmup-iters", "1", "--json", str(out), "--no-progress"]) == 0
     r = validate(json.loads(out.read_text()))["results"][0]
     assert (r["mode"], r["batch"], r["iters"], r["timer"]) == ("e2e", 2, 4, "perf_counter_ns")
+
+
+def test_ort_threads_spin_only_when_alone(tiny_onnx: Path) -> None:
+    """Interleaved CPU artifacts get non-spinning ORT sessions; a lone one keeps ORT's defaults."""
+    from edgetl.bench.harness import interleaved_options
+
+    assert interleaved_options("onnx", 1, None) == {} and interleaved_options("onnx", 2, "cuda") == {}
+    assert interleaved_options("torch", 3, "cpu") == {}
+    with load(tiny_onnx, device="cpu", **interleaved_options("onnx", 2, "cpu")) as quiet, \
+            load(tiny_onnx, device="cpu") as alone:
+        entry = "session.intra_op.allow_spinning"
+        assert quiet.session.get_session_options().get_session_config_entry(entry) == "0"
+        with pytest.raises(RuntimeError):  # never set: ORT's default (spinning on)
+            alone.session.get_session_options().get_session_config_entry(entry)
+

@@ -45,7 +45,7 @@ def resolve_providers(requested: list[str] | str | None, available: list[str]) -
     return out
 
 
-def _session_options(optimization: str, threads: int | None) -> Any:
+def _session_options(optimization: str, threads: int | None, spinning: bool = True) -> Any:
     import onnxruntime as ort
 
     levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -59,6 +59,8 @@ def _session_options(optimization: str, threads: int | None) -> Any:
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
+    if not spinning:  # idle worker threads sleep instead of spinning: other models in the process get the cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
@@ -88,7 +90,7 @@ class OrtRunner(Runner):
     """
 
     def __init__(self, path: str | Path, providers: list[str] | str | None = None, optimization: str = "all",
-                 threads: int | None = None, card: ModelCard | None = None) -> None:
+                 threads: int | None = None, card: ModelCard | None = None, spinning: bool = True) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -98,7 +100,7 @@ class OrtRunner(Runner):
         self.card = card or ModelCard.from_metadata(graph.metadata, source=str(self.path))
         wanted = resolve_providers(providers, ort.get_available_providers())
         try:
-            self.session = ort.InferenceSession(str(self.path), _session_options(optimization, threads),
+            self.session = ort.InferenceSession(str(self.path), _session_options(optimization, threads, spinning),
                                                 providers=wanted)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise EdgetlError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); "
@@ -118,6 +120,7 @@ class OrtRunner(Runner):
             output_name=out.name, min_batch=int(dim0) if isinstance(dim0, int) and static else 1,
             max_batch=int(dim0) if isinstance(dim0, int) and static else None, static_batch=static,
             details={"provider": self.provider, "providers": used, "optimization": optimization, "threads": threads,
+                     "spinning": spinning,
                      "input_type": inp.type, "graph": graph.to_dict(), "path": str(self.path),
                      "int8_target": int8_target(self.card, graph.metadata) if graph.precision == "int8" else None},
         )
