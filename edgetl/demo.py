@@ -193,7 +193,7 @@ def run_bench(result: DemoResult) -> dict[str, Any]:
 
 def run_demo(options: DemoOptions) -> DemoResult:
     """Train, evaluate, export, check parity, benchmark and write ``report.md`` / ``report.html``."""
-    from edgetl.data.folder import scan_data
+    from edgetl.data.folder import report_skipped, scan_data
     from edgetl.evaluate import evaluate_artifact, save_report
     from edgetl.export.pipeline import export_artifacts
     from edgetl.train.fit import fit
@@ -202,9 +202,10 @@ def run_demo(options: DemoOptions) -> DemoResult:
     data, img_size = prepare_data(options)
     splits = _split_dirs(data)
     result = DemoResult(options, data, scan_data(data, seed=options.seed))
+    report_skipped(result.split.skipped)  # once, not once per training run
     for stage, cfg in train_configs(options, data, img_size).items():
         _log(options, f"train: {stage} ({cfg.strategy}, {cfg.epochs} epochs)")
-        result.runs[stage] = fit(cfg, quiet=options.quiet)
+        result.runs[stage] = fit(cfg, quiet=options.quiet, list_skipped=False)
     if result.runs["probe"].best.get("val_top1", 0) > result.runs["finetune"].best.get("val_top1", 0):
         result.final = "probe"  # the fine-tune did not help on this data: ship the probe
     result.seconds["train"] = time.perf_counter() - clock

@@ -234,7 +234,8 @@ class Trainer:
             plot_curves(self.run_dir / "curves.png", self.history)
 
 
-def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False) -> RunResult:
+def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
+        list_skipped: bool = True) -> RunResult:
     """Train ``cfg.model`` on ``cfg.data`` and write the run directory (rank 0 only under DDP)."""
     cfg.validate()
     if not cfg.data:
@@ -246,7 +247,8 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False) -
     try:
         if tr.dist.is_main:
             tr.run_dir.mkdir(parents=True, exist_ok=True)
-            report_skipped(tr.split.skipped)
+            if list_skipped:  # False when a caller already listed them (several runs on one data set)
+                report_skipped(tr.split.skipped)
         tr.log(f"{cfg.model}: {len(tr.split.train)} train / {len(tr.split.val)} val images, {tr.num_classes} classes, "
                f"strategy {cfg.strategy}, device {tr.dist.device}, world {tr.dist.world} → {tr.run_dir}")
         if cfg.resume:
