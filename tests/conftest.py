@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera"
+
+def _find_hymenoptera() -> Path:
+    """The real ants/bees photos: $EDGETL_HYMENOPTERA, else ``shared/data/hymenoptera`` beside the checkout
+    (or beside the directory tests run from), else the workplace's copy."""
+    here = Path(__file__).resolve().parents[2]
+    candidates = [Path(os.environ["EDGETL_HYMENOPTERA"])] if os.environ.get("EDGETL_HYMENOPTERA") else []
+    candidates += [here / "shared/data/hymenoptera", Path.cwd().parent / "shared/data/hymenoptera",
+                   Path("/work/shared/data/hymenoptera")]
+    return next((c for c in candidates if (c / "val").is_dir()), candidates[0])
+
+
+HYMENOPTERA = _find_hymenoptera()
 
 
 def has_cuda() -> bool:

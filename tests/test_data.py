@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import HYMENOPTERA
 from PIL import Image, ImageDraw
 
 from edgetl.card import Preprocess
@@ -17,8 +18,6 @@ from edgetl.data.folder import list_image_files, scan_data, scan_eval_folder
 from edgetl.data.images import BadImage, load_rgb
 from edgetl.data.transforms import eval_array, eval_transform
 from edgetl.errors import EdgetlError
-
-HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera"
 
 
 @pytest.fixture(scope="module")
