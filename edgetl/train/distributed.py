@@ -31,6 +31,10 @@ class DistInfo:
         torch.distributed.broadcast_object_list(box, src=0)
         return Path(box[0])
 
+    def barrier(self) -> None:
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
     def close(self) -> None:
         if self.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -277,6 +277,8 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
         if tr.dist.is_main and not quiet:
             print_summary(console, tr.history, tr.best_epoch, tr.run_dir, cfg.monitor)
             tr.log(f"done in {time.perf_counter() - t0:.1f}s")
+        tr.dist.barrier()  # no rank tears the process group down while rank 0 still writes
         return RunResult(tr.run_dir, tr.card, tr.history, tr.best_epoch, stopped)
     finally:
+        tr.ddp_model = tr.model  # DDP's reducer must go before its process group does
         tr.dist.close()
