@@ -53,3 +53,18 @@ def test_recipe_trains_one_epoch(name: str, few_digits: Path, tmp_path: Path, si
     row = result.history[0]
     assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
     assert (tmp_path / name / "best.safetensors").is_file() and result.card.preprocess.input_size == (3, 32, 32)
+
+
+def test_export_takes_what_was_not_given_from_the_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgetl.export.pipeline import DEFAULT_CALIB_SIZE, ExportOptions, with_recipe
+
+    monkeypatch.setenv("EDGETL_RECIPES", str(tmp_path))
+    (tmp_path / "resnet18.yaml").write_text("export:\n  calib_size: 300\n  calib_method: percentile\n"
+                                            "  int8_keep_float: [stem, classifier]\n")
+    filled = with_recipe(ExportOptions(), "resnet18")
+    assert (filled.calib_size, filled.calib_method, filled.int8_keep_float) == (300, "percentile",
+                                                                               ["stem", "classifier"])
+    given = with_recipe(ExportOptions(calib_size=64, calib_method="minmax", int8_keep_float=[]), "resnet18")
+    assert (given.calib_size, given.calib_method, given.int8_keep_float) == (64, "minmax", [])
+    plain = with_recipe(ExportOptions(), "resnet50")  # no recipe in this folder: the defaults
+    assert (plain.calib_size, plain.calib_method, plain.int8_keep_float) == (DEFAULT_CALIB_SIZE, "minmax", [])

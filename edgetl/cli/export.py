@@ -32,8 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (float32 I/O)")
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (Q/DQ, needs --calib-data)")
     parser.add_argument("--calib-data", type=Path, help="folder of calibration images (recursive)")
-    parser.add_argument("--calib-size", type=int, default=512, help="calibration images to use")
-    parser.add_argument("--calib-method", default="minmax", choices=("minmax", "entropy", "percentile"))
+    parser.add_argument("--calib-size", type=int, default=None,
+                        help="calibration images to use (default: the model's recipe in models/, else 512)")
+    parser.add_argument("--calib-method", default=None, choices=("minmax", "entropy", "percentile"),
+                        help="activation ranges (default: the model's recipe in models/, else minmax)")
     parser.add_argument("--int8-target", default="tensorrt", choices=("tensorrt", "cpu"),
                         help="tensorrt: symmetric S8 Q/DQ; cpu: U8 activations for ONNX Runtime on x86")
     parser.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     source = Path(args.source)
     out = args.out or (source / "export" if source.is_dir() else Path("export") / str(args.source))
-    if args.calib_size < 1 or args.parity_size < 1:
+    if (args.calib_size is not None and args.calib_size < 1) or args.parity_size < 1:
         raise EdgetlError("--calib-size and --parity-size must be at least 1")
     options = ExportOptions(
         weights=args.weights, fp16=args.fp16, int8=args.int8, calib_data=args.calib_data, calib_size=args.calib_size,

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FP16_SEARCH_IMAGES = 128
+DEFAULT_CALIB_SIZE = 512
 SYNTHETIC_IMAGES = 8
 INFER_CHUNK = 16
 SENSITIVITY_IMAGES = 16  # calibration images used to rank layers by the error they add (fake-quant, every tensor)
@@ -52,8 +53,8 @@ class ExportOptions:
     fp16: bool = False
     int8: bool = False
     calib_data: Path | None = None
-    calib_size: int = 512
-    calib_method: str = "minmax"
+    calib_size: int | None = None  # None: the recipe's (models/<arch>.yaml, export:), else 512
+    calib_method: str | None = None  # None: the recipe's, else minmax
     int8_target: str = "tensorrt"
     reduce_range: bool | None = None  # None: the target's default (cpu: True — see edgetl.export.int8)
     int8_keep_float: list[str] | None = None  # layer roles (stem, classifier) kept float; None: models/<arch>.yaml
@@ -94,7 +95,9 @@ class ExportOptions:
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
             raise EdgetlError(f"--max-accuracy-drop {self.max_accuracy_drop} must be >= 0 (points of top-1)")
         if self.int8:
-            Int8Config.for_target(self.int8_target, self.calib_method, self.reduce_range)
+            Int8Config.for_target(self.int8_target, self.calib_method or "minmax", self.reduce_range)
+        if self.calib_size is not None and self.calib_size < 1:
+            raise EdgetlError(f"--calib-size {self.calib_size} must be at least 1")
         if self.int8_keep_float is not None:
             from edgetl.export.roles import ROLES
 
@@ -150,7 +153,7 @@ def _images(card: ModelCard, options: ExportOptions) -> tuple[ImageSet | None, I
     held: list[Path] = []
     if options.calib_data is not None:
         files = calibration_files(options.calib_data)
-        chosen, held = split_calibration(files, options.calib_size, options.seed)
+        chosen, held = split_calibration(files, options.calib_size or DEFAULT_CALIB_SIZE, options.seed)
         calib = preprocess_files(chosen, pre, describe="Loading calibration images", source=str(options.calib_data))
     if options.val_data is not None:
         val = labelled_images(options.val_data, card.classes, pre, options.parity_size, options.seed)
@@ -277,13 +280,18 @@ def _export_fp16(fp32: Path, out: Path, calib: ImageSet, parity: ParitySet, opti
     return path
 
 
-def _keep_float_roles(card: ModelCard, options: ExportOptions) -> list[str]:
-    """Layer roles kept in float: the option, else the model's recipe (``export: int8_keep_float``)."""
-    if options.int8_keep_float is not None:
-        return list(options.int8_keep_float)
+def with_recipe(options: ExportOptions, arch: str) -> ExportOptions:
+    """``options`` with what was left None taken from ``models/<arch>.yaml`` (``export:``), else the defaults."""
     from edgetl.config import export_recipe_for
 
-    return [str(r) for r in export_recipe_for(card.arch).get("int8_keep_float") or []]
+    recipe = export_recipe_for(arch)
+    keep = options.int8_keep_float if options.int8_keep_float is not None else recipe.get("int8_keep_float") or []
+    resolved = dataclasses.replace(
+        options, calib_size=options.calib_size or int(recipe.get("calib_size", DEFAULT_CALIB_SIZE)),
+        calib_method=options.calib_method or str(recipe.get("calib_method", "minmax")),
+        int8_keep_float=[str(r) for r in keep])
+    resolved.validate()
+    return resolved
 
 
 def _export_int8(fp32: Path, card: ModelCard, out: Path, calib: ImageSet, parity: ParitySet, options: ExportOptions,
@@ -301,12 +309,12 @@ def _export_int8(fp32: Path, card: ModelCard, out: Path, calib: ImageSet, parity
     )
     from edgetl.export.roles import nodes_for_roles
 
-    config = Int8Config.for_target(options.int8_target, options.calib_method, options.reduce_range,
+    config = Int8Config.for_target(options.int8_target, options.calib_method or "minmax", options.reduce_range,
                                    bias_correction=options.bias_correction)
     path = out / "model.int8.onnx"
     excluded: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
-    roles = _keep_float_roles(card, options)
+    roles = list(options.int8_keep_float or [])
     with tempfile.TemporaryDirectory(prefix=".int8.", dir=out) as tmp:
         prepared = prepare_for_quantization(fp32, Path(tmp) / "prepared.onnx")
         cache = Path(tmp) / "calibration.json"
@@ -429,6 +437,7 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, options: Expor
     out = ensure_writable_dir(out_dir)
     with _stage(options, "load"):
         model, card, source = load_source(checkpoint, options.weights)
+    options = with_recipe(options, card.arch)
     calib, parity_images, parity_info = _images(card, options)
     with _stage(options, "reference"):
         reference = infer_all(TorchRunner(model, card), parity_images.array, "PyTorch reference", options.quiet)
