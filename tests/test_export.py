@@ -216,6 +216,16 @@ def test_no_tensorrt_prints_how_to_build(exported: tuple[Path, Manifest, Path]) 
     assert line.startswith("trtexec --onnx=model.int8.onnx --saveEngine=model.int8.engine --stronglyTyped")
     assert "--minShapes=input:1x3x64x64" in line and "--maxShapes=input:16x3x64x64" in line
     assert "--engine" in build["edgetl"] and "--out" in build["edgetl"]
+    # the line makes the same INT8 model on the target: same images, count, method, target and judge
+    import shlex
+
+    from edgetl.cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(build["edgetl"])[1:])
+    int8 = manifest.artifact("int8").details["int8"]
+    assert args.engine and args.int8 and args.fp16 and args.calib_size == int8["calibration_images"]
+    assert (args.calib_method, args.int8_target) == (int8["method"], int8["target"])
+    assert str(args.calib_data) == manifest.artifact("int8").details["int8"]["calibration_source"]
 
 
 def test_int8_cpu_target_has_u8_activations(tmp_path: Path, hymenoptera: Path) -> None:

@@ -354,6 +354,17 @@ def _export_int8(fp32: Path, card: ModelCard, out: Path, calib: ImageSet, parity
     return path
 
 
+def _int8_flags(options: ExportOptions) -> list[str]:
+    """The flags that make the same INT8 model again (same images, seed, method and budget) on the target."""
+    flags = ["--int8", "--calib-data", str(options.calib_data), "--calib-size", str(options.calib_size),
+             "--calib-method", str(options.calib_method), "--int8-target", options.int8_target]
+    if options.reduce_range is not None:
+        flags.append("--reduce-range" if options.reduce_range else "--no-reduce-range")
+    if options.max_accuracy_drop is not None:
+        flags += ["--max-accuracy-drop", str(options.max_accuracy_drop)]
+    return flags
+
+
 def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Path, parity: ParitySet,
              options: ExportOptions, manifest: Manifest) -> None:
     from edgetl.export.tensorrt import EngineOptions, engine_from_onnx, import_tensorrt, trtexec_command
@@ -366,8 +377,8 @@ def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Pat
     commands = {p: trtexec_command(path, path.with_name(f"model.{p}.engine"), eopts) for p, path in onnx_paths.items()}
     flags = [*(["--weights", options.weights] if options.weights else []), "--out", str(out), "--engine",
              *(["--fp16"] if "fp16" in onnx_paths else []),
-             *(["--int8", "--calib-data", str(options.calib_data), "--int8-target", options.int8_target]
-               if "int8" in onnx_paths else []),
+             *(_int8_flags(options) if "int8" in onnx_paths else []),
+             *(["--val-data", str(options.val_data)] if options.val_data else []),
              *(["--static-batch", str(options.static_batch)] if options.static_batch else
                ["--batch", ":".join(map(str, options.batch))])]
     manifest.engine_build = {"edgetl": shlex.join(["edgetl", "export", source, *flags]), "trtexec": commands,
