@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from edgetl.export.pipeline import ExportOptions, export_artifacts
+    from edgetl.export.tensorrt import BuildSettings
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     source = Path(args.source)
@@ -119,9 +120,11 @@ def run(args: argparse.Namespace) -> int:
         calib_method=args.calib_method, int8_target=args.int8_target, reduce_range=args.reduce_range,
         val_data=args.val_data, parity_data=args.parity_data, parity_size=args.parity_size, max_accuracy_drop=args.max_accuracy_drop,
         max_excluded=args.max_excluded, engine=args.engine, batch=args.batch, static_batch=args.static_batch,
-        opset=args.opset, workspace_mb=args.workspace, timing_cache=args.timing_cache,
-        version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
-        dla_core=args.dla_core, trt_fp16_flag=args.trt_fp16_flag, aoti=args.aoti, providers=args.provider, quiet=args.json)
+        opset=args.opset, trt=BuildSettings(
+            workspace_mb=args.workspace, timing_cache=args.timing_cache, version_compatible=args.version_compatible,
+            hardware_compatibility=args.hardware_compatibility, dla_core=args.dla_core,
+            legacy_fp16=args.trt_fp16_flag),
+        aoti=args.aoti, providers=args.provider, quiet=args.json)
     manifest = export_artifacts(args.source, out, options)
     if args.json:
         print(json.dumps(manifest.to_dict(), indent=2))

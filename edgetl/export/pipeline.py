@@ -29,6 +29,7 @@ from edgetl.export.calib import (
     split_calibration,
 )
 from edgetl.export.manifest import Artifact, Manifest, onnx_artifact
+from edgetl.export.tensorrt import BuildSettings
 from edgetl.io import ensure_writable_dir, sha256_file
 from edgetl.parity import GATES, Gate, ParityStats, check_gate, compare_logits
 
@@ -68,12 +69,7 @@ class ExportOptions:
     batch: tuple[int, int, int] = (1, 8, 32)
     static_batch: int | None = None
     opset: int | None = None
-    workspace_mb: int | None = None
-    timing_cache: str | None = None
-    version_compatible: bool = False
-    hardware_compatibility: str = "none"
-    dla_core: int | None = None
-    trt_fp16_flag: bool = False  # TensorRT 10.x only: FP16 engine from the FP32 ONNX + BuilderFlag.FP16
+    trt: BuildSettings = field(default_factory=BuildSettings)  # legacy_fp16: FP16 engine from the FP32 ONNX
     aoti: bool = False
     seed: int = 0
     providers: list[str] | None = None
@@ -369,11 +365,10 @@ def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Pat
              options: ExportOptions, manifest: Manifest) -> None:
     from edgetl.export.tensorrt import EngineOptions, engine_from_onnx, import_tensorrt, trtexec_command
 
-    eopts = EngineOptions(input_chw=tuple(card.preprocess.input_size), batch=options.batch,  # type: ignore[arg-type]
-                          static_batch=options.static_batch, workspace_mb=options.workspace_mb,
-                          timing_cache=options.timing_cache or str(out / "timing.cache"),
-                          version_compatible=options.version_compatible,
-                          hardware_compatibility=options.hardware_compatibility, dla_core=options.dla_core)
+    settings = {**asdict(options.trt), "timing_cache": options.trt.timing_cache or str(out / "timing.cache"),
+                "legacy_fp16": False}  # set per engine below
+    eopts = EngineOptions(**settings, input_chw=tuple(card.preprocess.input_size),  # type: ignore[arg-type]
+                          batch=options.batch, static_batch=options.static_batch)
     commands = {p: trtexec_command(path, path.with_name(f"model.{p}.engine"), eopts) for p, path in onnx_paths.items()}
     flags = [*(["--weights", options.weights] if options.weights else []), "--out", str(out), "--engine",
              *(["--fp16"] if "fp16" in onnx_paths else []),
@@ -392,7 +387,7 @@ def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Pat
     manifest.engine_build["status"] = "built"
     for precision, onnx_path in onnx_paths.items():
         engine = onnx_path.with_name(f"model.{precision}.engine")
-        legacy = precision == "fp16" and options.trt_fp16_flag
+        legacy = precision == "fp16" and options.trt.legacy_fp16
         with _stage(options, f"engine_{precision}"):
             record = engine_from_onnx(onnx_paths["fp32"] if legacy else onnx_path, engine,
                                       dataclasses.replace(eopts, legacy_fp16=legacy))

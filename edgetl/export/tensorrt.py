@@ -29,19 +29,25 @@ HARDWARE_LEVELS = ("none", "ampere+", "same-cc")
 
 
 @dataclass
-class EngineOptions:
-    """How to build: batch profile (min, opt, max), workspace limit, caches, portability, DLA."""
+class BuildSettings:
+    """The builder knobs a user chooses (``edgetl export`` flags): workspace, timing cache, portability, DLA."""
 
-    input_name: str = "input"
-    input_chw: tuple[int, int, int] = (3, 224, 224)
-    batch: tuple[int, int, int] = (1, 8, 32)
-    static_batch: int | None = None
     workspace_mb: int | None = None
     timing_cache: str | None = None
     version_compatible: bool = False
     hardware_compatibility: str = "none"
     dla_core: int | None = None
     legacy_fp16: bool = False  # TensorRT 10.x only: FP32 ONNX + BuilderFlag.FP16
+
+
+@dataclass
+class EngineOptions(BuildSettings):
+    """One engine's build: the user's settings plus the model's input and the batch profile (min, opt, max)."""
+
+    input_name: str = "input"
+    input_chw: tuple[int, int, int] = (3, 224, 224)
+    batch: tuple[int, int, int] = (1, 8, 32)
+    static_batch: int | None = None
 
     def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         lo, opt, hi = (self.static_batch,) * 3 if self.static_batch else self.batch
