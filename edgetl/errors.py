@@ -8,6 +8,13 @@ class EdgetlError(Exception):
     """
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C after the interrupted stage already said what was kept and how to continue.
+
+    The CLI exits 130 without printing a second, vaguer "interrupted" line.
+    """
+
+
 def require(condition: bool, message: str) -> None:
     """Raise :class:`EdgetlError` with ``message`` unless ``condition`` holds."""
     if not condition:

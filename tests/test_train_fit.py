@@ -61,7 +61,8 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path: Path, trained: R
 
 
 def test_resume_after_ctrl_c_equals_an_uninterrupted_run(digits_data: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """Gradual unfreezing + head dropout + augmentation: everything that must replay on resume."""
     kw = {"epochs": 3, "strategy": "gradual", "unfreeze_every": 1, "head_dropout": 0.2, "batch_size": 16}
     full = fit(_cfg(digits_data, tmp_path / "full", **kw), quiet=True)
@@ -83,6 +84,8 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(digits_data: Path, tmp_
             "--lr", "0.01", "--warmup-epochs", "1", "--strategy", "gradual", "--unfreeze-every", "1",
             "--head-dropout", "0.2", "--batch-size", "16", "--out", str(tmp_path / "cut"), "--quiet"]
     assert cli.main(argv) == 130
+    said = capsys.readouterr()
+    assert (said.out + said.err).count("interrupted") == 1 and "--resume" in said.out + said.err
     assert json.loads((tmp_path / "cut" / "train_state.json").read_text())["epochs_done"] == 2
     monkeypatch.setattr(fit_module, "train_one_epoch", real)
     assert cli.main(["train", "--resume", str(tmp_path / "cut"), "--quiet"]) == 0

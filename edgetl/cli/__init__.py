@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from edgetl import __version__
-from edgetl.errors import EdgetlError
+from edgetl.errors import EdgetlError, Interrupted
 
 COMMANDS = ("train", "eval", "predict", "export", "bench", "parity", "info", "demo")
 
@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if not isinstance(exc, Interrupted):  # an Interrupted stage has said what it kept
+            print("interrupted", file=sys.stderr)
         return 130

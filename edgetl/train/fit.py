@@ -27,7 +27,7 @@ from edgetl.config import TrainConfig, save_config
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
 from edgetl.data.folder import DataSplit, report_skipped, scan_data
 from edgetl.data.transforms import eval_transform, train_transform
-from edgetl.errors import EdgetlError
+from edgetl.errors import EdgetlError, Interrupted
 from edgetl.models.factory import card_for, create_model
 from edgetl.models.freeze import apply_freeze, stage_param_names, trainable_stages
 from edgetl.models.weights import load_weights, zero_init_head
@@ -269,10 +269,11 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
                     break
         except KeyboardInterrupt:
             done = tr.history[-1]["epoch"] if tr.history else 0
-            tr.log(f"[yellow]interrupted: {tr.run_dir}/last.safetensors holds epoch {done}; continue with "
-                   f"`edgetl train --resume {tr.run_dir}`[/yellow]")
+            if tr.dist.is_main:  # even with --quiet: the user must learn how to continue
+                tr.console.print(f"[yellow]interrupted: {tr.run_dir}/last.safetensors holds epoch {done}; "
+                                 f"continue with `edgetl train --resume {tr.run_dir}`[/yellow]", highlight=False)
             tr.finish()
-            raise
+            raise Interrupted from None
         tr.finish()
         if tr.dist.is_main and not quiet:
             print_summary(console, tr.history, tr.best_epoch, tr.run_dir, cfg.monitor)
