@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.edgetl-installed
 
-.PHONY: venv demo test lint typecheck cpp-bench clean
+.PHONY: venv demo test lint typecheck cpp-bench gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,12 @@ cpp-bench: $(STAMP)
 	cmake -S cpp_bench -B build/cpp_bench -DCMAKE_BUILD_TYPE=Release \
 	  -DCMAKE_PREFIX_PATH="$$($(BIN)/python -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 	cmake --build build/cpp_bench -j 2
+
+# Wheels the GPU machines' image lacks (Python 3.12, no network): carried by benchmarks/gpu_device.sh.
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  "onnxslim==$$($(BIN)/python -c 'import onnxslim; print(onnxslim.__version__)')"
 
 clean:
 	rm -rf build runs .pytest_cache .mypy_cache .ruff_cache

@@ -113,11 +113,9 @@ def onnx_artifacts(model: Any, card: Any, work: Path, images: np.ndarray) -> dic
 
 
 def trt_engine(onnx_path: Path, card: Any, precision: str, max_batch: int) -> Path:
-    from edgetl.export.tensorrt import EngineOptions, engine_from_onnx, import_tensorrt
+    from edgetl.export.tensorrt import EngineOptions, engine_from_onnx
     from edgetl.io import atomic_write_json
 
-    if import_tensorrt() is None:
-        raise Skip("TensorRT not installed")
     engine = onnx_path.with_name(f"model.{precision}.b{max_batch}.engine")
     if not engine.exists():
         opts = EngineOptions(input_chw=tuple(card.preprocess.input_size), batch=(1, min(32, max_batch), max_batch))
@@ -156,8 +154,12 @@ def variants(model: Any, card: Any, onnx_paths: Callable[[], dict[str, Path]], d
 
     def trt_variant(precision: str) -> Callable[[], Any]:
         def build() -> Any:
+            from edgetl.export.tensorrt import import_tensorrt
+
             if device == "cpu":
                 raise Skip("TensorRT needs CUDA")
+            if import_tensorrt() is None:  # before exporting ONNX that nothing would use
+                raise Skip("TensorRT not installed")
             return TrtRunner(trt_engine(onnx_paths()[precision], card, precision, max(args.batch)))
         return build
 
@@ -258,6 +260,7 @@ def run_model(arch: str, args: argparse.Namespace, device: str, out: Path) -> di
     gpu = torch.cuda.get_device_name() if device != "cpu" else None
     doc = make_document(results, gpu=gpu)
     doc["skipped_variants"] = skipped
+    doc["torch_flags"] = torch_flags()
     checks = []
     if device != "cpu" and arch == GOAL_MODEL:
         for t in targets:
@@ -272,6 +275,15 @@ def run_model(arch: str, args: argparse.Namespace, device: str, out: Path) -> di
     report.write_plot(doc, out / f"{arch}.png")
     report.console().print(report.rich_table(doc))
     return {"doc": doc, "harness_checks": checks}
+
+
+def torch_flags() -> dict[str, bool]:
+    """The numerics behind the PyTorch figures: "eager FP32" convs run in TF32 under PyTorch's defaults."""
+    import torch
+
+    return {"cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32)}
 
 
 def goal_line(doc: dict[str, Any]) -> str:
@@ -298,13 +310,15 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     device = "cpu" if args.dry_run else "cuda"
+    torch.backends.cudnn.benchmark = True  # the baseline at its best too, as timm's benchmark script does
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu-dry-run"
     out = args.out or ROOT / "results" / slug(gpu)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     lines = [f"# edgetl GPU suite — {gpu}", "", f"Models {', '.join(args.models)}; batches "
              f"{', '.join(map(str, args.batch))}; {args.img_size} px; compute mode (device-resident input), CUDA "
-             "events; all variants of a model interleaved in one process.", ""]
+             "events; all variants of a model interleaved in one process.", "",
+             f"PyTorch flags: {json.dumps(torch_flags())} (PyTorch's defaults, cudnn.benchmark on).", ""]
     checks: list[dict[str, Any]] = []
     for arch in args.models:
         print(f"== {arch}", file=sys.stderr)
