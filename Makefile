@@ -31,9 +31,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy edgetl
 
+# A build configured against another torch is dropped: CMake caches the old libtorch's paths.
 cpp-bench: $(STAMP)
-	cmake -S cpp_bench -B build/cpp_bench -DCMAKE_BUILD_TYPE=Release \
-	  -DCMAKE_PREFIX_PATH="$$($(BIN)/python -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	prefix="$$($(BIN)/python -c 'import torch; print(torch.utils.cmake_prefix_path)')"; \
+	grep -qsF "$$prefix" build/cpp_bench/CMakeCache.txt || rm -rf build/cpp_bench; \
+	cmake -S cpp_bench -B build/cpp_bench -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$$prefix"
 	cmake --build build/cpp_bench -j 2
 
 # Wheels the GPU machines' image lacks (Python 3.12, no network): carried by benchmarks/gpu_device.sh.

@@ -49,7 +49,10 @@ def edgetl_bench() -> Path:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"cpp_bench cannot be built in CI: {missing}")
         pytest.skip(f"cpp_bench not built: {missing}")
-    if not (BUILD / "CMakeCache.txt").is_file():
+    cache = BUILD / "CMakeCache.txt"
+    if cache.is_file() and torch.utils.cmake_prefix_path not in cache.read_text():
+        shutil.rmtree(BUILD)  # configured against another torch: its cached libtorch paths are stale
+    if not cache.is_file():
         _cmake("-S", str(ROOT / "cpp_bench"), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=Release",
                f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}", f"-DEDGETL_PYTHON={sys.executable}")
     _cmake("--build", str(BUILD), "-j", "2")

@@ -8,6 +8,7 @@ check is a true top-1 accuracy drop. Calibration uses hymenoptera/train, judging
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,21 @@ def test_imagenet_lite0_int8_tensorrt_target_on_real_photos(lite0: tuple[Manifes
     adds = [n for n in model.graph.node if n.op_type == "Add"]
     producer = {o: n for n in model.graph.node for o in n.output}
     assert all(sorted(producer[i].op_type for i in a.input) == ["Conv", "DequantizeLinear"] for a in adds)
+
+
+def test_reference_run_dir_for_bench_and_parity(lite0: tuple[Manifest, Path], hymenoptera: Path,
+                                                tmp_path: Path) -> None:
+    """A timm name + --weights export leaves out/pytorch/, the reference `edgetl parity` and `bench` take."""
+    from edgetl import cli
+
+    manifest, out = lite0
+    assert manifest.source["reference_run"] == "pytorch" and (out / "pytorch" / "best.safetensors").is_file()
+    report = tmp_path / "parity.json"
+    argv = ["parity", str(out / "pytorch"), str(out / "model.onnx"), str(out / "model.int8.onnx"),
+            "--data", str(hymenoptera / "val"), "--limit", "12", "--json", str(report)]
+    assert cli.main(argv) == 0
+    fp32 = next(c for c in json.loads(report.read_text())["candidates"] if c["precision"] == "fp32")
+    assert fp32["passed"] and fp32["stats"]["max_abs_diff"] <= 1e-4 and fp32["stats"]["top1_agreement"] == 1.0
 
 
 def _kl(ref: np.ndarray, out: np.ndarray) -> float:

@@ -18,6 +18,16 @@ from edgetl.errors import EdgetlError, Interrupted
 COMMANDS = ("train", "eval", "predict", "export", "bench", "parity", "info", "demo")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" only where it says something: not twice, not for None or an off switch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgetl", description="Fine-tune timm image classifiers and ship verified ONNX / TensorRT artifacts.")
@@ -27,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"edgetl.cli.{name}")
         cmd = sub.add_parser(name, help=module.HELP, description=module.__doc__,
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                             formatter_class=HelpFormatter)
         cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)

@@ -131,4 +131,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_summary(manifest)
         print(f"wrote {len(manifest.artifacts)} artifact(s) and manifest.json to {out}")
+        if "reference_run" in manifest.source:
+            print(f"PyTorch reference for edgetl bench / parity: {out / manifest.source['reference_run']}")
     return 0 if manifest.passed else 1

@@ -44,6 +44,7 @@ DEFAULT_CALIB_SIZE = 512
 SYNTHETIC_IMAGES = 8
 INFER_CHUNK = 16
 SENSITIVITY_IMAGES = 16  # calibration images used to rank layers by the error they add (fake-quant, every tensor)
+REFERENCE_RUN = "pytorch"  # out/pytorch/: the exported weights as a run directory (timm name + --weights)
 
 
 @dataclass
@@ -437,12 +438,16 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, options: Expor
     """
     from edgetl.export.source import load_source
     from edgetl.runtime.torch_runner import TorchRunner
+    from edgetl.train.checkpoint import save_checkpoint
 
     options = options or ExportOptions()
     options.validate()
     out = ensure_writable_dir(out_dir)
     with _stage(options, "load"):
         model, card, source = load_source(checkpoint, options.weights)
+        if source["kind"] == "timm":  # a run directory to bench and run parity against, as after training
+            save_checkpoint(out / REFERENCE_RUN, "best", model, card)
+            source["reference_run"] = REFERENCE_RUN
     options = with_recipe(options, card.arch)
     calib, parity_images, parity_info = _images(card, options)
     with _stage(options, "reference"):
