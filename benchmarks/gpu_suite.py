@@ -183,6 +183,28 @@ def _skip(reason: str) -> Any:
     raise Skip(reason)
 
 
+def build_checked(v: Variant, batch: int) -> Any:
+    """The variant's runner after one real call, else Skip with the error: a variant that cannot run here
+    (torch.compile without a C compiler, a failed capture or export) is reported instead of ending the suite."""
+    try:
+        runner = v.build()
+    except Skip:
+        raise
+    except Exception as exc:
+        raise Skip(f"build failed: {_why(exc)}") from None
+    try:
+        runner.infer(np.zeros((batch, *runner.input_shape), np.float32))
+    except Exception as exc:
+        runner.close()
+        raise Skip(f"first call failed: {_why(exc)}") from None
+    return runner
+
+
+def _why(exc: Exception) -> str:
+    """One line for the skip list and summary.md."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
 def harness_check(runner: Any, label: str, batch: int, rounds: int = 5, n: int = 50) -> dict[str, Any]:
     """edgetl's per-call CUDA-event timing vs one hand-written event pair around n calls, interleaved."""
     import torch
@@ -246,7 +268,7 @@ def run_model(arch: str, args: argparse.Namespace, device: str, out: Path) -> di
     targets, skipped = [], []
     for v in variants(model, card, onnx_paths, device, args):
         try:
-            runner = v.build()
+            runner = build_checked(v, args.batch[0])
         except Skip as why:
             skipped.append({"variant": v.name, "reason": str(why)})
             print(f"  skip {v.name}: {why}", file=sys.stderr)
@@ -261,6 +283,10 @@ def run_model(arch: str, args: argparse.Namespace, device: str, out: Path) -> di
     doc = make_document(results, gpu=gpu)
     doc["skipped_variants"] = skipped
     doc["torch_flags"] = torch_flags()
+    atomic_write_json(out / f"{arch}.json", doc)  # kept even if a harness check below fails
+    report.write_markdown(doc, out / f"{arch}.md")
+    report.write_plot(doc, out / f"{arch}.png")
+    report.console().print(report.rich_table(doc))
     checks = []
     if device != "cpu" and arch == GOAL_MODEL:
         for t in targets:
@@ -270,10 +296,6 @@ def run_model(arch: str, args: argparse.Namespace, device: str, out: Path) -> di
     for t in targets:
         t.runner.close()
     torch.cuda.empty_cache() if device != "cpu" else None
-    atomic_write_json(out / f"{arch}.json", doc)
-    report.write_markdown(doc, out / f"{arch}.md")
-    report.write_plot(doc, out / f"{arch}.png")
-    report.console().print(report.rich_table(doc))
     return {"doc": doc, "harness_checks": checks}
 
 
