@@ -160,10 +160,10 @@ def run_parity_check(result: DemoResult) -> Any:
 
     with ExitStack() as stack:
         reference = stack.enter_context(runner_from_artifact(result.final_run, device=result.options.device))
-        paths, labels, _ = select_images(result.data / "val", reference.card.classes, None)
+        images = select_images(result.data / "val", reference.card.classes, None)
         candidates = [(str(p), stack.enter_context(parity_runner(p, result.options.device, None)))
                       for p in result.artifacts]
-        return run_parity(reference, candidates, paths, labels, reference_artifact=str(result.final_run),
+        return run_parity(reference, candidates, images.paths, images.labels, reference_artifact=str(result.final_run),
                           progress=not result.options.quiet)
 
 

@@ -6,6 +6,7 @@ images; ``GATES`` holds the default pass/fail rules per precision.
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,7 @@ class ParityReport:
     images: int
     labelled: bool
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    class_map: dict[str, str] | None = None
 
     @property
     def passed(self) -> bool:
@@ -152,7 +154,8 @@ class ParityReport:
         return {"schema": "edgetl.parity/1", "passed": self.passed, "images": self.images,
                 "labelled": self.labelled, "reference": self.reference,
                 "candidates": [c.to_dict() for c in self.candidates],
-                "skipped": [{"path": p, "reason": r} for p, r in self.skipped]}
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+                **({"class_map": self.class_map} if self.class_map else {})}
 
 
 def describe_runner(runner: Any, artifact: str) -> dict[str, Any]:
@@ -248,25 +251,37 @@ def parity_runner(path: Path, device: str | None, provider: str | None) -> Any:
     return runner_from_artifact(path, device=device)
 
 
-def select_images(data: Path, classes: list[str], limit: int | None) -> tuple[list[Path], list[int] | None, list]:
-    """Labelled samples when ``data`` is laid out by the model's classes, else every image unlabelled."""
-    import random
+@dataclass
+class ParityImages:
+    """The images parity runs on, their labels when the folder has them, and what was left out."""
 
+    paths: list[Path]
+    labels: list[int] | None
+    skipped: list[tuple[Path, str]]
+    class_map: dict[str, str] | None = None  # folder name → model class, for folders named by ImageNet class
+
+
+def select_images(data: Path, classes: list[str], limit: int | None) -> ParityImages:
+    """Labelled samples when ``data`` is laid out by the model's classes (or, for the ImageNet head, by
+    ImageNet class names such as ``ants``), else every image unlabelled."""
     from edgetl.data.folder import list_image_files, scan_eval_folder
+    from edgetl.export.calib import IMAGENET_CLASSES, imagenet_samples
 
     if not data.is_dir():
         raise EdgetlError(f"{data}: not a folder; pass a folder of images (DIR/<class>/… for accuracy)")
     root = data / "val" if (data / "val").is_dir() else data
     subdirs = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    mapped = imagenet_samples(root) if subdirs and classes == IMAGENET_CLASSES else None
+    class_map = None
     if subdirs and subdirs <= set(classes):
         samples, skipped = scan_eval_folder(data, classes)
-        pairs = [(s.path, s.label) for s in samples]
-        labelled = True
+        pairs, labelled = [(s.path, s.label) for s in samples], True
+    elif mapped is not None:
+        pairs, skipped, class_map, labelled = mapped.pairs, mapped.skipped, mapped.class_map, True
     else:
-        pairs = [(p, -1) for p in list_image_files(data)]
-        skipped, labelled = [], False
+        pairs, skipped, labelled = [(p, -1) for p in list_image_files(data)], [], False
     if limit is not None and limit < len(pairs):
         if limit < 1:
             raise EdgetlError(f"--limit {limit} must be at least 1")
         pairs = sorted(random.Random(0).sample(pairs, limit), key=lambda p: str(p[0]))
-    return [p for p, _ in pairs], ([lab for _, lab in pairs] if labelled else None), skipped
+    return ParityImages([p for p, _ in pairs], [lab for _, lab in pairs] if labelled else None, skipped, class_map)

@@ -163,7 +163,9 @@ def _depthwise_onnx(path: Path, channels: int = 8) -> Path:
                                                                            ["N", channels, 16, 16])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", channels, 16, 16])],
                               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # opset 17's own IR version; onnx 1.23 writes 14, which onnxruntime 1.30 cannot read
+    onnx.save(model, str(path))
     return path
 
 

@@ -69,7 +69,10 @@ def test_reference_run_dir_for_bench_and_parity(lite0: tuple[Manifest, Path], hy
     argv = ["parity", str(out / "pytorch"), str(out / "model.onnx"), str(out / "model.int8.onnx"),
             "--data", str(hymenoptera / "val"), "--limit", "12", "--json", str(report)]
     assert cli.main(argv) == 0
-    fp32 = next(c for c in json.loads(report.read_text())["candidates"] if c["precision"] == "fp32")
+    doc = json.loads(report.read_text())
+    assert doc["labelled"] and doc["class_map"] == {"ants": "imagenet_310", "bees": "imagenet_309"}
+    fp32 = next(c for c in doc["candidates"] if c["precision"] == "fp32")
+    assert fp32["stats"]["ref_accuracy"] == fp32["stats"]["cand_accuracy"] >= 50.0
     assert fp32["passed"] and fp32["stats"]["max_abs_diff"] <= 1e-4 and fp32["stats"]["top1_agreement"] == 1.0
 
 

@@ -101,7 +101,8 @@ def test_int8_for_tensorrt_is_judged_with_fake_quant_numerics(
     onnx.save(model, str(tmp_path / "int8.onnx"))
     from edgetl.parity import parity_runner, select_images
 
-    paths, labels, _ = select_images(hymenoptera, ["ants", "bees"], limit=12)
+    images = select_images(hymenoptera, ["ants", "bees"], limit=12)
+    paths, labels = images.paths, images.labels
     with load(tiny_run_dir, device="cpu") as ref, parity_runner(tmp_path / "int8.onnx", None, None) as cand:
         assert cand.info.details["optimization"] == "disable" and cand.info.details["int8_target"] == "tensorrt"
         report = run_parity(ref, [("int8.onnx", cand)], paths, labels, progress=False)
@@ -119,8 +120,8 @@ def test_unlabelled_folder_and_class_mismatch(tiny_run_dir: Path, tiny_onnx: Pat
     for p in sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[:3]:
         shutil.copy(p, flat / p.name)
     (flat / "notes.txt").write_text("not an image")
-    paths, labels, _ = select_images(flat, ["ants", "bees"], None)
-    assert len(paths) == 3 and labels is None
+    images = select_images(flat, ["ants", "bees"], None)
+    assert len(images.paths) == 3 and images.labels is None
     out = tmp_path / "u.json"
     assert main(["parity", str(tiny_run_dir), str(tiny_onnx), "--data", str(flat), "--json", str(out),
                  "--no-progress"]) == 0

@@ -47,15 +47,19 @@ def run(args: argparse.Namespace) -> int:
                  "max_accuracy_drop": args.max_accuracy_drop}
     with ExitStack() as stack:
         reference = stack.enter_context(parity_runner(args.reference, args.device, None))
-        paths, labels, skipped = select_images(args.data, reference.card.classes, args.limit)
+        images = select_images(args.data, reference.card.classes, args.limit)
         candidates = [(str(p), stack.enter_context(parity_runner(p, args.device, args.provider)))
                       for p in args.candidates]
-        report = run_parity(reference, candidates, paths, labels, reference_artifact=str(args.reference),
+        report = run_parity(reference, candidates, images.paths, images.labels, reference_artifact=str(args.reference),
                             overrides=overrides, batch_size=args.batch_size, n_worst=args.worst,
                             progress=not args.no_progress)
-    report.skipped = [(str(p), r) for p, r in skipped] + report.skipped
+    report.skipped = [(str(p), r) for p, r in images.skipped] + report.skipped
+    report.class_map = images.class_map
     console = report_console()
     console.print(parity_table(report))
+    if report.class_map:
+        mapping = ", ".join(f"{folder} → {cls}" for folder, cls in report.class_map.items())
+        console.print(f"labels: folders read as ImageNet classes ({mapping})", highlight=False)
     for c in report.candidates:
         verdict = "[green]PASS[/green]" if c.passed else f"[red]FAIL[/red]: {'; '.join(c.fails)}"
         console.print(f"{escape(c.artifact)}: {verdict}", highlight=False)

@@ -99,18 +99,30 @@ def imagenet_index(folder_name: str) -> int | None:
     return None
 
 
-def _imagenet_samples(root: Path) -> tuple[list[tuple[Path, int]], dict[str, str]] | None:
-    """(file, ImageNet label) of ``root/<name>/…`` when every folder names one ImageNet class, else None."""
+@dataclass
+class ImagenetFolders:
+    """``root/<name>/…`` read with ImageNet labels: folders named after ImageNet classes (``ants``, ``bees``)."""
+
+    pairs: list[tuple[Path, int]]  # (file, ImageNet class index)
+    class_map: dict[str, str]  # folder name → model class
+    skipped: list[tuple[Path, str]]  # files that do not decode, placeholders
+
+
+def imagenet_samples(root: Path) -> ImagenetFolders | None:
+    """Labelled samples of ``root`` for the 1000-class head when every folder names one ImageNet class."""
     from edgetl.data.folder import check_images, list_image_files
 
+    if not root.is_dir():
+        return None
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     index = {d.name: imagenet_index(d.name) for d in dirs}
     if not dirs or any(i is None for i in index.values()):
         return None
     files = [(p, int(index[d.name] or 0)) for d in dirs for p in list_image_files(d)]
-    good, _ = check_images([f for f, _ in files])
+    good, skipped = check_images([f for f, _ in files])
     keep = set(good)
-    return [(f, label) for f, label in files if f in keep], {d: f"imagenet_{i}" for d, i in index.items()}
+    return ImagenetFolders([(f, label) for f, label in files if f in keep],
+                           {d: f"imagenet_{i}" for d, i in index.items()}, skipped)
 
 
 def labelled_images(folder: str | Path, classes: list[str], pre: Preprocess, limit: int | None = None,
@@ -125,9 +137,9 @@ def labelled_images(folder: str | Path, classes: list[str], pre: Preprocess, lim
     root = root / "val" if (root / "val").is_dir() else root
     mapped = None
     if classes == IMAGENET_CLASSES and root.is_dir() and not any((root / c).is_dir() for c in classes):
-        mapped = _imagenet_samples(root)
+        mapped = imagenet_samples(root)
     if mapped is not None:
-        pairs, class_map = mapped
+        pairs, class_map = mapped.pairs, mapped.class_map
     else:
         samples, _ = scan_eval_folder(folder, classes)
         pairs, class_map = [(s.path, s.label) for s in samples], None

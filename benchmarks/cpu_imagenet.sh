@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Issue 4's CPU check, as a user runs it: ImageNet EfficientNet-Lite0 exported to FP32 / FP16 / INT8
+# (TensorRT target) and INT8 (CPU target), then `edgetl bench` side by side with PyTorch and `edgetl parity`
+# on the 153 held-out ants/bees photos (ImageNet labels 310/309). Run it on a quiet machine.
+#
+#   bash benchmarks/cpu_imagenet.sh [HYMENOPTERA_DIR]     (default ../shared/data/hymenoptera)
+# Writes benchmarks/results/cpu/efficientnet_lite0_imagenet{.json,.md,.png,_parity.json}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:-../shared/data/hymenoptera}
+edgetl=${EDGETL:-.venv/bin/edgetl}
+work=build/cpu_imagenet
+res=benchmarks/results/cpu/efficientnet_lite0_imagenet
+mkdir -p "$work" "$(dirname "$res")"
+common=(tf_efficientnet_lite0 --weights efficientnet_lite0 --calib-data "$data/train" --val-data "$data/val" --int8)
+"$edgetl" export "${common[@]}" --fp16 --out "$work/trt"
+"$edgetl" export "${common[@]}" --int8-target cpu --out "$work/cpu"
+cp "$work/cpu/model.int8.onnx" "$work/trt/model.int8-cpu.onnx"
+artifacts=("$work/trt/pytorch" "$work/trt/model.onnx" "$work/trt/model.fp16.onnx" "$work/trt/model.int8.onnx"
+           "$work/trt/model.int8-cpu.onnx")
+"$edgetl" bench "${artifacts[@]}" --batch 1,8 --duration 3 --no-progress \
+  --json "$res.json" --md "$res.md" --plot "$res.png"
+"$edgetl" parity "${artifacts[@]}" --data "$data/val" --json "${res}_parity.json"
