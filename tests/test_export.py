@@ -230,6 +230,24 @@ def test_no_tensorrt_prints_how_to_build(exported: tuple[Path, Manifest, Path]) 
     assert str(args.calib_data) == manifest.artifact("int8").details["int8"]["calibration_source"]
 
 
+def test_builder_settings_survive_the_printed_rebuild_line() -> None:
+    """Every non-default TensorRT setting becomes a flag that parses back to the same BuildSettings."""
+    import dataclasses
+
+    from edgetl.cli import build_parser
+    from edgetl.export.tensorrt import BuildSettings
+
+    settings = BuildSettings(workspace_mb=2048, version_compatible=True, hardware_compatibility="ampere+",
+                             dla_core=0, legacy_fp16=True, profiles=2)
+    args = build_parser().parse_args(["export", "run", *settings.cli_flags()])
+    parsed = BuildSettings(workspace_mb=args.workspace, version_compatible=args.version_compatible,
+                           hardware_compatibility=args.hardware_compatibility, dla_core=args.dla_core,
+                           legacy_fp16=args.trt_fp16_flag, profiles=args.profiles)
+    assert parsed == settings and BuildSettings().cli_flags() == []
+    with pytest.raises(EdgetlError, match="--profiles 0 must be at least 1"):
+        ExportOptions(trt=dataclasses.replace(settings, profiles=0)).validate()
+
+
 def test_int8_cpu_target_has_u8_activations(tmp_path: Path, hymenoptera: Path) -> None:
     run = _run_dir(tmp_path, "test_resnet", classes=4)
     options = ExportOptions(int8=True, int8_target="cpu", calib_data=hymenoptera / "val", calib_size=24,

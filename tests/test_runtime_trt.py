@@ -106,7 +106,15 @@ def test_engine_runs_and_matches_onnx(tiny_onnx: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(trt.infer(batch), expected, atol=1e-2)
         fn = trt.compute_call(batch[:4])
         assert len(trt.time_calls(fn, 5)) == 5
-    with load(engine, device="cuda", cuda_graph=True, contexts=2) as trt:
+    with pytest.raises(EdgetlError, match="2 execution contexts need 2 optimization profiles"):
+        load(engine, device="cuda", contexts=2)  # one profile serves one context at a time
+    two = tmp_path / "model.fp32.2p.engine"
+    record = engine_from_onnx(tiny_onnx, two, EngineOptions(input_chw=(3, 64, 64), batch=(1, 4, 8), profiles=2))
+    (tmp_path / "model.fp32.2p.engine.json").write_text(json.dumps({**record.to_dict(), "precision": "fp32",
+                                                                     "card": card.to_dict()}))
+    with load(two, device="cuda", cuda_graph=True, contexts=2) as trt:
+        np.testing.assert_allclose(trt.infer(batch[:3]), expected[:3], atol=1e-2)
+        np.testing.assert_allclose(trt.infer(batch[:5]), expected[:5], atol=1e-2)  # graph captured again
         np.testing.assert_allclose(trt.infer(batch[:3]), expected[:3], atol=1e-2)
         outs = trt.infer_pipelined([batch[:8], batch[:3], batch[2:6]])  # type: ignore[attr-defined]
         np.testing.assert_allclose(outs[1], expected[:3], atol=1e-2)

@@ -59,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine")
     parser.add_argument("--hardware-compatibility", default="none", choices=("none", "ampere+", "same-cc"))
     parser.add_argument("--dla-core", type=int, default=None, help="Jetson DLA core (GPU fallback on)")
+    parser.add_argument("--profiles", type=int, default=1, metavar="N",
+                        help="identical batch profiles, one per execution context run at once (throughput mode)")
     parser.add_argument("--trt-fp16-flag", action="store_true",
                         help="TensorRT 10.x only: build the FP16 engine from the FP32 ONNX with the FP16 builder flag")
     parser.add_argument("--aoti", action="store_true", help="also write an AOTInductor model.pt2")
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset, trt=BuildSettings(
             workspace_mb=args.workspace, timing_cache=args.timing_cache, version_compatible=args.version_compatible,
             hardware_compatibility=args.hardware_compatibility, dla_core=args.dla_core,
-            legacy_fp16=args.trt_fp16_flag),
+            legacy_fp16=args.trt_fp16_flag, profiles=args.profiles),
         aoti=args.aoti, providers=args.provider, quiet=args.json)
     manifest = export_artifacts(args.source, out, options)
     if args.json:

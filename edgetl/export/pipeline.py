@@ -93,6 +93,8 @@ class ExportOptions:
             raise EdgetlError(f"--max-accuracy-drop {self.max_accuracy_drop} must be >= 0 (points of top-1)")
         if self.int8:
             Int8Config.for_target(self.int8_target, self.calib_method or "minmax", self.reduce_range)
+        if self.trt.profiles < 1:
+            raise EdgetlError(f"--profiles {self.trt.profiles} must be at least 1 (one per concurrent context)")
         if self.calib_size is not None and self.calib_size < 1:
             raise EdgetlError(f"--calib-size {self.calib_size} must be at least 1")
         if self.int8_keep_float is not None:
@@ -376,7 +378,7 @@ def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Pat
              *(_int8_flags(options) if "int8" in onnx_paths else []),
              *(["--val-data", str(options.val_data)] if options.val_data else []),
              *(["--static-batch", str(options.static_batch)] if options.static_batch else
-               ["--batch", ":".join(map(str, options.batch))])]
+               ["--batch", ":".join(map(str, options.batch))]), *options.trt.cli_flags()]
     manifest.engine_build = {"edgetl": shlex.join(["edgetl", "export", source, *flags]), "trtexec": commands,
                              "batch": eopts.shapes()}
     if not options.engine:

@@ -38,6 +38,17 @@ class BuildSettings:
     hardware_compatibility: str = "none"
     dla_core: int | None = None
     legacy_fp16: bool = False  # TensorRT 10.x only: FP32 ONNX + BuilderFlag.FP16
+    profiles: int = 1  # identical batch profiles: one per execution context running at once (TrtRunner contexts)
+
+    def cli_flags(self) -> list[str]:
+        """The ``edgetl export`` flags that give these settings, for the printed rebuild-on-target line."""
+        flags = ["--workspace", str(self.workspace_mb)] if self.workspace_mb else []
+        flags += ["--version-compatible"] if self.version_compatible else []
+        if self.hardware_compatibility != "none":
+            flags += ["--hardware-compatibility", self.hardware_compatibility]
+        flags += ["--dla-core", str(self.dla_core)] if self.dla_core is not None else []
+        flags += ["--trt-fp16-flag"] if self.legacy_fp16 else []
+        return flags + (["--profiles", str(self.profiles)] if self.profiles > 1 else [])
 
 
 @dataclass
@@ -79,7 +90,10 @@ def import_tensorrt() -> ModuleType | None:
 
 
 def trtexec_command(onnx_path: str | Path, engine_path: str | Path, options: EngineOptions) -> str:
-    """The equivalent ``trtexec`` line, for building on a target where only TensorRT's CLI exists."""
+    """The equivalent ``trtexec`` line, for building on a target where only TensorRT's CLI exists.
+
+    It builds one batch profile: engines for several concurrent contexts (``profiles``) need ``edgetl export``.
+    """
     args = ["trtexec", f"--onnx={Path(onnx_path).name}", f"--saveEngine={Path(engine_path).name}", "--stronglyTyped"]
     if not options.static_batch:
         lo, opt, hi = (("x".join(str(d) for d in s)) for s in options.shapes())
@@ -146,10 +160,11 @@ def _config(builder: trt.Builder, options: EngineOptions, legacy_fp16: bool) -> 
     config = builder.create_builder_config()
     if options.workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
-    profile = builder.create_optimization_profile()
     lo, opt, hi = options.shapes()
-    profile.set_shape(options.input_name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
-    config.add_optimization_profile(profile)
+    for _ in range(options.profiles):
+        profile = builder.create_optimization_profile()
+        profile.set_shape(options.input_name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
+        config.add_optimization_profile(profile)
     if legacy_fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     if options.version_compatible:

@@ -96,8 +96,10 @@ def _pinned(nbytes: int, dtype: np.dtype[Any], count: int) -> tuple[int, np.ndar
 class TrtRunner(Runner):
     """Runs a serialized TensorRT engine with a dynamic (or static) batch dimension.
 
-    ``cuda_graph=True`` captures one CUDA graph per batch size on first use. ``contexts=2`` enables
-    :meth:`infer_pipelined`, which overlaps one batch's copies with the other's compute.
+    ``cuda_graph=True`` replays a CUDA graph of the enqueue, captured again whenever the batch size changes
+    (a graph fixes shapes and addresses). ``contexts=2`` enables :meth:`infer_pipelined`, which overlaps one
+    batch's copies with the other's compute; with a dynamic batch each context needs its own optimization
+    profile (``edgetl export --engine --profiles 2``), since TensorRT lets one profile serve one context at a time.
     """
 
     def __init__(self, path: str | Path, device: int = 0, cuda_graph: bool = False, contexts: int = 1) -> None:
@@ -125,14 +127,22 @@ class TrtRunner(Runner):
         self._in_dtype = np.dtype(trt_mod.nptype(engine.get_tensor_dtype(self._in_name)))
         self._out_dtype = np.dtype(trt_mod.nptype(engine.get_tensor_dtype(self._out_name)))
         lo, hi = self._batch_range()
-        self.contexts: list[trt.IExecutionContext] = [engine.create_execution_context() for _ in range(contexts)]
-        self.buffers = [self._allocate(hi) for _ in range(contexts)]
-        for ctx, buf in zip(self.contexts, self.buffers, strict=True):
-            ctx.set_tensor_address(self._in_name, buf.d_in)
-            ctx.set_tensor_address(self._out_name, buf.d_out)
+        if lo != hi and contexts > engine.num_optimization_profiles:
+            raise EdgetlError(f"{self.path}: {contexts} execution contexts need {contexts} optimization profiles and "
+                              f"this engine has {engine.num_optimization_profiles}; rebuild it with "
+                              f"`edgetl export --engine --profiles {contexts}` or use contexts=1")
         self.cuda_graph = cuda_graph
-        self._graphs: dict[int, tuple[Any, Any]] = {}
+        self._graph: tuple[int, Any, Any] | None = None  # (batch, graph, executable) of context 0
         self._shape: int | None = None
+        self.contexts: list[trt.IExecutionContext] = []
+        self.buffers: list[_Buffers] = []
+        try:  # a failure part-way frees what was allocated
+            for i in range(contexts):
+                self.buffers.append(self._allocate(hi))
+                self.contexts.append(self._context(i, self.buffers[i]))
+        except BaseException:
+            self.close()
+            raise
         self.info = RunnerInfo(
             backend="tensorrt", precision=str(meta.get("precision", "unknown")), device="cuda",
             input_name=self._in_name, output_name=self._out_name, min_batch=lo, max_batch=hi,
@@ -171,6 +181,17 @@ class TrtRunner(Runner):
         stream = cuda_check(cudart.cudaStreamCreate())
         return _Buffers(d_in, d_out, h_in, h_out, h_in_ptr, h_out_ptr, stream)
 
+    def _context(self, i: int, buf: _Buffers) -> trt.IExecutionContext:
+        """Context ``i`` on profile ``i`` (dynamic batch), bound to its own buffers."""
+        cudart = import_cudart()
+        ctx = self.engine.create_execution_context()
+        if i and not ctx.set_optimization_profile_async(i, int(buf.stream)):
+            raise EdgetlError(f"{self.path}: cannot select optimization profile {i}; " + rebuild_hint(self.path))
+        cuda_check(cudart.cudaStreamSynchronize(buf.stream))
+        ctx.set_tensor_address(self._in_name, buf.d_in)
+        ctx.set_tensor_address(self._out_name, buf.d_out)
+        return ctx
+
     def _set_batch(self, ctx: trt.IExecutionContext, n: int) -> None:
         if not ctx.set_input_shape(self._in_name, (n, *self.input_shape)):
             raise EdgetlError(f"{self.path}: batch {n} is outside the engine's profile "
@@ -187,15 +208,24 @@ class TrtRunner(Runner):
             if not ctx.execute_async_v3(int(buf.stream)):
                 raise EdgetlError(f"{self.path}: TensorRT execution failed for batch {n}")
             return
-        if n not in self._graphs:
+        if self._graph is None or self._graph[0] != n:
+            self._drop_graph()
             ctx.execute_async_v3(int(buf.stream))  # TensorRT needs one run after a shape change before capture
             cuda_check(cudart.cudaStreamSynchronize(buf.stream))
             mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
             cuda_check(cudart.cudaStreamBeginCapture(buf.stream, mode))
             ctx.execute_async_v3(int(buf.stream))
             graph = cuda_check(cudart.cudaStreamEndCapture(buf.stream))
-            self._graphs[n] = (graph, cuda_check(cudart.cudaGraphInstantiate(graph, 0)))
-        cuda_check(cudart.cudaGraphLaunch(self._graphs[n][1], buf.stream))
+            self._graph = (n, graph, cuda_check(cudart.cudaGraphInstantiate(graph, 0)))
+        cuda_check(cudart.cudaGraphLaunch(self._graph[2], buf.stream))
+
+    def _drop_graph(self) -> None:
+        if self._graph is not None:
+            cudart = import_cudart()
+            cuda_check(cudart.cudaStreamSynchronize(self.buffers[0].stream))  # a launched graph may still run
+            cudart.cudaGraphExecDestroy(self._graph[2])
+            cudart.cudaGraphDestroy(self._graph[1])
+            self._graph = None
 
     def _copy_in(self, i: int, batch: np.ndarray) -> None:
         cudart = import_cudart()
@@ -278,10 +308,7 @@ class TrtRunner(Runner):
         if not hasattr(self, "buffers"):
             return
         cudart = import_cudart()
-        for graph, exec_ in self._graphs.values():
-            cudart.cudaGraphExecDestroy(exec_)
-            cudart.cudaGraphDestroy(graph)
-        self._graphs.clear()
+        self._drop_graph()
         for buf in self.buffers:
             cudart.cudaStreamSynchronize(buf.stream)
             cudart.cudaFree(buf.d_in)
