@@ -295,6 +295,7 @@ def run_model(arch: str, args: argparse.Namespace, device: str, out: Path) -> di
                     checks.append(harness_check(t.runner, t.label, b))
     for t in targets:
         t.runner.close()
+    torch._dynamo.reset()  # the compiled variant's graphs and CUDA-graph pool go before the next model
     torch.cuda.empty_cache() if device != "cpu" else None
     return {"doc": doc, "harness_checks": checks}
 
