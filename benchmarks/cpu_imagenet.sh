@@ -18,6 +18,6 @@ common=(tf_efficientnet_lite0 --weights efficientnet_lite0 --calib-data "$data/t
 cp "$work/cpu/model.int8.onnx" "$work/trt/model.int8-cpu.onnx"
 artifacts=("$work/trt/pytorch" "$work/trt/model.onnx" "$work/trt/model.fp16.onnx" "$work/trt/model.int8.onnx"
            "$work/trt/model.int8-cpu.onnx")
-"$edgetl" bench "${artifacts[@]}" --batch 1,8 --duration 3 --no-progress \
+"$edgetl" bench "${artifacts[@]}" --batch 1,8 --iters 100 --duration 3 --no-progress \
   --json "$res.json" --md "$res.md" --plot "$res.png"
 "$edgetl" parity "${artifacts[@]}" --data "$data/val" --json "${res}_parity.json"
