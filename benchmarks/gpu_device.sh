@@ -19,7 +19,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 bash benchmarks/gpu_probe.sh 2>&1 | tee "$OUT/probe.txt"
-python3 -m pytest -q -p no:cacheprovider -m "gpu or trt" tests/test_runtime.py tests/test_runtime_trt.py \
+python3 -m pytest -q -p no:cacheprovider -m "gpu or trt" tests/test_runtime.py tests/test_runtime_trt.py tests/test_bench.py \
   2>&1 | tee "$OUT/gpu_tests.txt"
 python3 benchmarks/gpu_suite.py "$@" 2>&1 | tee "$OUT/suite.log"
 suite=${PIPESTATUS[0]}

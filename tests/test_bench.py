@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import requires_gpu
 
 from edgetl.bench.harness import BenchConfig, BenchTarget, bench_targets
 from edgetl.bench.report import markdown, merge_documents, with_speedups, write_plot
@@ -209,3 +210,23 @@ def test_ort_threads_spin_only_when_alone(tiny_onnx: Path) -> None:
         with pytest.raises(RuntimeError):  # never set: ORT's default (spinning on)
             alone.session.get_session_options().get_session_config_entry(entry)
 
+
+
+@requires_gpu
+@pytest.mark.gpu
+def test_cli_bench_on_cuda_uses_events_and_reports_each_device(tiny_run_dir: Path, tiny_onnx: Path,
+                                                                tmp_path: Path) -> None:
+    """PyTorch FP16 on the GPU next to ONNX Runtime: each row says where it really ran and how it was timed."""
+    import onnxruntime as ort
+
+    out = tmp_path / "gpu.json"
+    assert main(["bench", str(tiny_run_dir), str(tiny_onnx), "--batch", "1,4", "--iters", "20", "--warmup-iters", "3",
+                 "--half", "--channels-last", "--cuda-graph", "--json", str(out), "--no-progress"]) == 0
+    doc = validate(json.loads(out.read_text()))
+    assert doc["host"]["gpu"]
+    torch_rows = [r for r in doc["results"] if r["backend"] == "torch"]
+    assert len(torch_rows) == 2 and all(r["device"] == "cuda" and r["precision"] == "fp16" for r in torch_rows)
+    assert all(r["timer"] == "cuda-events" and r["peak_memory_mb"] > 0 for r in torch_rows)
+    ort_rows = [r for r in doc["results"] if r["backend"] == "onnxruntime"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # CPU-only onnxruntime: said, not hidden
+        assert all(r["device"] == "cpu" and r["timer"] == "perf_counter_ns" for r in ort_rows)
