@@ -21,7 +21,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 bash benchmarks/gpu_probe.sh 2>&1 | tee "$OUT/probe.txt"
 python3 -m pytest -q -p no:cacheprovider -m "gpu or trt" tests/test_runtime.py tests/test_runtime_trt.py tests/test_bench.py \
   2>&1 | tee "$OUT/gpu_tests.txt"
-python3 benchmarks/gpu_suite.py "$@" 2>&1 | tee "$OUT/suite.log"
+# The device tool ends a call at 10 minutes: stop the suite first so finished models' results come back.
+timeout "${SUITE_TIMEOUT_S:-480}" python3 benchmarks/gpu_suite.py "$@" 2>&1 | tee "$OUT/suite.log"
 suite=${PIPESTATUS[0]}
 tar czf "$OUT/results.tgz" benchmarks/results
 exit "$suite"
