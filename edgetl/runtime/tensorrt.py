@@ -256,6 +256,7 @@ class TrtRunner(Runner):
     def infer_pipelined(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         """Throughput mode: alternate batches over the contexts so copies of one overlap compute of another."""
         k = len(self.contexts)
+        self._drop_graph()  # context 0 changes shape below: its graph would be stale
         out: list[np.ndarray] = []
         pending: list[tuple[int, int]] = []
         for j, raw in enumerate(batches):
