@@ -203,3 +203,15 @@ def test_torch_compile_matches_eager(tiny_run_dir: Path, batch: np.ndarray) -> N
             np.testing.assert_allclose(compiled.infer(batch[:n]), eager.infer(batch[:n]), atol=1e-4, rtol=1e-4)
         fn = compiled.compute_call(batch[:2])
         assert len(compiled.time_calls(fn, 3)) == 3
+
+
+def test_io_binding_call_gives_the_session_output(tiny_onnx: Path, batch: np.ndarray) -> None:
+    """The IO-binding path the CUDA compute mode uses, run on the CPU device with real ONNX Runtime."""
+    from edgetl.runtime.onnxruntime import bound_call
+
+    with OrtRunner(tiny_onnx, providers=["cpu"]) as r:
+        call = bound_call(r.session, r.info.input_name, r.info.output_name, batch, "cpu")
+        first, again = call().copy_outputs_to_cpu()[0].copy(), call().copy_outputs_to_cpu()[0]
+        expected = r.session.run([r.info.output_name], {r.info.input_name: batch})[0]
+    np.testing.assert_allclose(first, expected, atol=1e-6)
+    np.testing.assert_array_equal(first, again)

@@ -152,20 +152,8 @@ class OrtRunner(Runner):
             x = self.check_input(batch).astype(self._in_dtype, copy=False)
             feed, names = {self.info.input_name: x}, [self.info.output_name]
             return lambda: self.session.run(names, feed)
-        import onnxruntime as ort
-
         x = self.check_input(batch).astype(self._in_dtype, copy=False)
-        dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
-        binding = self.session.io_binding()
-        binding.bind_ortvalue_input(self.info.input_name, dev)
-        binding.bind_output(self.info.output_name, "cuda")
-        session = self.session
-
-        def call() -> object:
-            _ = dev  # the device input must live as long as the call does
-            return session.run_with_iobinding(binding)
-
-        return call
+        return bound_call(self.session, self.info.input_name, self.info.output_name, x, "cuda")
 
     @property
     def timer_name(self) -> str:
@@ -174,3 +162,23 @@ class OrtRunner(Runner):
 
     def close(self) -> None:
         self.__dict__.pop("session", None)
+
+
+def bound_call(session: Any, input_name: str, output_name: str, x: np.ndarray, device: str) -> Callable[[], Any]:
+    """``x`` uploaded once to ``device`` and the output left there: each call is inference alone (IO binding).
+
+    The binding is returned as the call's result, so a caller can read the output with ``copy_outputs_to_cpu``.
+    """
+    import onnxruntime as ort
+
+    value = ort.OrtValue.ortvalue_from_numpy(x, device, 0)
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(input_name, value)
+    binding.bind_output(output_name, device)
+
+    def call() -> Any:
+        _ = value  # the device input must live as long as the call does
+        session.run_with_iobinding(binding)
+        return binding
+
+    return call
