@@ -119,3 +119,18 @@ def test_engine_runs_and_matches_onnx(tiny_onnx: Path, tmp_path: Path) -> None:
         outs = trt.infer_pipelined([batch[:8], batch[:3], batch[2:6]])  # type: ignore[attr-defined]
         np.testing.assert_allclose(outs[1], expected[:3], atol=1e-2)
         np.testing.assert_allclose(outs[2], expected[2:6], atol=1e-2)
+
+
+@pytest.mark.parametrize(("options", "trt_here", "cc_here", "runs"), [
+    ({"version_compatible": True}, "10.16.1.11", "9.0", True),  # later TensorRT: fine
+    ({"version_compatible": True}, "10.3.0.30", "9.0", False),  # earlier TensorRT: never
+    ({}, "10.16.1.11", "9.0", False),
+    ({"hardware_compatibility": "ampere+"}, "10.13.0.35", "8.6", True),  # Ampere+ engine on an RTX 30xx
+    ({"hardware_compatibility": "ampere+"}, "10.13.0.35", "7.5", False),  # but not on Turing
+    ({"hardware_compatibility": "same-cc"}, "10.13.0.35", "8.6", False),
+])
+def test_compatibility_options_recorded_at_build_are_honoured(options: dict, trt_here: str, cc_here: str,
+                                                              runs: bool) -> None:
+    meta = {"tensorrt": "10.13.0.35", "gpu": "NVIDIA H100", "compute_capability": "9.0", "options": options}
+    reason = compatibility_error(Path("m.engine"), meta, trt_here, "some GPU", cc_here)
+    assert (reason is None) == runs, reason

@@ -9,6 +9,7 @@ describe an engine on a machine without TensorRT, and the runner can refuse a mi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,16 @@ def _flatten(entry: dict[str, Any]) -> dict[str, Any]:
     return {**entry, **details} if isinstance(details, dict) else dict(entry)
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def build_options(meta: dict[str, Any]) -> dict[str, Any]:
+    """The builder options recorded for an engine (``version_compatible``, ``hardware_compatibility``, ...)."""
+    raw = meta.get("options")
+    return raw if isinstance(raw, dict) else {}
+
+
 def engine_metadata(path: str | Path) -> dict[str, Any]:
     """The exporter's record for ``path`` (empty when there is none).
 
@@ -68,8 +79,7 @@ def engine_metadata(path: str | Path) -> dict[str, Any]:
 
 def engine_batch_range(meta: dict[str, Any]) -> tuple[int | None, int | None]:
     """(min, max) batch of the engine's profile as recorded at build time."""
-    raw = meta.get("options")
-    opts: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    opts = build_options(meta)
     static = meta.get("static_batch") or opts.get("static_batch")
     if static:
         return int(static), int(static)
@@ -97,13 +107,25 @@ def card_from_engine_metadata(path: Path, meta: dict[str, Any]) -> ModelCard:
 
 
 def compatibility_error(path: Path, meta: dict[str, Any], trt_version: str, gpu: str, capability: str) -> str | None:
-    """Why the engine cannot run here (None when it can): TensorRT version or GPU architecture differ."""
+    """Why the engine cannot run here (None when it can): TensorRT version or GPU architecture differ.
+
+    An engine built with ``--version-compatible`` runs on the TensorRT it was built with or a later one;
+    ``--hardware-compatibility ampere+`` runs on any GPU of sm 8.0 or newer. Others need an exact match.
+    """
+    opts = build_options(meta)
     built_trt = str(meta.get("tensorrt") or "")
-    if built_trt and built_trt.split(".")[:3] != trt_version.split(".")[:3]:
-        return (f"{path}: engine built with TensorRT {built_trt}, this machine has {trt_version}; "
-                + rebuild_hint(path))
+    if built_trt:
+        built, here = _version(built_trt), _version(trt_version)
+        if opts.get("version_compatible") and here < built:
+            return (f"{path}: version-compatible engine built with TensorRT {built_trt} runs on that version or "
+                    f"later, this machine has {trt_version}; " + rebuild_hint(path))
+        if not opts.get("version_compatible") and built != here:
+            return (f"{path}: engine built with TensorRT {built_trt}, this machine has {trt_version}; "
+                    + rebuild_hint(path))
     built_cc = str(meta.get("compute_capability") or "")
-    if built_cc and built_cc != capability:
-        return (f"{path}: engine built for {meta.get('gpu', 'another GPU')} (sm {built_cc}), this GPU is {gpu} "
-                f"(sm {capability}); " + rebuild_hint(path))
-    return None
+    if not built_cc or built_cc == capability:
+        return None
+    if opts.get("hardware_compatibility") == "ampere+" and _version(capability) >= (8, 0):
+        return None
+    return (f"{path}: engine built for {meta.get('gpu', 'another GPU')} (sm {built_cc}), this GPU is {gpu} "
+            f"(sm {capability}); " + rebuild_hint(path))

@@ -21,6 +21,7 @@ import numpy as np
 from edgetl.errors import EdgetlError
 from edgetl.runtime.base import Runner, RunnerInfo
 from edgetl.runtime.engine_meta import (
+    build_options,
     card_from_engine_metadata,
     compatibility_error,
     engine_metadata,
@@ -118,6 +119,8 @@ class TrtRunner(Runner):
         self._trt = trt_mod
         self._logger: trt.ILogger = trt_mod.Logger(trt_mod.Logger.ERROR)
         self._runtime: trt.Runtime = trt_mod.Runtime(self._logger)
+        # a version-compatible plan embeds its lean runtime: host code, allowed for engines edgetl recorded
+        self._runtime.engine_host_code_allowed = bool(build_options(meta).get("version_compatible"))
         engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise EdgetlError(f"{self.path}: TensorRT {trt_mod.__version__} cannot deserialize it (not an engine, "
@@ -151,7 +154,7 @@ class TrtRunner(Runner):
                                             "cuda_graph": cuda_graph, "contexts": contexts, "path": str(self.path)},
         )
         if meta.get("gpu") and meta.get("gpu") != gpu:
-            self.info.details["warning"] = f"built on {meta.get('gpu')}, running on {gpu} (same sm {capability})"
+            self.info.details["warning"] = f"built on {meta.get('gpu')}, running on {gpu} (sm {capability})"
 
     def _io_names(self) -> tuple[str, str]:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
