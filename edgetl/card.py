@@ -94,18 +94,28 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model card") -> ModelCard:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        if not isinstance(data, dict):
+            raise EdgetlError(f"{source}: not an edgetl model card (expected a JSON object)")
+        unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise EdgetlError(f"{source}: unknown keys {sorted(unknown)}; was it written by a newer edgetl?")
         if "arch" not in data or "classes" not in data:
             raise EdgetlError(f"{source}: missing 'arch' or 'classes'; it is not an edgetl model card")
-        if int(data.get("schema", CARD_SCHEMA)) > CARD_SCHEMA:
-            raise EdgetlError(f"{source}: card schema {data['schema']} is newer than this edgetl supports; upgrade edgetl")
-        data = dict(data)
-        data["preprocess"] = Preprocess(**data.get("preprocess", {}))
-        data["head"] = HeadConfig(**data.get("head", {}))
-        return cls(**data)
+        classes = data["classes"]
+        if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+            raise EdgetlError(f"{source}: 'classes' must be a list of two or more class names; re-create the card "
+                              "with `edgetl train` or `edgetl export`")
+        try:
+            if int(data.get("schema", CARD_SCHEMA)) > CARD_SCHEMA:
+                raise EdgetlError(f"{source}: card schema {data['schema']} is newer than this edgetl supports; "
+                                  "upgrade edgetl")
+            data = dict(data)
+            data["preprocess"] = Preprocess(**data.get("preprocess", {}))
+            data["head"] = HeadConfig(**data.get("head", {}))
+            return cls(**data)
+        except (TypeError, ValueError) as exc:  # a hand-edited or damaged card
+            raise EdgetlError(f"{source}: malformed model card ({exc}); re-create it with `edgetl train` or "
+                              "`edgetl export`") from None
 
     def save(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())
@@ -121,11 +131,14 @@ class ModelCard:
     @classmethod
     def from_metadata(cls, props: dict[str, str], source: str) -> ModelCard:
         if METADATA_KEY not in props:
-            raise EdgetlError(
-                f"{source}: no edgetl metadata ({METADATA_KEY!r}); export it with `edgetl export`, "
-                "or pass the preprocessing explicitly"
-            )
-        return cls.from_dict(json.loads(props[METADATA_KEY]), source=source)
+            raise EdgetlError(f"{source}: no edgetl metadata ({METADATA_KEY!r}), so its preprocessing is unknown; "
+                              "export the model with `edgetl export`")
+        try:
+            data = json.loads(props[METADATA_KEY])
+        except json.JSONDecodeError as exc:
+            raise EdgetlError(f"{source}: its {METADATA_KEY!r} metadata is not valid JSON ({exc}); "
+                              "re-export it with `edgetl export`") from None
+        return cls.from_dict(data, source=source)
 
 
 def library_versions(*extra: str) -> dict[str, str]:

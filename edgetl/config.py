@@ -189,19 +189,33 @@ def export_recipe_for(model: str) -> dict[str, Any]:
     return _recipe(model)[1]
 
 
+def _coerce_value(key: str, value: Any, annotation: str) -> Any:
+    """``value`` as the field's type (YAML gives ints for floats); anything else is a one-line error."""
+    kinds = {k.strip() for k in annotation.split("|")}
+    if value is None and "None" in kinds:
+        return None
+    if "bool" in kinds and isinstance(value, bool):
+        return value
+    if not isinstance(value, bool):
+        if "int" in kinds and isinstance(value, int):
+            return value
+        if "float" in kinds and isinstance(value, (int, float)):
+            return float(value)
+        if "str" in kinds and isinstance(value, str):
+            return value
+        if "list[float]" in kinds and isinstance(value, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return [float(v) for v in value]
+    wanted = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "text",
+              "list[float]": "a list of numbers"}
+    expected = " or ".join(wanted[k] for k in kinds if k in wanted)
+    raise EdgetlError(f"--{key.replace('_', '-')} {value!r}: expected {expected}; fix the flag or the config file")
+
+
 def _coerce(cfg: TrainConfig) -> TrainConfig:
-    """YAML gives ints for floats and strings for lists; make the types what the dataclass says."""
-    if cfg.lr is not None:
-        cfg.lr = float(cfg.lr)
-    for name in ("weight_decay", "warmup_epochs", "backbone_lr_mult", "label_smoothing", "focal_gamma",
-                 "head_dropout"):
-        setattr(cfg, name, float(getattr(cfg, name)))
-    if cfg.val_split is not None:
-        cfg.val_split = float(cfg.val_split)
-    if cfg.clip_grad is not None:
-        cfg.clip_grad = float(cfg.clip_grad)
-    if isinstance(cfg.focal_alpha, list):
-        cfg.focal_alpha = [float(a) for a in cfg.focal_alpha]
+    """Every field as the type the dataclass declares (YAML and scripts may give others)."""
+    for f in fields(TrainConfig):
+        setattr(cfg, f.name, _coerce_value(f.name, getattr(cfg, f.name), str(f.type)))
     return cfg
 
 

@@ -20,6 +20,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     ensure_writable_dir(target.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a written file gets the usual mode
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -30,6 +31,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_dir_public(path: Path) -> Path:
+    """Give a directory from ``mkdtemp`` (mode 0700) the mode ``mkdir`` would have given it."""
+    path.chmod(0o777 & ~current_umask())
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

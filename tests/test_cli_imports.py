@@ -33,3 +33,22 @@ def _loaded(body: str) -> list[str]:
 ])
 def test_no_heavy_imports(body: str) -> None:
     assert _loaded(body) == []
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["eval", "run", "--data", "d", "--batch-size", "0"], "--batch-size: '0': must be >= 1"),
+    (["parity", "a", "b", "--data", "d", "--batch-size", "-1"], "--batch-size: '-1': must be >= 1"),
+    (["parity", "a", "b", "--data", "d", "--min-agreement", "150"], "--min-agreement: '150': must be between 0 and 1"),
+    (["bench", "a.onnx", "--iters", "0"], "--iters: '0': must be >= 1"),
+    (["bench", "a.onnx", "--duration", "0"], "--duration: '0': must be > 0"),
+    (["predict", "run", "x.jpg", "--topk", "a"], "--topk: 'a': expected a whole number >= 1"),
+    (["export", "run", "--profiles", "0"], "--profiles: '0': must be >= 1"),
+])
+def test_bad_numbers_are_usage_errors_before_any_work(argv: list[str], message: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from edgetl.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

@@ -75,3 +75,25 @@ def test_saved_config_reloads_identically(tmp_path: Path) -> None:
     again = resolve_config(base=read_yaml_config(tmp_path / "config.yaml"))
     assert again == cfg
     assert set(read_yaml_config(tmp_path / "config.yaml")) == set(VALID_KEYS)
+
+
+@pytest.mark.parametrize(("line", "pattern"), [
+    ("epochs: three", r"--epochs 'three': expected a whole number"),
+    ("lr: abc", r"--lr 'abc': expected a number"),
+    ("data: [1]", r"--data \[1\]: expected text"),
+    ("freeze_bn: maybe", r"--freeze-bn 'maybe': expected true or false"),
+    ("focal_alpha: [0.5, x]", r"--focal-alpha \[0.5, 'x'\]: expected text or a list of numbers"),
+])
+def test_wrongly_typed_config_values_are_one_line_errors(tmp_path: Path, line: str, pattern: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(line + "\n")
+    with pytest.raises(EdgetlError, match=pattern):
+        resolve_config(config_file=cfg)
+
+
+def test_yaml_numbers_take_the_declared_type(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lr: 1\nweight_decay: 0\nfocal_alpha: [1, 2]\nepochs: 3\n")
+    resolved = resolve_config(config_file=cfg)
+    assert isinstance(resolved.lr, float) and isinstance(resolved.weight_decay, float)
+    assert resolved.focal_alpha == [1.0, 2.0] and resolved.epochs == 3

@@ -53,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # permissions, a full disk, a file where a folder should be: the user's to fix
+        if args.debug or exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}; check the path, its permissions and free space",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         if not isinstance(exc, Interrupted):  # an Interrupted stage has said what it kept
             print("interrupted", file=sys.stderr)

@@ -11,20 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgetl.cli.args import batch_sizes, non_negative_float, non_negative_int, positive_float, positive_int
 from edgetl.errors import EdgetlError
 
 HELP = "benchmark artifacts (latency, throughput, memory) side by side"
-
-
-def batch_sizes(text: str) -> list[int]:
-    """``--batch 1,8,32`` → [1, 8, 32]; anything else is a usage error naming the expected form."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated batch sizes, e.g. 1,8,32") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be positive integers")
-    return values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,13 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: best available per artifact)")
     p.add_argument("--provider", default=None, help="ONNX Runtime provider for .onnx files (cpu, cuda, tensorrt)")
     warm = p.add_mutually_exclusive_group()
-    warm.add_argument("--warmup-iters", type=int, default=None, help="warm-up calls (default: >= 5 and >= 0.5 s)")
-    warm.add_argument("--warmup-s", type=float, default=None, help="warm-up seconds")
-    p.add_argument("--iters", type=int, default=None,
+    warm.add_argument("--warmup-iters", type=non_negative_int, default=None, help="warm-up calls (default: >= 5 and >= 0.5 s)")
+    warm.add_argument("--warmup-s", type=non_negative_float, default=None, help="warm-up seconds")
+    p.add_argument("--iters", type=positive_int, default=None,
                    help="timed calls (default: >= 100 calls and >= 2 s); with --duration both are minimums")
-    p.add_argument("--duration", type=float, default=None,
+    p.add_argument("--duration", type=positive_float, default=None,
                    help="timed seconds per artifact and batch (at least 20 calls)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime sessions and PyTorch (process-wide) (default: each library's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for ONNX Runtime sessions and PyTorch (process-wide) (default: each library's)")
     p.add_argument("--half", action="store_true", help="PyTorch artifacts: FP16 (CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="PyTorch artifacts: channels-last memory format")
     p.add_argument("--compile", nargs="?", const="default", default=None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgetl.cli.bench import batch_sizes
+from edgetl.cli.args import batch_sizes, non_negative_float, non_negative_int, positive_float, positive_int
 
 HELP = "train → export → verify → benchmark → report, on built-in data or yours"
 
@@ -23,17 +23,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'timm' = timm's hub (needs network)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where runs, artifacts and the report go")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--img-size", type=int, default=None,
+    p.add_argument("--img-size", type=positive_int, default=None,
                    help="input size (default: 128 for the built-in digits, the model's own otherwise)")
-    p.add_argument("--probe-epochs", type=int, default=3, help="linear-probe epochs")
-    p.add_argument("--finetune-epochs", type=int, default=2, help="full fine-tune epochs after the probe")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--calib-size", type=int, default=256, help="INT8 calibration images (from train/)")
-    p.add_argument("--int8-budget", type=float, default=1.0, metavar="PTS",
+    p.add_argument("--probe-epochs", type=non_negative_int, default=3, help="linear-probe epochs")
+    p.add_argument("--finetune-epochs", type=non_negative_int, default=2, help="full fine-tune epochs after the probe")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--calib-size", type=positive_int, default=256, help="INT8 calibration images (from train/)")
+    p.add_argument("--int8-budget", type=non_negative_float, default=1.0, metavar="PTS",
                    help="top-1 points INT8 may lose; sensitive layers stay in float until it holds")
     p.add_argument("--no-baseline", action="store_true", help="skip the from-scratch baseline run")
     p.add_argument("--bench-batch", type=batch_sizes, default=[1, 8], help="benchmark batch sizes")
-    p.add_argument("--bench-seconds", type=float, default=1.0, help="timed seconds per artifact and batch")
+    p.add_argument("--bench-seconds", type=positive_float, default=1.0, help="timed seconds per artifact and batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars; the summary table only")
 

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgetl.cli.args import non_negative_float, non_negative_int, positive_int
 from edgetl.errors import EdgetlError
 
 HELP = "export ONNX (FP32/FP16/INT8 Q/DQ) and TensorRT engines, with parity checks"
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (float32 I/O)")
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (Q/DQ, needs --calib-data)")
     parser.add_argument("--calib-data", type=Path, help="folder of calibration images (recursive)")
-    parser.add_argument("--calib-size", type=int, default=None,
+    parser.add_argument("--calib-size", type=positive_int, default=None,
                         help="calibration images to use (default: the model's recipe in models/, else 512)")
     parser.add_argument("--calib-method", default=None, choices=("minmax", "entropy", "percentile"),
                         help="activation ranges (default: the model's recipe in models/, else minmax)")
@@ -44,22 +45,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-data", type=Path, help="labelled folder DIR/<class>/… for parity and accuracy")
     parser.add_argument("--parity-data", type=Path,
                         help="unlabelled images for parity (default: --val-data, else calibration images held out)")
-    parser.add_argument("--parity-size", type=int, default=256, help="images used for parity")
-    parser.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PTS",
+    parser.add_argument("--parity-size", type=positive_int, default=256, help="images used for parity")
+    parser.add_argument("--max-accuracy-drop", type=non_negative_float, default=None, metavar="PTS",
                         help="INT8 budget in top-1 points; sensitive layers stay in float until it holds")
-    parser.add_argument("--max-excluded", type=int, default=8, help="most layers --max-accuracy-drop may exclude")
+    parser.add_argument("--max-excluded", type=non_negative_int, default=8, help="most layers --max-accuracy-drop may exclude")
     parser.add_argument("--engine", action="store_true", help="build TensorRT engines (where tensorrt imports)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--batch", type=_batch, default=(1, 8, 32), metavar="MIN:OPT:MAX",
                        help="dynamic batch range / TensorRT optimization profile")
-    group.add_argument("--static-batch", type=int, default=None, metavar="N", help="fixed batch size")
+    group.add_argument("--static-batch", type=positive_int, default=None, metavar="N", help="fixed batch size")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    parser.add_argument("--workspace", type=int, default=None, metavar="MB", help="TensorRT workspace limit")
+    parser.add_argument("--workspace", type=positive_int, default=None, metavar="MB", help="TensorRT workspace limit")
     parser.add_argument("--timing-cache", default=None, help="TensorRT timing cache file, reused across builds")
     parser.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine")
     parser.add_argument("--hardware-compatibility", default="none", choices=("none", "ampere+", "same-cc"))
-    parser.add_argument("--dla-core", type=int, default=None, help="Jetson DLA core (GPU fallback on)")
-    parser.add_argument("--profiles", type=int, default=1, metavar="N",
+    parser.add_argument("--dla-core", type=non_negative_int, default=None, help="Jetson DLA core (GPU fallback on)")
+    parser.add_argument("--profiles", type=positive_int, default=1, metavar="N",
                         help="identical batch profiles, one per execution context run at once (throughput mode)")
     parser.add_argument("--trt-fp16-flag", action="store_true",
                         help="TensorRT 10.x only: build the FP16 engine from the FP32 ONNX with the FP16 builder flag")

@@ -14,6 +14,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgetl.cli.args import fraction, non_negative_float, non_negative_int, positive_int
+
 HELP = "compare artifacts with a reference on real images; exit 1 if a gate fails"
 
 
@@ -22,15 +24,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("candidates", type=Path, nargs="+", metavar="CANDIDATE", help="artifacts to check")
     p.add_argument("--data", type=Path, required=True,
                    help="images: DIR/<class>/… (or DIR/val/<class>/…) for accuracy, or any folder of images")
-    p.add_argument("--limit", type=int, default=None, help="use at most N images (a seeded, class-mixed subset)")
+    p.add_argument("--limit", type=positive_int, default=None, help="use at most N images (a seeded, class-mixed subset)")
     p.add_argument("--json", type=Path, default=None, help="write the report (with the worst images) here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: best available)")
     p.add_argument("--provider", default=None, help="ONNX Runtime provider for .onnx candidates")
-    p.add_argument("--min-agreement", type=float, default=None, help="override: minimum top-1 agreement (0-1)")
-    p.add_argument("--max-abs-diff", type=float, default=None, help="override: maximum abs logit difference")
-    p.add_argument("--max-accuracy-drop", type=float, default=None, help="override: max top-1 drop in points")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--worst", type=int, default=10, help="list this many most-different images in the JSON")
+    p.add_argument("--min-agreement", type=fraction, default=None, help="override: minimum top-1 agreement (0-1)")
+    p.add_argument("--max-abs-diff", type=non_negative_float, default=None, help="override: maximum abs logit difference")
+    p.add_argument("--max-accuracy-drop", type=non_negative_float, default=None, help="override: max top-1 drop in points")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--worst", type=non_negative_int, default=10, help="list this many most-different images in the JSON")
     p.add_argument("--no-progress", action="store_true")
 
 

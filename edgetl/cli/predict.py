@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from edgetl.cli.args import positive_int
+
 HELP = "top-k classes for image files"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", metavar="RUN_DIR", help="run directory, .safetensors, .onnx or engine file")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--topk", type=int, default=5, help="classes to list per image")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes to list per image")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--json", action="store_true", help="one JSON document for machines")
 

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from edgetl.errors import EdgetlError
+from edgetl.io import make_dir_public
 
 BUILTIN = "digits"
 CLASSES = [f"digit_{i}" for i in range(10)]
@@ -39,7 +40,7 @@ def materialize_builtin(root: str | Path, per_class: int | None = None, val_frac
     digits = load_digits()
     rng = np.random.default_rng(seed)
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    tmp = make_dir_public(Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent)))
     try:
         for label, name in enumerate(CLASSES):
             idx = rng.permutation(np.flatnonzero(digits.target == label))[:per_class]

@@ -6,6 +6,7 @@ exporter's record beside the engine says what it holds.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +33,29 @@ def _io(name: str, dims: list[Any], dtype: str) -> dict[str, Any]:
             "dtype": dtype}
 
 
-def _describe_torch(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
+def _tensor_stats(weights: Path) -> tuple[int, set[str]]:
+    """(parameter count, dtypes) of a safetensors file, read from its header only."""
+    from safetensors import SafetensorError, safe_open
 
+    params, dtypes = 0, set()
+    try:
+        with safe_open(str(weights), framework="numpy") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+                sl = fh.get_slice(key)
+                params += math.prod(int(d) for d in sl.get_shape())
+                dtypes.add(sl.get_dtype())
+    except (SafetensorError, OSError) as exc:
+        raise EdgetlError(f"{weights}: not a readable safetensors checkpoint ({exc}); restore it or train "
+                          "again") from None
+    return params, dtypes
+
+
+def _describe_torch(path: Path) -> dict[str, Any]:
     from edgetl.train.checkpoint import resolve_checkpoint
 
     weights, card_file = resolve_checkpoint(path)
     card = ModelCard.load(card_file)
-    params, dtypes = 0, set()
-    with safe_open(str(weights), framework="numpy") as fh:
-        for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
-            sl = fh.get_slice(key)
-            n = 1
-            for d in sl.get_shape():
-                n *= int(d)
-            params += n
-            dtypes.add(sl.get_dtype())
+    params, dtypes = _tensor_stats(weights)
     c, h, w = card.preprocess.input_size
     return {"backend": "torch", "precision": "fp16" if dtypes == {"F16"} else "fp32",
             "inputs": [_io("input", ["N", c, h, w], "float32")],
@@ -59,13 +67,10 @@ def _describe_torch(path: Path) -> dict[str, Any]:
 def _describe_onnx(path: Path) -> dict[str, Any]:
     import onnx
 
-    from edgetl.runtime.onnx_graph import summarize_onnx
+    from edgetl.runtime.onnx_graph import read_onnx, summarize_onnx
 
-    try:
-        graph = summarize_onnx(path)
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx.DecodeError and friends
-        raise EdgetlError(f"{path}: not a readable ONNX file ({type(exc).__name__}); re-export it") from None
+    graph = summarize_onnx(path)
+    model = read_onnx(path)
     card = ModelCard.from_metadata(graph.metadata, source=str(path))
     init_names = {i.name for i in model.graph.initializer}
 

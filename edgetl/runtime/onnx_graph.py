@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgetl.errors import EdgetlError
+
 QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
                        "ConvInteger", "DynamicQuantizeLinear"})
 
@@ -39,12 +41,27 @@ def _nodes(graph: Any) -> Any:
                 yield from _nodes(attr.g)
 
 
+def read_onnx(path: str | Path) -> Any:
+    """The ``onnx.ModelProto`` of ``path`` without external weights; a one-line error if it is not ONNX."""
+    import onnx
+
+    if not Path(path).is_file():
+        raise EdgetlError(f"{path}: file not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx.DecodeError and friends, from protobuf
+        raise EdgetlError(f"{path}: not a readable ONNX file ({type(exc).__name__}); re-export it with "
+                          "`edgetl export`") from None
+    if not model.graph.node:
+        raise EdgetlError(f"{path}: not an ONNX model (empty or truncated file); re-export it with `edgetl export`")
+    return model
+
+
 def summarize_onnx(path: str | Path) -> GraphSummary:
     """Op counts and precision of an ONNX file (weights stored externally are not read)."""
-    import onnx
     from onnx import TensorProto
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = read_onnx(path)
     ops = Counter(n.op_type for n in _nodes(model.graph))
     sizes: Counter[int] = Counter()
     for init in model.graph.initializer:

@@ -5,6 +5,7 @@ A run directory holds ``model.json`` (the card), ``best.safetensors`` and ``last
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ def load_tensors(path: str | Path, fix: str = "restore the file or train again")
     p = Path(path)
     if not p.is_file():
         raise EdgetlError(f"{p}: checkpoint not found; pass a run directory with best.safetensors or a .safetensors file")
+    if not os.access(p, os.R_OK):
+        raise EdgetlError(f"{p}: permission denied; make the checkpoint readable (chmod u+r)")
     try:
         return load_file(str(p))
     except (SafetensorError, OSError, ValueError) as exc:
