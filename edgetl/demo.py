@@ -205,7 +205,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     report_skipped(result.split.skipped)  # once, not once per training run
     for stage, cfg in train_configs(options, data, img_size).items():
         _log(options, f"train: {stage} ({cfg.strategy}, {cfg.epochs} epochs)")
-        result.runs[stage] = fit(cfg, quiet=options.quiet, list_skipped=False)
+        result.runs[stage] = fit(cfg, quiet=options.quiet, list_skipped=False, overwrite=True)  # the demo's own runs
     if result.runs["probe"].best.get("val_top1", 0) > result.runs["finetune"].best.get("val_top1", 0):
         result.final = "probe"  # the fine-tune did not help on this data: ship the probe
     result.seconds["train"] = time.perf_counter() - clock

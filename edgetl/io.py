@@ -81,6 +81,27 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+@contextlib.contextmanager
+def dir_lock(path: str | os.PathLike[str], doing: str) -> Iterator[None]:
+    """Hold ``path/.lock`` for the block, so a second edgetl process cannot write the same directory.
+
+    An advisory ``flock``: the kernel releases it when the process ends, even on SIGKILL, so a crashed
+    run never leaves a stale lock. Where ``fcntl`` is missing (Windows) the block runs unguarded.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(Path(path) / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgetlError(f"{path}: another edgetl process is {doing} in it; wait for that one to finish "
+                              "or choose another directory") from None
+        yield
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -185,3 +185,21 @@ def test_refused_resumes_are_one_line_and_leave_the_run_alone(digits_data: Path,
     (run / "best.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(EdgetlError, match=f"pass {run / 'last.safetensors'} instead"):
         load_model(run)
+
+
+def test_a_finished_run_is_not_overwritten_and_a_busy_one_not_shared(digits_data: Path, tmp_path: Path) -> None:
+    import fcntl
+
+    run = tmp_path / "run"
+    fit(_cfg(digits_data, run, epochs=1, strategy="linear-probe"), quiet=True)
+    before = (run / "best.safetensors").read_bytes()
+    with pytest.raises(EdgetlError, match=rf"--out {run}: already holds a training run; continue it with "
+                                          rf"`edgetl train --resume {run}`.*--overwrite"):
+        fit(_cfg(digits_data, run, epochs=1, model="test_efficientnet"), quiet=True)
+    assert (run / "best.safetensors").read_bytes() == before
+    with open(run / ".lock", "a") as held:  # as another edgetl process training here would hold it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(EdgetlError, match="another edgetl process is training in it"):
+            fit(_cfg(digits_data, run, epochs=1, strategy="linear-probe"), quiet=True, overwrite=True)
+    result = fit(_cfg(digits_data, run, epochs=1, model="test_efficientnet"), quiet=True, overwrite=True)
+    assert result.card.arch == "test_efficientnet" == ModelCard.load(run / "model.json").arch

@@ -61,6 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--config", help="YAML file of these options (keys with - or _)")
     r.add_argument("--out", help="run directory (default runs/<model>-<timestamp>)")
+    r.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its optimizer state")
     r.add_argument("--seed", type=int)
     r.add_argument("--device", help="cpu or cuda (default: cuda when present)")
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         base = read_yaml_config(require_run_dir(args.resume) / "config.yaml")
     cfg = resolve_config(_overrides(args), config_file=args.config, base=base)
-    result = fit(cfg, quiet=args.quiet)
+    result = fit(cfg, quiet=args.quiet, overwrite=args.overwrite)
     if args.quiet:
         best = result.best
         print(f"{result.run_dir}: best epoch {result.best_epoch} val_top1 {best.get('val_top1', float('nan')):.2f}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epo
 from edgetl.data.folder import DataSplit, report_skipped, scan_data
 from edgetl.data.transforms import eval_transform, train_transform
 from edgetl.errors import EdgetlError, Interrupted
+from edgetl.io import dir_lock, ensure_writable_dir
 from edgetl.models.factory import card_for, create_model
 from edgetl.models.freeze import apply_freeze, stage_param_names, trainable_stages
 from edgetl.models.weights import load_weights, zero_init_head
@@ -229,24 +230,46 @@ class Trainer:
         self.log(epoch_line(row, self.cfg.epochs))
         return self.cfg.patience is not None and self.bad_epochs >= self.cfg.patience
 
+    def close(self) -> None:
+        self.ddp_model = self.model  # DDP's reducer must go before its process group does
+        self.dist.close()
+
     def finish(self) -> None:
         if self.dist.is_main and self.history:
             plot_curves(self.run_dir / "curves.png", self.history)
 
 
+def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
+    """Refuse to start a new run over a finished or interrupted one, unless asked to."""
+    if cfg.resume:
+        ckpt.require_run_dir(cfg.resume)
+        return
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise EdgetlError(f"--out {out}: is a file, not a directory; choose another --out")
+    if out is not None and not overwrite and any((out / n).exists() for n in (ckpt.CARD_FILE, ckpt.STATE_JSON)):
+        raise EdgetlError(f"--out {out}: already holds a training run; continue it with `edgetl train --resume {out}`, "
+                          "choose another --out, or pass --overwrite to replace it")
+
+
 def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
-        list_skipped: bool = True) -> RunResult:
-    """Train ``cfg.model`` on ``cfg.data`` and write the run directory (rank 0 only under DDP)."""
+        list_skipped: bool = True, overwrite: bool = False) -> RunResult:
+    """Train ``cfg.model`` on ``cfg.data`` and write the run directory (rank 0 only under DDP).
+
+    A run directory that already holds a run is refused unless ``overwrite``; one process at a time may
+    write a run directory (``.lock``).
+    """
     cfg.validate()
     if not cfg.data:
         raise EdgetlError("no training data; pass --data DIR (ImageFolder) or a path,label CSV")
-    if cfg.resume:
-        ckpt.require_run_dir(cfg.resume)
+    _check_run_dir(cfg, overwrite)
     console = console or Console()
     tr = Trainer(cfg, console, quiet)
-    try:
+    with ExitStack() as hold:
+        hold.callback(tr.close)
         if tr.dist.is_main:
-            tr.run_dir.mkdir(parents=True, exist_ok=True)
+            ensure_writable_dir(tr.run_dir)
+            hold.enter_context(dir_lock(tr.run_dir, "training"))
             if list_skipped:  # False when a caller already listed them (several runs on one data set)
                 report_skipped(tr.split.skipped)
         tr.log(f"{cfg.model}: {len(tr.split.train)} train / {len(tr.split.val)} val images, {tr.num_classes} classes, "
@@ -280,6 +303,3 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
             tr.log(f"done in {time.perf_counter() - t0:.1f}s")
         tr.dist.barrier()  # no rank tears the process group down while rank 0 still writes
         return RunResult(tr.run_dir, tr.card, tr.history, tr.best_epoch, stopped)
-    finally:
-        tr.ddp_model = tr.model  # DDP's reducer must go before its process group does
-        tr.dist.close()
