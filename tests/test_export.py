@@ -318,6 +318,29 @@ def test_wrong_architecture_for_weights(tmp_path: Path) -> None:
     card.save(run / "model.json")
     with pytest.raises(EdgetlError, match="do not fit test_resnet"):
         export_artifacts(run, tmp_path / "out", ExportOptions(quiet=True))
+    assert not (tmp_path / "out").exists()  # a failed export leaves no empty folder behind
+
+
+def test_re_export_replaces_the_previous_export_manifest_first(tmp_path: Path, hymenoptera: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    export_artifacts(_run_dir(tmp_path, classes=3), out, ExportOptions(
+        fp16=True, calib_data=hymenoptera / "train", calib_size=8, parity_size=8, quiet=True))
+    (out / ".export.killed").mkdir()  # staging left by an export killed with SIGKILL
+    other = _run_dir(tmp_path / "b", arch="test_resnet", classes=4)
+
+    def interrupted(*_: object, **__: object) -> None:
+        assert not (out / "manifest.json").exists()  # the old manifest is gone before any new file lands
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # Ctrl-C as the new FP32 export starts
+        patch.setattr("edgetl.export.pipeline._export_fp32", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            export_artifacts(other, out, ExportOptions(quiet=True))
+    assert not (out / "model.fp16.onnx").exists() and not (out / ".export.killed").exists()
+    manifest = export_artifacts(other, out, ExportOptions(quiet=True))
+    assert [a.file for a in manifest.artifacts] == ["model.onnx"]
+    assert ModelCard.from_dict(manifest.card).arch == "test_resnet"
 
 
 def test_empty_calibration_folder(tmp_path: Path) -> None:

@@ -7,11 +7,12 @@ command returns; a failed parity gate or accuracy budget exits with code 1.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from edgetl.cli.args import non_negative_float, non_negative_int, positive_int
-from edgetl.errors import EdgetlError
+from edgetl.errors import EdgetlError, Interrupted
 
 HELP = "export ONNX (FP32/FP16/INT8 Q/DQ) and TensorRT engines, with parity checks"
 
@@ -128,7 +129,13 @@ def run(args: argparse.Namespace) -> int:
             hardware_compatibility=args.hardware_compatibility, dla_core=args.dla_core,
             legacy_fp16=args.trt_fp16_flag, profiles=args.profiles),
         aoti=args.aoti, providers=args.provider, quiet=args.json)
-    manifest = export_artifacts(args.source, out, options)
+    try:
+        manifest = export_artifacts(args.source, out, options)
+    except KeyboardInterrupt:
+        kept = ("the export that was there is untouched" if (out / "manifest.json").is_file()
+                else "it holds no manifest.json, so nothing in it is verified")
+        print(f"interrupted: {out}: {kept}; run the same `edgetl export` again to finish", file=sys.stderr)
+        raise Interrupted from None
     if args.json:
         print(json.dumps(manifest.to_dict(), indent=2))
     else:

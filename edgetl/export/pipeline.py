@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import shlex
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,9 +29,9 @@ from edgetl.export.calib import (
     preprocess_files,
     split_calibration,
 )
-from edgetl.export.manifest import Artifact, Manifest, onnx_artifact
+from edgetl.export.manifest import MANIFEST_FILE, Artifact, Manifest, onnx_artifact
 from edgetl.export.tensorrt import BuildSettings
-from edgetl.io import ensure_writable_dir, sha256_file
+from edgetl.io import dir_lock, ensure_writable_dir, read_json, sha256_file
 from edgetl.parity import GATES, Gate, ParityStats, check_gate, compare_logits
 
 if TYPE_CHECKING:
@@ -436,15 +437,53 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, options: Expor
     """Export ``checkpoint`` (run dir, .safetensors, or timm name + ``options.weights``) into ``out_dir``.
 
     Returns the manifest (also written to ``out_dir/manifest.json``); ``manifest.passed`` is False when a
-    parity gate or the accuracy budget failed. User errors raise :class:`EdgetlError`.
+    parity gate or the accuracy budget failed. User errors raise :class:`EdgetlError`. The export that
+    was in ``out_dir`` is replaced; one process at a time may export into a directory.
     """
+    options = options or ExportOptions()
+    options.validate()
+    created = not Path(out_dir).exists()
+    out = ensure_writable_dir(out_dir)
+    with contextlib.ExitStack() as stack:
+        stack.callback(_drop_if_unused, out, created)  # after the lock below is released
+        stack.enter_context(dir_lock(out, "exporting"))
+        manifest = _export_into(checkpoint, out, options)
+    return manifest
+
+
+def _drop_if_unused(out: Path, created: bool) -> None:
+    """Remove an output directory this export created and wrote nothing into (it failed on bad input)."""
+    if created and out.is_dir() and {p.name for p in out.iterdir()} <= {".lock"}:
+        (out / ".lock").unlink(missing_ok=True)
+        out.rmdir()
+
+
+def clear_previous_export(out: Path) -> None:
+    """Take the last export in ``out`` away before writing a new one, the manifest first.
+
+    An interrupted re-export then leaves no ``manifest.json`` vouching (parity, hashes) for files it no
+    longer describes, and no stale staging left by a killed export lingers.
+    """
+    old = out / MANIFEST_FILE
+    files: list[str] = []
+    if old.is_file():
+        with contextlib.suppress(EdgetlError):
+            files = [str(e.get("file", "")) for e in read_json(old).get("artifacts", []) if isinstance(e, dict)]
+        old.unlink()
+    for name in files:
+        if name and Path(name).name == name:  # only files the manifest named inside ``out``
+            for stale in (out / name, out / f"{name}.json"):
+                stale.unlink(missing_ok=True)
+    for pattern in (".export.*", ".int8.*", ".*.tmp"):
+        for stale in out.glob(pattern):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+
+
+def _export_into(checkpoint: str | Path, out: Path, options: ExportOptions) -> Manifest:
     from edgetl.export.source import load_source
     from edgetl.runtime.torch_runner import TorchRunner
     from edgetl.train.checkpoint import save_checkpoint
 
-    options = options or ExportOptions()
-    options.validate()
-    out = ensure_writable_dir(out_dir)
     with _stage(options, "load"):
         model, card, source = load_source(checkpoint, options.weights)
         if source["kind"] == "timm":  # a run directory to bench and run parity against, as after training
@@ -455,6 +494,7 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, options: Expor
     with _stage(options, "reference"):
         reference = infer_all(TorchRunner(model, card), parity_images.array, "PyTorch reference", options.quiet)
     parity = ParitySet(parity_images, reference, parity_info)
+    clear_previous_export(out)
     batch = {"static": options.static_batch} if options.static_batch else dict(zip(("min", "opt", "max"), options.batch,
                                                                                   strict=True))
     manifest = Manifest(card=card.to_dict(), source=source, batch=batch, parity_data=parity_info,

@@ -137,7 +137,7 @@ def _describe_aoti(path: Path) -> dict[str, Any]:
 
 def _export_record(path: Path) -> dict[str, Any]:
     """Source, creation time and parity verdict from the ``manifest.json`` `edgetl export` wrote beside it."""
-    from edgetl.io import read_json
+    from edgetl.io import read_json, sha256_file
     from edgetl.runtime.engine_meta import _dicts
 
     manifest = path.parent / "manifest.json"
@@ -148,9 +148,14 @@ def _export_record(path: Path) -> dict[str, Any]:
         return {}
     entry = next((e for e in _dicts(data) if Path(str(e.get("file", ""))).name == path.name), {})
     parity = entry.get("parity") if isinstance(entry.get("parity"), dict) else None
-    return {"manifest": str(manifest), "source": data.get("source"), "created": data.get("created"),
-            "sha256": entry.get("sha256"), "export_versions": data.get("versions"),
-            "parity_passed": parity.get("passed") if parity else None}
+    record = {"manifest": str(manifest), "source": data.get("source"), "created": data.get("created"),
+              "sha256": entry.get("sha256"), "export_versions": data.get("versions"),
+              "parity_passed": parity.get("passed") if parity else None}
+    if entry.get("sha256") and path.is_file() and sha256_file(path) != entry["sha256"]:
+        record["warning"] = ("the file is not the one this manifest describes (sha256 differs): its parity "
+                             "verdict does not apply; re-run `edgetl export`")
+        record["parity_passed"] = None
+    return record
 
 
 def describe_artifact(path: str | Path) -> dict[str, Any]:

@@ -19,6 +19,10 @@ def artifact_kind(path: str | Path) -> str:
     if not p.exists():
         raise EdgetlError(f"{p}: artifact not found; pass {KINDS}")
     suffix = p.suffix.lower()
+    if p.is_dir() and (p / "manifest.json").is_file() and not (p / "model.json").is_file():
+        files = sorted(f.name for f in p.iterdir() if f.suffix in (".onnx", ".engine", ".plan", ".pt2"))
+        raise EdgetlError(f"{p}: an export directory, not a run; pass one of its artifacts ({', '.join(files) or 'none'})"
+                          + (f" or its PyTorch reference {p / 'pytorch'}" if (p / "pytorch").is_dir() else ""))
     if p.is_dir() or suffix == ".safetensors":
         return "torch"
     if suffix == ".onnx":
