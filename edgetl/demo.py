@@ -155,13 +155,13 @@ def _split_dirs(data: Path) -> dict[str, Path]:
 
 def run_parity_check(result: DemoResult) -> Any:
     """Every artifact against the trained PyTorch model on all validation images, with labels."""
-    from edgetl.parity import parity_runner, run_parity, select_images
-    from edgetl.runtime.loader import runner_from_artifact
+    from edgetl.parity import run_parity, select_images
+    from edgetl.runtime.loader import deployed_runner, runner_from_artifact
 
     with ExitStack() as stack:
         reference = stack.enter_context(runner_from_artifact(result.final_run, device=result.options.device))
         images = select_images(result.data / "val", reference.card.classes, None)
-        candidates = [(str(p), stack.enter_context(parity_runner(p, result.options.device, None)))
+        candidates = [(str(p), stack.enter_context(deployed_runner(p, result.options.device, None)))
                       for p in result.artifacts]
         return run_parity(reference, candidates, images.paths, images.labels, reference_artifact=str(result.final_run),
                           progress=not result.options.quiet)

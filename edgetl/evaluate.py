@@ -116,10 +116,10 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | N
     from rich.progress import track
 
     from edgetl.data.folder import scan_eval_folder
-    from edgetl.runtime.loader import runner_from_artifact
+    from edgetl.runtime.loader import deployed_runner
     from edgetl.runtime.predictor import Predictor
 
-    with runner_from_artifact(artifact, device=device) as runner:
+    with deployed_runner(artifact, device=device) as runner:
         samples, skipped = scan_eval_folder(data, runner.card.classes)
         predictor = Predictor(runner, batch_size)
         paths = [s.path for s in samples]

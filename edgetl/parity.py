@@ -237,20 +237,6 @@ def run_parity(reference: Any, candidates: list[tuple[str, Any]], paths: list[An
                         skipped)
 
 
-def parity_runner(path: Path, device: str | None, provider: str | None) -> Any:
-    """A runner with the numerics the artifact will have when deployed (fake-quant for TensorRT INT8)."""
-    from edgetl.runtime.loader import artifact_kind, runner_from_artifact
-
-    kw: dict[str, Any] = {}
-    if artifact_kind(path) == "onnx":
-        from edgetl.runtime.onnxruntime import onnx_int8_target
-
-        if onnx_int8_target(path) == "tensorrt":
-            kw["optimization"] = "disable"
-        return runner_from_artifact(path, device=device, provider=provider, **kw)
-    return runner_from_artifact(path, device=device)
-
-
 @dataclass
 class ParityImages:
     """The images parity runs on, their labels when the folder has them, and what was left out."""

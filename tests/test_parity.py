@@ -99,16 +99,24 @@ def test_int8_for_tensorrt_is_judged_with_fake_quant_numerics(
     model = onnx.load(str(raw))
     set_metadata(model, {"edgetl.int8_target": "tensorrt"})
     onnx.save(model, str(tmp_path / "int8.onnx"))
-    from edgetl.parity import parity_runner, select_images
+    from edgetl.evaluate import evaluate_artifact
+    from edgetl.parity import select_images
+    from edgetl.runtime.loader import deployed_runner
 
     images = select_images(hymenoptera, ["ants", "bees"], limit=12)
     paths, labels = images.paths, images.labels
-    with load(tiny_run_dir, device="cpu") as ref, parity_runner(tmp_path / "int8.onnx", None, None) as cand:
+    with load(tiny_run_dir, device="cpu") as ref, deployed_runner(tmp_path / "int8.onnx") as cand:
         assert cand.info.details["optimization"] == "disable" and cand.info.details["int8_target"] == "tensorrt"
         report = run_parity(ref, [("int8.onnx", cand)], paths, labels, progress=False)
     c = report.candidates[0]
     assert c.runner["precision"] == "int8" and c.gate == GATES["int8"]
     assert c.passed == (c.stats.accuracy_drop <= 1.0)
+    # `edgetl eval` scores the same file in the same numerics, so both report the same accuracy
+    ev = evaluate_artifact(tmp_path / "int8.onnx", hymenoptera / "val", progress=False)
+    val = select_images(hymenoptera / "val", ["ants", "bees"], None)
+    with load(tiny_run_dir, device="cpu") as ref, deployed_runner(tmp_path / "int8.onnx") as cand:
+        same = run_parity(ref, [("int8.onnx", cand)], val.paths, val.labels, progress=False).candidates[0].stats
+    assert ev.images == same.n and ev.top1 == pytest.approx(same.cand_accuracy)
 
 
 def test_unlabelled_folder_and_class_mismatch(tiny_run_dir: Path, tiny_onnx: Path, hymenoptera: Path,

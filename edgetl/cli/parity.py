@@ -43,14 +43,15 @@ def run(args: argparse.Namespace) -> int:
 
     from edgetl.bench.report import console as report_console
     from edgetl.io import atomic_write_json
-    from edgetl.parity import parity_runner, run_parity, select_images
+    from edgetl.parity import run_parity, select_images
+    from edgetl.runtime.loader import deployed_runner
 
     overrides = {"min_agreement": args.min_agreement, "max_abs_diff": args.max_abs_diff,
                  "max_accuracy_drop": args.max_accuracy_drop}
     with ExitStack() as stack:
-        reference = stack.enter_context(parity_runner(args.reference, args.device, None))
+        reference = stack.enter_context(deployed_runner(args.reference, args.device, None))
         images = select_images(args.data, reference.card.classes, args.limit)
-        candidates = [(str(p), stack.enter_context(parity_runner(p, args.device, args.provider)))
+        candidates = [(str(p), stack.enter_context(deployed_runner(p, args.device, args.provider)))
                       for p in args.candidates]
         report = run_parity(reference, candidates, images.paths, images.labels, reference_artifact=str(args.reference),
                             overrides=overrides, batch_size=args.batch_size, n_worst=args.worst,

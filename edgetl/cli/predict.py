@@ -36,13 +36,13 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from edgetl.errors import EdgetlError
-    from edgetl.runtime.loader import runner_from_artifact
+    from edgetl.runtime.loader import deployed_runner
     from edgetl.runtime.predictor import Predictor
 
     if args.topk < 1:
         raise EdgetlError(f"--topk {args.topk}: must be >= 1")
     _check_files(args.images)
-    with runner_from_artifact(args.artifact, device=args.device) as runner:
+    with deployed_runner(args.artifact, device=args.device) as runner:
         predictions = Predictor(runner).predict(args.images, topk=args.topk)
     if args.json:
         print(json.dumps({"artifact": str(args.artifact), "predictions": [p.to_dict() for p in predictions]}, indent=2))

@@ -76,3 +76,20 @@ def runner_from_artifact(path: str | Path, device: str | None = None, provider: 
     except ImportError:
         raise EdgetlError(f"{path}: this edgetl has no AOTInductor runtime (edgetl.runtime.aoti)") from None
     return AotiRunner(path, device)
+
+
+def deployed_runner(path: str | Path, device: str | None = None, provider: str | None = None) -> Runner:
+    """A runner with the numerics the artifact has when deployed, for accuracy (eval, predict, parity).
+
+    A TensorRT-target INT8 ONNX runs its Q/DQ as float fake-quant, as TensorRT computes it: ORT's fused
+    integer kernels round differently (and saturate on CPUs without VNNI). Speed is measured with
+    :func:`runner_from_artifact`'s defaults instead.
+    """
+    if artifact_kind(path) != "onnx":
+        return runner_from_artifact(path, device=device, provider=provider)
+    from edgetl.runtime.onnxruntime import onnx_int8_target
+
+    tensorrt_int8 = onnx_int8_target(path) == "tensorrt"
+    return runner_from_artifact(path, device=device, provider=provider,
+                                **({"optimization": "disable"} if tensorrt_int8 else {}))
+
