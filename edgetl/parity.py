@@ -250,7 +250,7 @@ class ParityImages:
 def select_images(data: Path, classes: list[str], limit: int | None) -> ParityImages:
     """Labelled samples when ``data`` is laid out by the model's classes (or, for the ImageNet head, by
     ImageNet class names such as ``ants``), else every image unlabelled."""
-    from edgetl.data.folder import list_image_files, scan_eval_folder
+    from edgetl.data.folder import check_images, list_image_files, scan_eval_folder
     from edgetl.export.calib import IMAGENET_CLASSES, imagenet_samples
 
     if not data.is_dir():
@@ -265,7 +265,8 @@ def select_images(data: Path, classes: list[str], limit: int | None) -> ParityIm
     elif mapped is not None:
         pairs, skipped, class_map, labelled = mapped.pairs, mapped.skipped, mapped.class_map, True
     else:
-        pairs, skipped, labelled = [(p, -1) for p in list_image_files(data)], [], False
+        good, skipped = check_images(list_image_files(data))
+        pairs, labelled = [(p, -1) for p in good], False
     if limit is not None and limit < len(pairs):
         if limit < 1:
             raise EdgetlError(f"--limit {limit} must be at least 1")

@@ -203,3 +203,17 @@ def test_a_set_of_grey_drawings_keeps_them(tmp_path: Path) -> None:
     _photo(tmp_path / "text" / "photo.png", seed=1)
     split = scan_data(tmp_path, val_split=0.2)
     assert split.skipped == [] and len(split.train) + len(split.val) == 11
+
+
+def test_calibration_and_parity_leave_the_placeholder_out_as_training_does(hymenoptera: Path) -> None:
+    from edgetl.card import Preprocess
+    from edgetl.export.calib import calibration_files, preprocess_files
+    from edgetl.parity import select_images
+
+    ants = hymenoptera / "train" / "ants"
+    calib = preprocess_files(calibration_files(ants), Preprocess(input_size=(3, 32, 32)), source=str(ants))
+    assert [(p.name, "placeholder" in r) for p, r in calib.skipped] == [("imageNotFound.gif", True)]
+    assert len(calib) == len(calibration_files(ants)) - 1 == calib.array.shape[0]
+    unlabelled = select_images(ants, ["x", "y"], None)  # a flat folder: no labels, same filter
+    assert [p.name for p, _ in unlabelled.skipped] == ["imageNotFound.gif"]
+    assert "imageNotFound.gif" not in {p.name for p in unlabelled.paths}

@@ -79,6 +79,12 @@ def test_predict_table_and_bad_image(run_dir: Path, tmp_path: Path, digits_data:
     (tmp_path / "bad.jpg").write_text("not an image")
     assert cli.main(["predict", str(run_dir), str(tmp_path / "bad.jpg")]) == 2
     assert "bad.jpg" in capsys.readouterr().err
+    # a bad file among good ones: the good ones are still answered, the bad one named, exit 2
+    assert cli.main(["predict", str(run_dir), str(tmp_path / "bad.jpg"), str(image), "--json"]) == 2
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert [p["source"] for p in doc["predictions"]] == [str(image)]
+    assert doc["skipped"][0]["path"] == str(tmp_path / "bad.jpg") and "bad.jpg" in captured.err
     for path, expected in ((tmp_path / "typo.jpg", "typo.jpg: no such file; check the path"),
                            (digits_data / "val", "val: a folder; pass image files")):
         assert cli.main(["predict", str(run_dir), str(image), str(path)]) == 2

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from edgetl.bench.report import console as report_console
+    from edgetl.data.folder import report_skipped
     from edgetl.io import atomic_write_json
     from edgetl.parity import run_parity, select_images
     from edgetl.runtime.loader import deployed_runner
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                             progress=not args.no_progress)
     report.skipped = [(str(p), r) for p, r in images.skipped] + report.skipped
     report.class_map = images.class_map
+    report_skipped([(Path(p), r) for p, r in report.skipped])
     console = report_console()
     console.print(parity_table(report))
     if report.class_map:

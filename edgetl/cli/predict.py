@@ -32,21 +32,42 @@ def _check_files(images: list[str]) -> None:
             raise EdgetlError(f"{path}: no such file; check the path")
 
 
+def _readable(images: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(images that decode, (path, reason) for those that do not)."""
+    from edgetl.data.images import BadImage, load_rgb
+
+    good, bad = [], []
+    for image in images:
+        try:
+            load_rgb(image)
+            good.append(image)
+        except BadImage as exc:
+            bad.append((image, str(exc)))
+    return good, bad
+
+
 def run(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
+    from edgetl.data.folder import report_skipped
     from edgetl.errors import EdgetlError
     from edgetl.runtime.loader import deployed_runner
     from edgetl.runtime.predictor import Predictor
 
-    if args.topk < 1:
-        raise EdgetlError(f"--topk {args.topk}: must be >= 1")
     _check_files(args.images)
+    images, skipped = _readable(args.images)
+    if not images:
+        raise EdgetlError(f"{skipped[0][0]}: {skipped[0][1]}" + (f" (and {len(skipped) - 1} more unusable file(s))"
+                                                                 if len(skipped) > 1 else ""))
     with deployed_runner(args.artifact, device=args.device) as runner:
-        predictions = Predictor(runner).predict(args.images, topk=args.topk)
+        predictions = Predictor(runner).predict(images, topk=args.topk)
+    report_skipped([(Path(p), reason) for p, reason in skipped])
+    code = 2 if skipped else 0  # every readable image is answered; the unreadable ones are the user's to fix
     if args.json:
-        print(json.dumps({"artifact": str(args.artifact), "predictions": [p.to_dict() for p in predictions]}, indent=2))
-        return 0
+        print(json.dumps({"artifact": str(args.artifact), "predictions": [p.to_dict() for p in predictions],
+                          "skipped": [{"path": p, "reason": r} for p, r in skipped]}, indent=2))
+        return code
     from rich.console import Console
     from rich.table import Table
 
@@ -59,4 +80,4 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(pred.source if rank == 0 else "", name, f"{prob:.4f}",
                           style="bold" if rank == 0 else None, end_section=rank == len(pred.top) - 1)
     Console().print(table)
-    return 0
+    return code

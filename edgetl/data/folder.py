@@ -50,12 +50,20 @@ PLACEHOLDER_REASON = ("placeholder graphic (a few flat grey tones among photos, 
                       "stand-in); replace it with the real photo or delete it")
 
 
-def check_images(paths: Iterable[Path], describe: str = "Checking images") -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Split ``paths`` into usable images and (path, reason) for the rest.
+def drop_placeholders(good: list[Path], graphics: set[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(photos, skipped): flat grey graphics are left out of a set that is mostly photos.
 
-    Left out: files that do not decode, and flat grey graphics in a set that is mostly photos
-    (a scraper's "image not found" stand-in would otherwise be learnt as a member of its class).
+    A scraper's "image not found" stand-in would otherwise be learnt, calibrated on or scored as a member
+    of its class; a set of drawings keeps its graphics.
     """
+    if not graphics or 2 * len(graphics) >= len(good):
+        return good, []
+    return [p for p in good if p not in graphics], [(p, PLACEHOLDER_REASON) for p in good if p in graphics]
+
+
+def check_images(paths: Iterable[Path], describe: str = "Checking images") -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Split ``paths`` into usable images and (path, reason) for the rest: files that do not decode and
+    placeholder graphics (:func:`drop_placeholders`)."""
     from rich.progress import track
 
     good: list[Path] = []
@@ -71,10 +79,8 @@ def check_images(paths: Iterable[Path], describe: str = "Checking images") -> tu
         good.append(p)
         if is_grey_graphic(img):
             graphics.add(p)
-    if graphics and 2 * len(graphics) < len(good):  # mostly photos; a set of drawings keeps its graphics
-        good = [p for p in good if p not in graphics]
-        bad += [(p, PLACEHOLDER_REASON) for p in items if p in graphics]
-    return good, bad
+    good, placeholders = drop_placeholders(good, graphics)
+    return good, bad + placeholders
 
 
 def _class_dirs(root: Path) -> list[Path]:

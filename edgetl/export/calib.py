@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ class ImageSet:
     labels: np.ndarray | None = None
     source: str = ""
     class_map: dict[str, str] | None = None  # folder name → model class, when folders were mapped by ImageNet name
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # files left out, with the reason
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -38,27 +39,36 @@ class ImageSet:
 
 def preprocess_files(paths: Sequence[Path], pre: Preprocess, labels: Sequence[int] | None = None,
                      describe: str = "Preprocessing", source: str = "") -> ImageSet:
-    """Decode and preprocess ``paths`` with a progress bar; unreadable files are left out (and said so)."""
+    """Decode and preprocess ``paths`` with a progress bar; unreadable files and placeholder graphics are
+    left out (``ImageSet.skipped``), as training leaves them out."""
     from rich.progress import track
 
-    from edgetl.data.images import BadImage, load_rgb
+    from edgetl.data.folder import drop_placeholders
+    from edgetl.data.images import BadImage, is_grey_graphic, load_rgb
     from edgetl.data.transforms import eval_array
 
-    arrays, kept, kept_labels, bad = [], [], [], []
+    arrays: dict[Path, np.ndarray] = {}
+    label_of: dict[Path, int] = {}
+    bad: list[tuple[Path, str]] = []
+    graphics: set[Path] = set()
     for i, p in enumerate(track(list(paths), description=describe, transient=True)):
         try:
-            arrays.append(eval_array(load_rgb(p), pre))
+            img = load_rgb(p)
         except BadImage as exc:
-            bad.append(f"{p.name} ({exc})")
+            bad.append((Path(p), str(exc)))
             continue
-        kept.append(Path(p))
+        arrays[Path(p)] = eval_array(img, pre)
+        graphics.update([Path(p)] if is_grey_graphic(img) else [])
         if labels is not None:
-            kept_labels.append(int(labels[i]))
-    if not arrays:
+            label_of[Path(p)] = int(labels[i])
+    kept, placeholders = drop_placeholders(list(arrays), graphics)
+    if not kept:
+        first = f" ({bad[0][0].name}: {bad[0][1]})" if bad else ""
         raise EdgetlError(f"{source or 'image folder'}: none of the {len(paths)} file(s) is a usable image"
-                          f"{' (' + bad[0] + ')' if bad else ''}; point to a folder of photos")
-    lab = np.asarray(kept_labels, np.int64) if labels is not None else None
-    return ImageSet(np.stack(arrays).astype(np.float32), kept, lab, source)
+                          f"{first}; point to a folder of photos")
+    lab = np.asarray([label_of[p] for p in kept], np.int64) if labels is not None else None
+    return ImageSet(np.stack([arrays[p] for p in kept]).astype(np.float32), kept, lab, source,
+                    skipped=bad + placeholders)
 
 
 def split_calibration(files: list[Path], size: int, seed: int = 0) -> tuple[list[Path], list[Path]]:
@@ -139,9 +149,9 @@ def labelled_images(folder: str | Path, classes: list[str], pre: Preprocess, lim
     if classes == IMAGENET_CLASSES and root.is_dir() and not any((root / c).is_dir() for c in classes):
         mapped = imagenet_samples(root)
     if mapped is not None:
-        pairs, class_map = mapped.pairs, mapped.class_map
+        pairs, class_map, skipped = mapped.pairs, mapped.class_map, mapped.skipped
     else:
-        samples, _ = scan_eval_folder(folder, classes)
+        samples, skipped = scan_eval_folder(folder, classes)
         pairs, class_map = [(s.path, s.label) for s in samples], None
     if not pairs:
         raise EdgetlError(f"{folder}: no usable labelled images; expected {folder}/<class>/<image>")
@@ -149,5 +159,5 @@ def labelled_images(folder: str | Path, classes: list[str], pre: Preprocess, lim
         pairs = sorted(random.Random(seed).sample(pairs, limit), key=lambda s: str(s[0]))
     images = preprocess_files([p for p, _ in pairs], pre, [label for _, label in pairs],
                               describe="Loading val images", source=str(folder))
-    images.class_map = class_map
+    images.class_map, images.skipped = class_map, skipped + images.skipped
     return images

@@ -147,7 +147,19 @@ class ParitySet:
 
 
 def _images(card: ModelCard, options: ExportOptions) -> tuple[ImageSet | None, ImageSet, dict[str, Any]]:
-    """(calibration images, parity images, description of the parity data)."""
+    """(calibration images, parity images, description of the parity data); files left out are listed."""
+    from edgetl.data.folder import report_skipped
+
+    calib, parity, info = _load_images(card, options)
+    skipped = dict.fromkeys([*(calib.skipped if calib else []), *parity.skipped])
+    if skipped and not options.quiet:
+        report_skipped(list(skipped))
+    if parity.skipped:
+        info["skipped"] = [f"{p}: {reason}" for p, reason in parity.skipped]
+    return calib, parity, info
+
+
+def _load_images(card: ModelCard, options: ExportOptions) -> tuple[ImageSet | None, ImageSet, dict[str, Any]]:
     pre = card.preprocess
     calib: ImageSet | None = None
     held: list[Path] = []
@@ -348,6 +360,7 @@ def _export_int8(fp32: Path, card: ModelCard, out: Path, calib: ImageSet, parity
         record["failures"].append(f"budget {options.max_accuracy_drop} pts not met after keeping {len(excluded)} "
                                   f"layer(s) in float (limit --max-excluded {options.max_excluded})")
     details = {"int8": {**config.to_dict(), "calibration_images": len(calib), "calibration_source": calib.source,
+                        "calibration_skipped": [f"{p}: {reason}" for p, reason in calib.skipped],
                         "kept_float": {"roles": roles, "nodes": kept}, **report,
                         "excluded_for_accuracy": excluded}}
     _record(manifest, onnx_artifact(path, "int8", details), record)
