@@ -11,7 +11,7 @@ import pytest
 from conftest import requires_gpu
 
 from edgetl.bench.harness import BenchConfig, BenchTarget, bench_targets
-from edgetl.bench.report import markdown, merge_documents, with_speedups, write_plot
+from edgetl.bench.report import markdown, merge_documents, table_rows, with_speedups, write_plot
 from edgetl.bench.schema import SCHEMA, make_document, validate
 from edgetl.bench.stats import latency_stats, throughput_ips
 from edgetl.cli import main
@@ -72,6 +72,17 @@ def test_speedup_is_relative_to_the_first_artifact_per_batch() -> None:
     assert [r["speedup"] for r in rs] == [1.0, 2.5, 1.0, 0.5]
 
 
+def test_disturbed_timings_are_marked() -> None:
+    steady = _result()
+    shaky = _result(artifact="b", latency_ms={"mean": 40.0, "min": 3.0, "p50": 4.0, "p90": 9.0, "p95": 50.0,
+                                              "p99": 300.0, "max": 400.0})
+    doc = make_document([steady, shaky])
+    rows = {row[0]: row for row in table_rows(doc["results"])}
+    assert rows["m.onnx [onnxruntime/fp32]"][8] == "5.000" and rows["b [onnxruntime/fp32]"][8] == "300.000*"
+    assert "* p99 over 2x p50" in markdown(doc)
+    assert "* p99" not in markdown(make_document([steady]))
+
+
 def test_interleaved_side_by_side_on_real_models(tiny_run_dir: Path, tiny_onnx: Path) -> None:
     config = BenchConfig(batches=(1, 4), iters=12, warmup_iters=2, round_s=0.01)
     with load(tiny_run_dir, device="cpu") as torch_runner, load(tiny_onnx, device="cpu") as ort_runner:
@@ -126,6 +137,10 @@ def test_cli_bench_writes_json_md_plot_and_merges(tiny_run_dir: Path, tiny_onnx:
     (tmp_path / "cpp.json").write_text(json.dumps(cpp))
     merged = merge_documents([out, tmp_path / "cpp.json"])
     assert len(merged["results"]) == 5 and merged["merged_from"][1].endswith("cpp.json")
+    # rows name their file; speed-ups stay within one file (one run), and the footnote says so
+    assert merged["results"][-1]["label"].endswith("(cpp.json)")
+    assert [r["speedup"] for r in with_speedups(merged["results"])][-1] == 1.0
+    assert "not compared" in markdown(merged) and "interleaved in one process" not in markdown(merged)
     write_plot(merged, tmp_path / "merged.png")
     assert main(["bench", "--merge", str(out), str(tmp_path / "cpp.json"), "--json", str(tmp_path / "m.json")]) == 0
     assert len(json.loads((tmp_path / "m.json").read_text())["results"]) == 5

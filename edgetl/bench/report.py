@@ -19,12 +19,21 @@ def label_of(r: dict[str, Any]) -> str:
     return f"{Path(r['artifact']).name} [{r['backend']}/{r['precision']}]"
 
 
+UNSTABLE_RATIO = 2.0  # p99 / p50 above this: the timings were disturbed (a busy machine, too many threads)
+
+
+def unstable(r: dict[str, Any]) -> bool:
+    lat = r["latency_ms"]
+    return bool(lat["p99"] > UNSTABLE_RATIO * lat["p50"])
+
+
 def with_speedups(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each result plus ``speedup``: throughput over the first artifact's at the same batch and mode."""
-    base: dict[tuple[int, str], float] = {}
+    """Each result plus ``speedup``: throughput over the first artifact's at the same batch and mode
+    (of the same file, for merged documents: separate runs are never compared)."""
+    base: dict[tuple[str, int, str], float] = {}
     out = []
     for r in results:
-        key = (r["batch"], r["mode"])
+        key = (str(r.get("source", "")), r["batch"], r["mode"])
         base.setdefault(key, r["throughput_ips"])
         out.append({**r, "speedup": r["throughput_ips"] / base[key] if base[key] else None})
     return out
@@ -37,7 +46,8 @@ def table_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
         lat = r["latency_ms"]
         dev = r["device"] + (f" ({r['provider'].replace('ExecutionProvider', '')})" if r.get("provider") else "")
         rows.append([label_of(r), r["backend"], r["precision"], dev, r["mode"], str(r["batch"]),
-                     f"{lat['mean']:.3f}", f"{lat['p50']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_ips']:.1f}",
+                     f"{lat['mean']:.3f}", f"{lat['p50']:.3f}", f"{lat['p99']:.3f}" + ("*" if unstable(r) else ""),
+                     f"{r['throughput_ips']:.1f}",
                      f"{r['speedup']:.2f}x" if r.get("speedup") else "-",
                      f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") is not None else "-", str(r["iters"])])
     return rows
@@ -51,13 +61,25 @@ def console() -> Any:
     return out if out.is_terminal else Console(width=180)
 
 
+def footnote(doc: dict[str, Any]) -> str:
+    """What the speed-up column compares, and what a * on p99 means."""
+    if doc.get("merged_from"):
+        text = ("Speed-up: throughput over the first artifact of the same file at the same batch size; "
+                "the merged files were measured in separate runs, so rows of different files are not compared.")
+    else:
+        text = "Speed-up: throughput over the first artifact at the same batch size, all measured interleaved in one process."
+    if any(unstable(r) for r in doc["results"]):
+        text += (f" * p99 over {UNSTABLE_RATIO:g}x p50: disturbed timings (a busy machine, or more threads than free "
+                 "cores: try --threads); trust p50 over mean, speed-up and img/s there.")
+    return text
+
+
 def rich_table(doc: dict[str, Any]) -> Any:
     from rich.table import Table
 
     host = doc["host"]
     title = f"edgetl bench — {host['gpu'] or host['cpu']} ({host['cores']} cores)"
-    table = Table(title=title.replace("[", "\\["), caption="speed-up = throughput / first artifact's at the same batch; "
-                                      "all measured interleaved in one process")
+    table = Table(title=title.replace("[", "\\["), caption=footnote(doc))
     for col in COLUMNS:
         table.add_column(col, justify="left" if col in ("artifact", "backend", "device", "mode") else "right",
                          overflow="fold")
@@ -75,9 +97,8 @@ def markdown(doc: dict[str, Any]) -> str:
              f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(doc['versions'].items()))}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c == "artifact" else "---:" for c in COLUMNS) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(doc["results"])]
-    lines += ["", "Speed-up: throughput over the first artifact at the same batch size, measured interleaved "
-              "in the same process. Latency: " + ("CUDA events (compute mode on GPU)" if host["gpu"] else
-                                                  "host perf_counter_ns") + "; warm-up excluded.", ""]
+    lines += ["", footnote(doc) + " Latency: " + ("CUDA events (compute mode on GPU)" if host["gpu"] else
+                                                   "host perf_counter_ns") + "; warm-up excluded.", ""]
     return "\n".join(lines)
 
 
@@ -122,9 +143,10 @@ def merge_documents(paths: Sequence[str | Path]) -> dict[str, Any]:
     if not docs:
         raise ValueError("no files to merge")
     first = docs[0]
+    results = [{**r, "source": str(p), "label": f"{label_of(r)} ({Path(p).name})"}
+               for p, d in zip(paths, docs, strict=True) for r in d["results"]]
     merged = {"schema": SCHEMA, "timestamp": first["timestamp"], "host": first["host"],
-              "versions": first["versions"], "results": [r for d in docs for r in d["results"]],
-              "merged_from": [str(p) for p in paths]}
+              "versions": first["versions"], "results": results, "merged_from": [str(p) for p in paths]}
     hosts = {(d["host"]["cpu"], d["host"]["gpu"]) for d in docs}
     if len(hosts) > 1:
         merged["warning"] = "merged files come from different hosts; speed-ups across them are not comparable"

@@ -93,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
     report.console().print(report.rich_table(doc))
     if doc.get("warning"):
         print(f"warning: {doc['warning']}", file=sys.stderr)
+    shaky = [f"{report.label_of(r)} batch {r['batch']}" for r in doc["results"] if report.unstable(r)]
+    if shaky:
+        print(f"warning: unstable timings (p99 > {report.UNSTABLE_RATIO:g}x p50) for {', '.join(shaky)}: the machine "
+              "was busy or ran more threads than it has free cores; re-run on a quiet machine or with --threads N, "
+              "and compare p50", file=sys.stderr)
     few = sorted({r["iters"] for r in doc["results"] if r["iters"] < 100})
     if few:
         print(f"note: some p99 figures rest on only {few[0]} timed calls; use the default (>= 100 calls) or "
