@@ -134,12 +134,16 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | N
     return report
 
 
-def save_report(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path]:
-    """``eval.json`` and ``confusion.png`` in ``out_dir``."""
+def save_report(report: EvalReport, out_dir: str | Path, prefix: str = "") -> tuple[Path, Path]:
+    """``<prefix>eval.json`` and ``<prefix>confusion.png`` in ``out_dir``.
+
+    A prefix (``model.int8.``) keeps the reports of several artifacts in one export folder apart.
+    """
     out = Path(out_dir)
-    atomic_write_json(out / "eval.json", report.to_dict())
-    plot_confusion(report, out / "confusion.png")
-    return out / "eval.json", out / "confusion.png"
+    json_path, png_path = out / f"{prefix}eval.json", out / f"{prefix}confusion.png"
+    atomic_write_json(json_path, report.to_dict())
+    plot_confusion(report, png_path)
+    return json_path, png_path
 
 
 def _short_path(path: str, root: str) -> str:

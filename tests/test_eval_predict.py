@@ -112,3 +112,11 @@ def test_worst_mistakes_table_shows_whole_file_names(capsys: pytest.CaptureFixtu
     print_report(report)
     out = capsys.readouterr().out
     assert all(name in out for name in names) and "…" not in out
+
+
+def test_eval_of_an_artifact_file_names_its_reports_after_it(tiny_onnx: Path, hymenoptera: Path, tmp_path: Path,
+                                                              commands: None) -> None:
+    out = tmp_path / "export"
+    assert cli.main(["eval", str(tiny_onnx), "--data", str(hymenoptera / "val"), "--out", str(out), "--json"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model.confusion.png", "model.eval.json"]
+    assert json.loads((out / "model.eval.json").read_text())["images"] == 153

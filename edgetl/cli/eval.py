@@ -1,7 +1,8 @@
 """Evaluate a trained model (run directory, .safetensors, .onnx, engine) on a labelled image folder.
 
 Writes eval.json (top-1/top-5, per-class precision/recall/F1, confusion matrix, worst mistakes) and
-confusion.png into --out (default: the run directory, or the artifact's folder).
+confusion.png into --out (default: the run directory, or the artifact's folder). For an artifact file the
+names start with its own (model.int8.eval.json), so the reports of one export folder stay apart.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_artifact(artifact, args.data, device=args.device, batch_size=args.batch_size,
                                worst=args.worst, progress=not args.json)
     out = Path(args.out) if args.out else artifact if artifact.is_dir() else artifact.parent
-    json_path, png_path = save_report(report, out)
+    json_path, png_path = save_report(report, out, prefix="" if artifact.is_dir() else f"{artifact.stem}.")
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
