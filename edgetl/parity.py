@@ -39,7 +39,7 @@ class ParityStats:
     mean_abs_diff: float
     cosine: float
     top1_agreement: float
-    top5_overlap: float
+    top5_overlap: float | None  # None with 5 classes or fewer, where it is 100% whatever the model does
     ref_accuracy: float | None = None
     cand_accuracy: float | None = None
     accuracy_drop: float | None = None  # points (percent)
@@ -60,15 +60,17 @@ def compare_logits(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None 
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
     cos = np.sum(ref * cand, axis=1) / np.maximum(norms, 1e-12)
     ref_top1, cand_top1 = ref.argmax(1), cand.argmax(1)
-    k = min(5, ref.shape[1])
-    ref_k, cand_k = np.argsort(-ref, 1)[:, :k], np.argsort(-cand, 1)[:, :k]
-    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_k, cand_k, strict=True)]) if len(ref) else 1.0
+    overlap = None
+    if ref.shape[1] > 5:
+        ref_k, cand_k = np.argsort(-ref, 1)[:, :5], np.argsort(-cand, 1)[:, :5]
+        overlap = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ref_k, cand_k, strict=True)])) \
+            if len(ref) else 1.0
     per_image = diff.max(axis=1) + (ref_top1 != cand_top1) * 1e6  # disagreements first
     stats = ParityStats(
         n=len(ref), max_abs_diff=float(diff.max(initial=0.0)), mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
         cosine=float(cos.mean()) if len(cos) else 1.0,
         top1_agreement=float(np.mean(ref_top1 == cand_top1)) if len(ref) else 1.0,
-        top5_overlap=float(overlap), worst=[int(i) for i in np.argsort(-per_image)[:n_worst]],
+        top5_overlap=overlap, worst=[int(i) for i in np.argsort(-per_image)[:n_worst]],
     )
     if labels is not None and len(labels):
         labels = np.asarray(labels)

@@ -143,3 +143,12 @@ def test_unlabelled_folder_and_class_mismatch(tiny_run_dir: Path, tiny_onnx: Pat
     assert main(["parity", str(other), str(tiny_onnx), "--data", str(flat), "--no-progress"]) == 2
     assert "differ from the reference" in capsys.readouterr().err
     assert main(["parity", str(tiny_run_dir), str(tiny_onnx), "--data", str(tmp_path / "none")]) == 2
+
+
+def test_top5_overlap_only_where_it_can_differ() -> None:
+    rng = np.random.default_rng(0)
+    two = rng.standard_normal((6, 2))
+    assert compare_logits(two, -two).top5_overlap is None  # with 2 classes every top-5 holds both
+    ten = rng.standard_normal((6, 10))
+    assert compare_logits(ten, ten).top5_overlap == 1.0
+    assert compare_logits(ten, -ten).top5_overlap == 0.0  # reversed order: the top 5 swap with the bottom 5

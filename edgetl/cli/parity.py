@@ -91,5 +91,5 @@ def parity_table(report: Any) -> Any:
         backend = c.runner["backend"] + (f" ({c.runner['optimization']})" if c.runner.get("optimization") else "")
         table.add_row(escape(Path(c.artifact).name), escape(backend), c.runner["precision"], f"{s.max_abs_diff:.2e}",
                       f"{s.mean_abs_diff:.2e}", f"{s.cosine:.6f}", f"{s.top1_agreement:.2%}",
-                      f"{s.top5_overlap:.2%}", *acc, "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]")
+                      f"{s.top5_overlap:.2%}" if s.top5_overlap is not None else "-", *acc, "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]")
     return table

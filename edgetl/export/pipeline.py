@@ -225,7 +225,7 @@ def parity_record(runner: Runner, parity: ParitySet, precision: str, options: Ex
         record["drop"], record["drop_basis"] = drop, basis
         if stats.accuracy_drop is None and drop > gate.max_accuracy_drop:
             failures.append(f"top-1 disagreement {drop:.2f} pts > {gate.max_accuracy_drop:.2f}")
-    record["worst_files"] = [str(parity.images.paths[i]) for i in stats.worst[:5]]
+    record["worst_files"] = [str(parity.images.paths[i]) for i in stats.worst]  # same order as "worst"
     record["passed"], record["failures"] = not failures, failures
     return record
 
