@@ -233,9 +233,13 @@ def resolve_config(overrides: Mapping[str, Any] | None = None, config_file: str 
 
 
 def config_to_yaml(cfg: TrainConfig) -> str:
+    """The config as YAML; a None that means "the default" is followed by what it resolved to."""
     import yaml
 
-    return str(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    text = str(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    if cfg.lr is None:
+        text = text.replace("\nlr: null\n", f"\nlr: null  # the --strategy {cfg.strategy} default: {cfg.base_lr:g}\n")
+    return text
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.io import atomic_path, atomic_write_json
+from edgetl.progress import show_progress
 
 
 @dataclass
@@ -124,7 +125,7 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | N
         predictor = Predictor(runner, batch_size)
         paths = [s.path for s in samples]
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-        logits = [predictor.logits(chunk) for chunk in track(chunks, "evaluating", disable=not progress,
+        logits = [predictor.logits(chunk) for chunk in track(chunks, "evaluating", disable=not show_progress(progress),
                                                                 transient=True)]
         classes = runner.card.classes
     labels = np.asarray([s.label for s in samples], dtype=np.int64)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.errors import EdgetlError
+from edgetl.progress import show_progress
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def collect_logits(runners: list[Any], paths: list[Any], batch_size: int = 32,
     skipped: list[tuple[str, str]] = []
     used: list[int] = []
     columns = (TextColumn("parity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=True, disable=not progress) as bar:
+    with Progress(*columns, transient=True, disable=not show_progress(progress)) as bar:
         task = bar.add_task("images", total=len(paths))
         for start in range(0, len(paths), batch_size):
             images, idx = [], []

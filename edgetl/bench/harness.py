@@ -22,6 +22,7 @@ from PIL import Image
 from edgetl.bench.stats import latency_stats, throughput_ips
 from edgetl.data.transforms import eval_array
 from edgetl.errors import EdgetlError
+from edgetl.progress import show_progress
 from edgetl.runtime.base import Runner
 
 MODES = ("compute", "e2e")
@@ -160,7 +161,7 @@ def bench_targets(targets: Sequence[BenchTarget], config: BenchConfig,
     exact = config.iters is not None and config.duration_s is None
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), transient=True, disable=not progress,
+                  TimeElapsedColumn(), transient=True, disable=not show_progress(progress),
                   auto_refresh=False) as bar:  # no refresh thread competing with the timed calls
         task = bar.add_task("benchmark", total=len(config.batches) * len(targets))
         for batch in config.batches:

@@ -25,6 +25,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         if "default" in text or action.default in (None, False, argparse.SUPPRESS):
             return text
+        if isinstance(action.default, (list, tuple)):  # as typed: 1,8 for a list, 1:8:32 for MIN:OPT:MAX
+            sep = ":" if isinstance(action.default, tuple) else ","
+            return f"{text} (default: {sep.join(map(str, action.default))})"
         return super()._get_help_string(action)
 
 

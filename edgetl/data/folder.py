@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgetl.data.images import IMAGE_EXTENSIONS, BadImage, is_grey_graphic, load_rgb
 from edgetl.errors import EdgetlError
+from edgetl.progress import show_progress
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def check_images(paths: Iterable[Path], describe: str = "Checking images") -> tu
     bad: list[tuple[Path, str]] = []
     graphics: set[Path] = set()
     items = list(dict.fromkeys(paths))  # a file listed twice (CSV) is checked and reported once
-    for p in track(items, description=describe, transient=True, disable=len(items) < 200):
+    for p in track(items, description=describe, transient=True, disable=len(items) < 200 or not show_progress()):
         try:
             img = load_rgb(p)
         except BadImage as exc:

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgetl.card import Preprocess
 from edgetl.errors import EdgetlError
+from edgetl.progress import show_progress
 
 
 @dataclass
@@ -51,7 +52,8 @@ def preprocess_files(paths: Sequence[Path], pre: Preprocess, labels: Sequence[in
     label_of: dict[Path, int] = {}
     bad: list[tuple[Path, str]] = []
     graphics: set[Path] = set()
-    for i, p in enumerate(track(list(paths), description=describe, transient=True)):
+    for i, p in enumerate(track(list(paths), description=describe, transient=True,
+                                       disable=not show_progress())):
         try:
             img = load_rgb(p)
         except BadImage as exc:

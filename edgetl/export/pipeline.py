@@ -33,6 +33,7 @@ from edgetl.export.manifest import MANIFEST_FILE, Artifact, Manifest, onnx_artif
 from edgetl.export.tensorrt import BuildSettings
 from edgetl.io import dir_lock, ensure_writable_dir, read_json, sha256_file
 from edgetl.parity import GATES, Gate, ParityStats, check_gate, compare_logits
+from edgetl.progress import show_progress
 
 if TYPE_CHECKING:
     from torch import nn
@@ -115,7 +116,7 @@ def _progress(describe: str, total: int, quiet: bool) -> Iterator[Callable[[int]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=True, disable=quiet) as bar:
+                  transient=True, disable=not show_progress(not quiet)) as bar:
         task = bar.add_task(describe, total=total)
         yield lambda n: bar.advance(task, n)
 

@@ -149,7 +149,7 @@ def _export_record(path: Path) -> dict[str, Any]:
     entry = next((e for e in _dicts(data) if Path(str(e.get("file", ""))).name == path.name), {})
     parity = entry.get("parity") if isinstance(entry.get("parity"), dict) else None
     record = {"manifest": str(manifest), "source": data.get("source"), "created": data.get("created"),
-              "sha256": entry.get("sha256"), "export_versions": data.get("versions"),
+              "sha256": entry.get("sha256"), "versions": data.get("versions"),
               "parity_passed": parity.get("passed") if parity else None}
     if entry.get("sha256") and path.is_file() and sha256_file(path) != entry["sha256"]:
         record["warning"] = ("the file is not the one this manifest describes (sha256 differs): its parity "

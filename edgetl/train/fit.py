@@ -32,6 +32,7 @@ from edgetl.io import dir_lock, ensure_writable_dir
 from edgetl.models.factory import card_for, create_model
 from edgetl.models.freeze import apply_freeze, stage_param_names, trainable_stages
 from edgetl.models.weights import load_weights, zero_init_head
+from edgetl.progress import show_progress
 from edgetl.train import checkpoint as ckpt
 from edgetl.train.distributed import DistInfo, init_distributed, wrap_ddp
 from edgetl.train.loop import StepSettings, evaluate, train_one_epoch
@@ -197,7 +198,7 @@ class Trainer:
         assert self.optimizer is not None
         reseed(self.cfg.seed, epoch)
         set_epoch(self.train_loader, epoch)
-        show = not self.quiet and self.dist.is_main
+        show = show_progress(not self.quiet and self.dist.is_main)
         progress = Progress(TextColumn(f"epoch {epoch + 1}/{self.cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=self.console,
                             transient=True, disable=not show)
