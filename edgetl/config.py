@@ -191,7 +191,7 @@ def export_recipe_for(model: str) -> dict[str, Any]:
 
 def _coerce_value(key: str, value: Any, annotation: str) -> Any:
     """``value`` as the field's type (YAML gives ints for floats); anything else is a one-line error."""
-    kinds = {k.strip() for k in annotation.split("|")}
+    kinds = [k.strip() for k in annotation.split("|")]  # in declared order, for a stable message
     if value is None and "None" in kinds:
         return None
     if "bool" in kinds and isinstance(value, bool):
