@@ -19,3 +19,17 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`EdgetlError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise EdgetlError(message)
+
+
+def name_list(names: list[str], limit: int = 5) -> str:
+    """``a, b, c`` — or the first ``limit`` and how many in all, so a complete list never ends in "…"."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, … ({len(names)} in all)"
+
+
+def class_difference(ours: list[str], theirs: list[str], our_name: str, their_name: str) -> str:
+    """What differs between two class lists, in words (the lists themselves may be long)."""
+    only_ours, only_theirs = [c for c in ours if c not in theirs], [c for c in theirs if c not in ours]
+    parts = [f"only in {our_name}: {name_list(only_ours)}" if only_ours else "",
+             f"only in {their_name}: {name_list(only_theirs)}" if only_theirs else ""]
+    return "; ".join(p for p in parts if p) or "the same classes in another order"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.errors import EdgetlError
+from edgetl.errors import EdgetlError, class_difference
 from edgetl.progress import show_progress
 
 
@@ -222,8 +222,8 @@ def run_parity(reference: Any, candidates: list[tuple[str, Any]], paths: list[An
     classes = reference.card.classes
     for artifact, runner in candidates:
         if runner.card.classes != classes:
-            raise EdgetlError(f"{artifact}: its classes ({', '.join(runner.card.classes[:5])}…) differ from the "
-                              f"reference's ({', '.join(classes[:5])}…); compare artifacts of the same model")
+            raise EdgetlError(f"{artifact}: its classes differ from the reference's "
+                              f"({class_difference(runner.card.classes, classes, 'it', 'the reference')}); compare artifacts of the same model")
     logits, skipped, used = collect_logits([reference, *(r for _, r in candidates)], paths, batch_size, progress)
     if not used:
         raise EdgetlError("no readable images to compare on; check --data")

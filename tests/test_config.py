@@ -97,3 +97,11 @@ def test_yaml_numbers_take_the_declared_type(tmp_path: Path) -> None:
     resolved = resolve_config(config_file=cfg)
     assert isinstance(resolved.lr, float) and isinstance(resolved.weight_decay, float)
     assert resolved.focal_alpha == [1.0, 2.0] and resolved.epochs == 3
+
+
+def test_name_lists_end_in_an_ellipsis_only_when_cut() -> None:
+    from edgetl.errors import class_difference, name_list
+
+    assert name_list(["a", "b", "c"]) == "a, b, c"
+    assert name_list([str(i) for i in range(12)]) == "0, 1, 2, 3, 4, … (12 in all)"
+    assert class_difference(["d0", "d1"], ["d0", "d1", "d3"], "the run", "this data") == "only in this data: d3"

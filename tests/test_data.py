@@ -100,6 +100,11 @@ def test_csv_of_path_label(digits: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("path,label\nmissing.png,a\n")
     with pytest.raises(EdgetlError, match="do not exist"):
         scan_data(tmp_path / "bad.csv")
+    (tmp_path / "latin1.csv").write_bytes("path,label\ncaf\xe9.png,a\n".encode("latin-1"))
+    with pytest.raises(EdgetlError, match="latin1.csv: not a UTF-8 text CSV; save it as UTF-8"):
+        scan_data(tmp_path / "latin1.csv")
+    (tmp_path / "bom.csv").write_text("\ufeffpath,label\n" + "".join(f"{p},{p.parent.name}\n" for p in files))
+    assert scan_data(tmp_path / "bom.csv", val_split=0.25).classes == CLASSES  # Excel's UTF-8 with a BOM
 
 
 def test_eval_folder_maps_onto_model_classes(digits: Path) -> None:

@@ -7,6 +7,7 @@ its reason and left out, instead of crashing an epoch halfway through.
 from __future__ import annotations
 
 import csv
+import os
 import random
 from collections import defaultdict
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetl.data.images import IMAGE_EXTENSIONS, BadImage, is_grey_graphic, load_rgb
-from edgetl.errors import EdgetlError
+from edgetl.errors import EdgetlError, name_list
 from edgetl.progress import show_progress
 
 
@@ -93,6 +94,9 @@ def _scan_class_tree(root: Path, classes: list[str] | None = None) -> tuple[list
     dirs = _class_dirs(root)
     if not dirs:
         raise EdgetlError(f"{root}: no class folders; expected {root}/<class>/<image> (ImageFolder layout)")
+    unreadable = [d for d in dirs if not os.access(d, os.R_OK | os.X_OK)]
+    if unreadable:
+        raise EdgetlError(f"{unreadable[0]}: permission denied; make the class folder readable (chmod u+rx)")
     found = {d.name: sorted(p for p in d.rglob("*") if _is_image_name(p)) for d in dirs}
     empty = [name for name, files in found.items() if not files]
     if empty:
@@ -143,15 +147,18 @@ def _stratified_split(samples: list[Sample], val_split: float, seed: int) -> tup
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[Sample]]:
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise EdgetlError(f"{path}: not a UTF-8 text CSV; save it as UTF-8 lines of 'path,label'") from None
     rows: list[tuple[Path, str]] = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for i, row in enumerate(csv.reader(fh)):
-            if not row or (i == 0 and [c.strip().lower() for c in row[:2]] == ["path", "label"]):
-                continue
-            if len(row) < 2:
-                raise EdgetlError(f"{path}:{i + 1}: expected 'path,label'; got {','.join(row)!r}")
-            img = Path(row[0].strip())
-            rows.append((img if img.is_absolute() else path.parent / img, row[1].strip()))
+    for i, row in enumerate(csv.reader(lines)):
+        if not row or (i == 0 and [c.strip().lower() for c in row[:2]] == ["path", "label"]):
+            continue
+        if len(row) < 2:
+            raise EdgetlError(f"{path}:{i + 1}: expected 'path,label'; got {','.join(row)!r}")
+        img = Path(row[0].strip())
+        rows.append((img if img.is_absolute() else path.parent / img, row[1].strip()))
     if not rows:
         raise EdgetlError(f"{path}: CSV has no rows; expected lines of 'path,label'")
     missing = [p for p, _ in rows if not p.exists()]
@@ -205,7 +212,7 @@ def scan_eval_folder(data: str | Path, classes: list[str]) -> tuple[list[Sample]
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise EdgetlError(f"{root / unknown[0]}: class {unknown[0]!r} is not one of the model's classes "
-                          f"({', '.join(classes[:10])}{'…' if len(classes) > 10 else ''})")
+                          f"({name_list(classes, 10)})")
     samples = _samples(found, classes)
     good, bad = check_images([s.path for s in samples])
     keep = set(good)

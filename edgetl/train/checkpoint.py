@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgetl.card import ModelCard
-from edgetl.errors import EdgetlError
+from edgetl.errors import EdgetlError, class_difference
 from edgetl.io import atomic_path
 
 if TYPE_CHECKING:
@@ -183,8 +183,9 @@ def load_init(model: nn.Module, card: ModelCard, source: str | Path) -> str:
     weights, card_file = resolve_checkpoint(source)
     old = ModelCard.load(card_file)
     if (old.arch, old.classes, old.head) != (card.arch, card.classes, card.head):
-        raise EdgetlError(f"--init {source}: it is {old.arch} on {len(old.classes)} classes {old.classes[:3]}… with head "
-                          f"{old.head}; this run is {card.arch} on {card.classes[:3]}… with head {card.head}; "
+        classes = "" if old.classes == card.classes else f" (classes: {class_difference(old.classes, card.classes, 'the --init run', 'this data')})"
+        raise EdgetlError(f"--init {source}: it is {old.arch} on {len(old.classes)} classes with head {old.head}; this "
+                          f"run is {card.arch} on {len(card.classes)} classes with head {card.head}{classes}; "
                           "use the same --model, --data and head options")
     load_state(model, load_tensors(weights), source=weights, arch=card.arch)
     return f"--init {source}: started from {weights} (head included)"
