@@ -95,7 +95,7 @@ def test_bad_weight_files_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     torch.save({"model": ModelCard("x", ["a"])}, tmp_path / "pickle.pth")  # arbitrary object: refused
     cases = {"shape.safetensors": "wrong shape", "foreign.safetensors": "no tensor names match",
-             "junk.safetensors": "not a readable safetensors", "pickle.pth": "weights-only",
+             "junk.safetensors": "not a readable safetensors", "pickle.pth": "pickles Python objects besides tensors",
              "missing.pth": "not found"}
     for name, expected in cases.items():
         with pytest.raises(EdgetlError, match=expected) as info:
