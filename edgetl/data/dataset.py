@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence, Sized
+import signal
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 import numpy as np
@@ -76,10 +77,31 @@ def balanced_weights(samples: Sequence[Sample], num_classes: int) -> list[float]
     return [1.0 / counts[s.label] for s in samples]
 
 
-def _seed_worker(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
+    """Seed the worker, and leave Ctrl-C to the main process: it saves the run and stops the workers.
+
+    A terminal's Ctrl-C reaches every process of the group; a worker that died of it first would turn a
+    clean "interrupted, resume with …" into "DataLoader worker exited unexpectedly".
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def batches(loader: Iterable[Any]) -> Iterator[Any]:
+    """``iter(loader)``, with Ctrl-C held back while its worker processes start.
+
+    Workers forked with SIGINT blocked never see the terminal's Ctrl-C (which reaches the whole process
+    group), not even before :func:`_init_worker` runs; the main process gets it as soon as they exist.
+    """
+    if not getattr(loader, "num_workers", 0) or not hasattr(signal, "pthread_sigmask"):
+        return iter(loader)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def make_loader(dataset: ImageDataset, batch_size: int, *, train: bool, seed: int = 0, balanced: bool = False,
@@ -101,7 +123,7 @@ def make_loader(dataset: ImageDataset, batch_size: int, *, train: bool, seed: in
     # would otherwise lose up to a batch per epoch: 52 of hymenoptera's 244 at batch 64).
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                         drop_last=train and per_rank % batch_size == 1, pin_memory=pin_memory,
-                        worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(seed))
+                        worker_init_fn=_init_worker, generator=torch.Generator().manual_seed(seed))
     loader.edgetl_seed = seed  # type: ignore[attr-defined]
     return loader
 

@@ -9,6 +9,7 @@ crash or Ctrl-C gives the same weights as a run that was never interrupted.
 from __future__ import annotations
 
 import random
+import sys
 import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
@@ -240,6 +241,21 @@ class Trainer:
             plot_curves(self.run_dir / "curves.png", self.history)
 
 
+def _quiet_loader_teardown() -> None:
+    """Say nothing of a DataLoader iterator that Ctrl-C cut off while it started its workers.
+
+    Its ``__del__`` then fails on attributes it never set ("Exception ignored in …"), after the run was
+    saved and the resume line printed; every other unraisable exception is still reported.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if "DataLoaderIter" not in repr(getattr(unraisable, "object", None)):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
     """Refuse to start a new run over a finished or interrupted one, unless asked to."""
     if cfg.resume:
@@ -292,6 +308,7 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
                     tr.log(f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs")
                     break
         except KeyboardInterrupt:
+            _quiet_loader_teardown()
             done = tr.history[-1]["epoch"] if tr.history else 0
             if tr.dist.is_main:  # even with --quiet: the user must learn how to continue
                 tr.console.print(f"[yellow]interrupted: {tr.run_dir}/last.safetensors holds epoch {done}; "

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgetl.data.dataset import batches
 from edgetl.errors import EdgetlError
 from edgetl.models.freeze import frozen_bn_to_eval
 from edgetl.train.optim import set_lr
@@ -91,7 +92,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch
     meter = Meter(settings.device, num_classes)
     step = first_step
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    for i, (images, target) in enumerate(loader):
+    for i, (images, target) in enumerate(batches(loader)):
         images, target = settings.to_device(images, target)
         set_lr(optimizer, lr_for_step(step))
         with settings.autocast():
@@ -127,7 +128,7 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor
     """Loss and top-1 / top-5 on ``loader`` in eval mode."""
     model.eval()
     meter = Meter(settings.device, num_classes)
-    for images, target in loader:
+    for images, target in batches(loader):
         images, target = settings.to_device(images, target)
         with settings.autocast():
             logits = model(images)
