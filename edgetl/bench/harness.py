@@ -181,8 +181,7 @@ def bench_targets(targets: Sequence[BenchTarget], config: BenchConfig,
     if not targets:
         raise EdgetlError("nothing to benchmark; pass at least one artifact")
     images = images or synthetic_images(seed=config.seed)
-    kept = any(t.runner.info.backend == "torch" and t.runner.info.device == "cpu" for t in targets) \
-        and keep_freed_memory()
+    kept = _keep_memory_for_torch_cpu(targets)
     min_n, min_s = config.min_timed
     exact = config.iters is not None and config.duration_s is None
     results = []
@@ -221,17 +220,24 @@ def bench_targets(targets: Sequence[BenchTarget], config: BenchConfig,
                     t.times[batch] += times
                     spent[t.label] += sum(times) / 1000
             for t in targets:
-                results.append(_result(t, batch, config, warm[t.label], rounds, len(targets), peak[t.label]))
-                if kept and t.runner.info.device == "cpu":
-                    results[-1]["options"]["malloc"] = "freed memory kept (glibc mallopt)"
+                results.append(_result(t, batch, config, warm[t.label], rounds, len(targets), peak[t.label], kept))
                 bar.advance(task)
                 bar.refresh()
     return results
 
 
+def _keep_memory_for_torch_cpu(targets: Sequence[BenchTarget]) -> bool:
+    """:func:`keep_freed_memory` when PyTorch is timed on the CPU; whether it is in effect."""
+    torch_cpu = any(t.runner.info.backend == "torch" and t.runner.info.device == "cpu" for t in targets)
+    return torch_cpu and keep_freed_memory()
+
+
 def _result(t: BenchTarget, batch: int, config: BenchConfig, warmup: int, rounds: int,
-            n_targets: int, peak_mb: float | None) -> dict[str, Any]:
+            n_targets: int, peak_mb: float | None, memory_kept: bool = False) -> dict[str, Any]:
     info, lat = t.runner.info, latency_stats(t.times[batch])
+    options = {k: info.details[k] for k in OPTION_KEYS if info.details.get(k) is not None}
+    if memory_kept and info.device == "cpu":
+        options["malloc"] = "freed memory kept (glibc mallopt)"
     return {
         "model": t.runner.card.arch, "artifact": t.artifact, "backend": info.backend,
         "precision": info.precision if info.precision in ("fp32", "fp16", "int8", "mixed") else "mixed",
@@ -240,7 +246,7 @@ def _result(t: BenchTarget, batch: int, config: BenchConfig, warmup: int, rounds
         "throughput_ips": throughput_ips(batch, lat["mean"]), "peak_memory_mb": peak_mb,
         "label": t.label, "timer": "perf_counter_ns" if config.mode == "e2e" else t.runner.timer_name,
         "rounds": rounds, "interleaved_with": n_targets - 1,
-        "options": {k: info.details[k] for k in OPTION_KEYS if info.details.get(k) is not None},
+        "options": options,
     }
 
 

@@ -236,6 +236,15 @@ class Trainer:
         self.ddp_model = self.model  # DDP's reducer must go before its process group does
         self.dist.close()
 
+    def interrupted(self) -> None:
+        """Ctrl-C: say what was kept and how to continue (even with --quiet), then finish the plots."""
+        _quiet_loader_teardown()
+        done = self.history[-1]["epoch"] if self.history else 0
+        if self.dist.is_main:
+            self.console.print(f"[yellow]interrupted: {self.run_dir}/last.safetensors holds epoch {done}; "
+                               f"continue with `edgetl train --resume {self.run_dir}`[/yellow]", highlight=False)
+        self.finish()
+
     def finish(self) -> None:
         if self.dist.is_main and self.history:
             plot_curves(self.run_dir / "curves.png", self.history)
@@ -308,12 +317,7 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
                     tr.log(f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs")
                     break
         except KeyboardInterrupt:
-            _quiet_loader_teardown()
-            done = tr.history[-1]["epoch"] if tr.history else 0
-            if tr.dist.is_main:  # even with --quiet: the user must learn how to continue
-                tr.console.print(f"[yellow]interrupted: {tr.run_dir}/last.safetensors holds epoch {done}; "
-                                 f"continue with `edgetl train --resume {tr.run_dir}`[/yellow]", highlight=False)
-            tr.finish()
+            tr.interrupted()
             raise Interrupted from None
         tr.finish()
         if tr.dist.is_main and not quiet:
