@@ -62,20 +62,17 @@ def _runner_kwargs(path: Path, args: argparse.Namespace) -> dict[str, object]:
 
 
 def _load_images(data: Path | None) -> list | None:
+    """Up to 64 decoded images of ``data`` for --mode e2e; files that do not decode are listed and left out."""
     if data is None:
         return None
-    from edgetl.data.folder import list_image_files
-    from edgetl.data.images import BadImage, load_rgb
+    from edgetl.data.folder import check_images, list_image_files, report_skipped
+    from edgetl.data.images import load_rgb
 
-    images = []
-    for p in list_image_files(data)[:64]:
-        try:
-            images.append(load_rgb(p))
-        except BadImage:
-            continue
-    if not images:
-        raise EdgetlError(f"{data}: no readable images for --mode e2e")
-    return images
+    good, skipped = check_images(list_image_files(data)[:64])
+    report_skipped(skipped)
+    if not good:
+        raise EdgetlError(f"{data}: no readable images for --mode e2e; point --data to a folder of photos")
+    return [load_rgb(p) for p in good]
 
 
 def run(args: argparse.Namespace) -> int:
