@@ -8,6 +8,7 @@ crash or Ctrl-C gives the same weights as a run that was never interrupted.
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
@@ -269,6 +270,9 @@ def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
     """Refuse to start a new run over a finished or interrupted one, unless asked to."""
     if cfg.resume:
         ckpt.require_run_dir(cfg.resume)
+        if not os.access(cfg.resume, os.W_OK):
+            raise EdgetlError(f"--resume {cfg.resume}: the run directory is not writable; fix its permissions "
+                              "(a resumed run writes its checkpoints there)")
         return
     out = Path(cfg.out) if cfg.out else None
     if out is not None and out.exists() and not out.is_dir():
