@@ -162,7 +162,7 @@ def _kl(ref: np.ndarray, out: np.ndarray) -> float:
     return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
 
 
-def _judge(path: Path, optimization: str, images: np.ndarray, labels: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+def judge_int8(path: Path, optimization: str, images: np.ndarray, labels: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
     """Top-1 against labels and FP32, KL and cosine, with ORT graph optimisation off (fake-quant) or all (fused)."""
     import onnx
 
@@ -222,7 +222,7 @@ def int8_study(data: Path, root: Path, modelopt_python: str | None) -> dict[str,
             config = Int8Config(target, method, rr, nodes_for_roles(full, roles), bc)
             int8_from_onnx(prepared, path, calib, config, metadata={}, means=means)
             optimization = config.eval_optimization
-        rows[name] = {**_judge(path, optimization, val.array, val.labels, ref),
+        rows[name] = {**judge_int8(path, optimization, val.array, val.labels, ref),
                       "quantize_s": round(time.perf_counter() - start, 1)}
         print(f"{name:58s} {rows[name]}", flush=True)
     seeds: dict[str, list[dict[str, Any]]] = {"minmax": [], "percentile": []}
@@ -233,7 +233,7 @@ def int8_study(data: Path, root: Path, modelopt_python: str | None) -> dict[str,
         for method in seeds:
             config = Int8Config("tensorrt", method, False, nodes_for_roles(full, ["stem"]), True)
             int8_from_onnx(prepared, root / "seed.int8.onnx", subset, config, metadata={}, means=seed_means)
-            seeds[method].append({"seed": seed, **_judge(root / "seed.int8.onnx", "disable", val.array, val.labels, ref)})
+            seeds[method].append({"seed": seed, **judge_int8(root / "seed.int8.onnx", "disable", val.array, val.labels, ref)})
             print(f"seed {seed} {method:10s} {seeds[method][-1]}", flush=True)
     summary = {m: {"mean_kl": round(float(np.mean([r["kl"] for r in rs])), 5),
                    "mean_drop": round(float(np.mean([r["drop"] for r in rs])), 2),
@@ -247,7 +247,7 @@ def int8_study(data: Path, root: Path, modelopt_python: str | None) -> dict[str,
             if run.returncode != 0:
                 rows[name] = {"error": (run.stderr.strip().splitlines() or ["failed"])[-1]}
             else:
-                rows[name] = {**_judge(path, "disable", val.array, val.labels, ref),
+                rows[name] = {**judge_int8(path, "disable", val.array, val.labels, ref),
                               "quantize_s": round(time.time() - start, 1)}
             print(f"{name:58s} {rows[name]}", flush=True)
     return {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -90,7 +90,9 @@ def check_gate(stats: ParityStats, gate: Gate) -> list[str]:
         fails.append(f"max abs diff {stats.max_abs_diff:.2e} > {gate.max_abs_diff:.0e}")
     if gate.max_accuracy_drop is not None and stats.accuracy_drop is not None \
             and stats.accuracy_drop > gate.max_accuracy_drop:
-        fails.append(f"top-1 drop {stats.accuracy_drop:.2f} pts > {gate.max_accuracy_drop:.2f}")
+        lost = round(stats.accuracy_drop * stats.n / 100)  # on few images one photo is many points: say how many
+        fails.append(f"top-1 drop {stats.accuracy_drop:.2f} pts > {gate.max_accuracy_drop:.2f} "
+                     f"({lost} more wrong of {stats.n} images)")
     return fails
 
 

@@ -127,3 +127,32 @@ def test_max_accuracy_drop_keeps_sensitive_layers_in_float(tmp_path: Path, hymen
     assert manifest.passed == parity["passed"]
     if not parity["passed"]:
         assert len(excluded) == 1 and any("not met after keeping 1" in f for f in parity["failures"])
+
+
+def test_failed_int8_gate_says_how_many_photos_and_the_fix(lite0: tuple[Manifest, Path], hymenoptera: Path,
+                                                           tmp_path: Path) -> None:
+    """A failed INT8 drop names its resolution (photos, not just points) and the export flag that fixes it."""
+    from onnx import numpy_helper
+
+    from edgetl.export.calib import labelled_images
+    from edgetl.export.pipeline import ParitySet, infer_all, parity_record
+    from edgetl.runtime.onnxruntime import OrtRunner
+
+    _, out = lite0
+    model = onnx.load(str(out / "model.onnx"))
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    for init in model.graph.initializer:  # a negated classifier ranks every class upside down
+        if init.name in gemm.input[1:]:
+            init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+    onnx.save(model, str(tmp_path / "flipped.onnx"))
+    with OrtRunner(out / "model.onnx", providers=["cpu"]) as ref, OrtRunner(tmp_path / "flipped.onnx",
+                                                                            providers=["cpu"]) as flipped:
+        images = labelled_images(hymenoptera / "val", ref.card.classes, ref.card.preprocess, limit=16)
+        parity = ParitySet(images, infer_all(ref, images.array, "ref", quiet=True), {})
+        failed = parity_record(flipped, parity, "int8", ExportOptions(quiet=True), "flipped")
+        budgeted = parity_record(flipped, parity, "int8", ExportOptions(quiet=True, max_accuracy_drop=1.0), "b")
+    assert not failed["passed"]
+    drop, hint = failed["failures"]
+    assert drop.startswith("top-1 drop") and f"more wrong of {len(images)} images" in drop
+    assert hint.startswith("--max-accuracy-drop 1 keeps the layers")
+    assert len(budgeted["failures"]) == 1  # the user already asked for the search: no hint to ask for it

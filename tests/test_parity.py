@@ -27,6 +27,7 @@ def test_compare_logits_on_known_values() -> None:
     assert s.accuracy_drop == pytest.approx(100 / 3) and s.worst[0] == 2
     assert check_gate(s, GATES["fp32"]) == ["top-1 agreement 66.67% < 100.00%", "max abs diff 1.00e+00 > 1e-04"]
     assert check_gate(compare_logits(ref, ref), GATES["fp32"]) == []
+    assert check_gate(s, GATES["int8"]) == ["top-1 drop 33.33 pts > 1.00 (1 more wrong of 3 images)"]
 
 
 def test_gates_by_precision_and_overrides() -> None:

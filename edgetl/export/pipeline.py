@@ -203,6 +203,12 @@ def int8_drop(stats: ParityStats) -> tuple[float, str]:
     return (1.0 - stats.top1_agreement) * 100.0, "top-1 disagreement with FP32 (no labels)"
 
 
+def int8_fix_hint(budget: float) -> str:
+    """What to do about a failed INT8 gate (the budget search is opt-in: it costs a quantization per layer tried)."""
+    return (f"--max-accuracy-drop {budget:g} keeps the layers that add the most error in float until the drop "
+            "holds; more labelled --val-data images judge the drop more surely")
+
+
 def _gate(precision: str, options: ExportOptions) -> Gate:
     if precision == "int8" and options.max_accuracy_drop is not None:
         return Gate(max_accuracy_drop=options.max_accuracy_drop)
@@ -226,6 +232,8 @@ def parity_record(runner: Runner, parity: ParitySet, precision: str, options: Ex
         record["drop"], record["drop_basis"] = drop, basis
         if stats.accuracy_drop is None and drop > gate.max_accuracy_drop:
             failures.append(f"top-1 disagreement {drop:.2f} pts > {gate.max_accuracy_drop:.2f}")
+        if drop > gate.max_accuracy_drop and options.max_accuracy_drop is None:
+            failures.append(int8_fix_hint(gate.max_accuracy_drop))
     record["worst_files"] = [str(parity.images.paths[i]) for i in stats.worst]  # same order as "worst"
     record["passed"], record["failures"] = not failures, failures
     return record
