@@ -134,3 +134,22 @@ def test_compatibility_options_recorded_at_build_are_honoured(options: dict, trt
     meta = {"tensorrt": "10.13.0.35", "gpu": "NVIDIA H100", "compute_capability": "9.0", "options": options}
     reason = compatibility_error(Path("m.engine"), meta, trt_here, "some GPU", cc_here)
     assert (reason is None) == runs, reason
+
+
+def test_every_cuda_runtime_call_exists_in_cuda_bindings() -> None:
+    """The CUDA path cannot run without a GPU, so check its API statically, as mypy checks TensorRT's:
+    every ``cudart.X`` (and ``cudart.Enum.member``) edgetl uses must exist in the installed cuda.bindings."""
+    cudart = pytest.importorskip("cuda.bindings.runtime")
+    sources = [Path(__file__).parents[1] / "edgetl/runtime/tensorrt.py",
+               Path(__file__).parents[1] / "benchmarks/gpu_suite.py"]
+    used = {m for src in sources for m in re.findall(r"\bcudart\.(\w+(?:\.\w+)?)", src.read_text())}
+    assert {"cudaMemcpyAsync", "cudaGraphInstantiate", "cudaMallocHost"} <= {u.split(".")[0] for u in used}
+    missing = []
+    for name in sorted(used):
+        obj = cudart
+        for part in name.split("."):
+            obj = getattr(obj, part, None)
+        missing += [name] if obj is None else []
+    assert not missing, f"not in cuda.bindings.runtime: {missing}"
+    err, _ = cudart.cudaGetDeviceCount()  # callable without a GPU: an error code, never a crash
+    assert isinstance(err, cudart.cudaError_t)
