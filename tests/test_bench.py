@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -249,3 +250,45 @@ def test_cli_bench_on_cuda_uses_events_and_reports_each_device(tiny_run_dir: Pat
     ort_rows = [r for r in doc["results"] if r["backend"] == "onnxruntime"]
     if "CUDAExecutionProvider" not in ort.get_available_providers():  # CPU-only onnxruntime: said, not hidden
         assert all(r["device"] == "cpu" and r["timer"] == "perf_counter_ns" for r in ort_rows)
+
+
+def _gpu_suite() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
+    spec = importlib.util.spec_from_file_location("gpu_suite", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_suite_dry_run_checks_every_variant_against_eager_fp32(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
+    proc = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(tmp_path), "--work",
+                           str(tmp_path / "work"), "--iters", "5", "--duration", "0.1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = validate(json.loads((tmp_path / "test_resnet.json").read_text()))
+    (ort,) = doc["fidelity"]["variants"]
+    assert ort["variant"] == "ort-cpu-fp32" and ort["ok"] and ort["rel_error"] < 1e-4 and ort["images"] == 32
+    assert "fidelity ort-cpu-fp32: rel error" in (tmp_path / "summary.md").read_text()
+
+
+def test_gpu_suite_goal_leaves_out_variants_that_are_fast_because_wrong() -> None:
+    suite = _gpu_suite()
+
+    def row(label: str, ips: float) -> dict[str, Any]:
+        return {"label": label, "batch": 256, "throughput_ips": ips}
+
+    doc = {"results": [row("torch-eager-fp32", 100.0), row("torch-fp16-cl-cudagraph", 900.0),
+                       row("torch-fp16-cl", 450.0)],
+           "fidelity": {"variants": [{"variant": "torch-fp16-cl-cudagraph", "ok": False},
+                                     {"variant": "torch-fp16-cl", "ok": True}]}}
+    line = suite.goal_line(doc)
+    assert "best = torch-fp16-cl 450" in line and "4.50x" in line and "MET" in line
+    doc["fidelity"]["variants"][1]["ok"] = False
+    assert "goal not measured" in suite.goal_line(doc)
