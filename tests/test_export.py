@@ -427,3 +427,24 @@ def test_fp16_keeps_overflowing_nodes_in_float32(tmp_path: Path, hymenoptera: Pa
     # (ORT's CPU provider runs float16 Mul/Relu through float32 casts, so overflow must be found by range, as here)
     out = session(half, optimize=True).run(None, {"input": images})[0]
     assert np.all(np.isfinite(out)) and report.agreement >= 0.995
+
+
+def test_info_gives_the_exports_verdict_and_drops_it_for_a_changed_file(
+        exported: tuple[Path, Manifest, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from edgetl.cli import main
+    from edgetl.runtime.describe import describe_artifact
+
+    _, manifest, out = exported
+    export = describe_artifact(out / "model.onnx")["export"]
+    n = manifest.artifact("fp32").parity["n"]  # type: ignore[index]
+    assert export["parity_passed"] is True and export["parity"].startswith(f"pass ({n} images, top-1 agreement")
+    assert main(["info", str(out / "model.onnx")]) == 0
+    shown = capsys.readouterr().out
+    assert "export parity" in shown and "parity_passed" not in shown  # one row says pass/FAIL and why
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.copyfile(copy / "model.fp16.onnx", copy / "model.onnx")  # not the file the manifest judged
+    changed = describe_artifact(copy / "model.onnx")["export"]
+    assert "parity" not in changed and "parity_passed" not in changed and "sha256 differs" in changed["warning"]

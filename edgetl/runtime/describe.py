@@ -150,12 +150,24 @@ def _export_record(path: Path) -> dict[str, Any]:
     parity = entry.get("parity") if isinstance(entry.get("parity"), dict) else None
     record = {"manifest": str(manifest), "source": data.get("source"), "created": data.get("created"),
               "sha256": entry.get("sha256"), "versions": data.get("versions"),
-              "parity_passed": parity.get("passed") if parity else None}
+              "parity_passed": parity.get("passed") if parity else None,
+              "parity": _parity_summary(parity) if parity else None}
     if entry.get("sha256") and path.is_file() and sha256_file(path) != entry["sha256"]:
         record["warning"] = ("the file is not the one this manifest describes (sha256 differs): its parity "
                              "verdict does not apply; re-run `edgetl export`")
-        record["parity_passed"] = None
+        record["parity_passed"] = record["parity"] = None
     return record
+
+
+def _parity_summary(parity: dict[str, Any]) -> str:
+    """The export's verdict in one line, with why it failed: a bare False sends the user back to the manifest."""
+    verdict = "pass" if parity.get("passed") else "FAIL: " + "; ".join(map(str, parity.get("failures") or []))
+    facts = [f"{parity['n']} images"] if isinstance(parity.get("n"), int) else []
+    if isinstance(parity.get("top1_agreement"), (int, float)):
+        facts.append(f"top-1 agreement {parity['top1_agreement']:.2%}")
+    if isinstance(parity.get("ref_accuracy"), (int, float)) and isinstance(parity.get("cand_accuracy"), (int, float)):
+        facts.append(f"accuracy {parity['ref_accuracy']:.2f} → {parity['cand_accuracy']:.2f}")
+    return f"{verdict} ({', '.join(facts)})" if facts else verdict
 
 
 def describe_artifact(path: str | Path) -> dict[str, Any]:
