@@ -15,6 +15,9 @@ class Interrupted(KeyboardInterrupt):
     """
 
 
+INTERRUPTED_BEFORE_START = "interrupted before training started; run the same command again"
+
+
 def require(condition: bool, message: str) -> None:
     """Raise :class:`EdgetlError` with ``message`` unless ``condition`` holds."""
     if not condition:

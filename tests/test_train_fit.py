@@ -6,7 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +108,48 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(digits_data: Path, tmp_
     for got, want in zip(resumed, full.history, strict=True):
         assert got["val_loss"] == pytest.approx(want["val_loss"], abs=1e-6)
         assert got["train_loss"] == pytest.approx(want["train_loss"], abs=1e-6)
+
+
+def test_ctrl_c_pressed_again_and_again_with_workers_ends_with_one_resume_line(digits_data: Path,
+                                                                              tmp_path: Path) -> None:
+    """A real `edgetl train --workers 2` and a real SIGINT to its process group, as a terminal's Ctrl-C,
+    then again every 20 ms until it exits (an impatient user): exit 130, one resume line, no traceback,
+    the epoch it names is the one train_state.json holds, and --resume carries on from there."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgetl", "train", "--data", str(digits_data), "--model", "test_resnet",
+           "--img-size", "32", "--epochs", "50", "--batch-size", "8", "--workers", "2", "--device", "cpu",
+           "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}  # one line per message
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    guard = threading.Timer(60, os.killpg, (proc.pid, signal.SIGKILL))  # a hang fails, never blocks
+    guard.start()
+    try:
+        assert proc.stdout is not None
+        said = []
+        for line in proc.stdout:  # Ctrl-C in the second epoch: its loader's workers are running
+            said.append(line)
+            if line.startswith("epoch 1/"):
+                break
+        while proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGINT)
+            except ProcessLookupError:
+                break
+            time.sleep(0.02)
+        text = "".join(said) + proc.communicate()[0]
+    finally:
+        guard.cancel()
+    assert proc.returncode == 130, text
+    assert text.count("interrupted") == 1 and f"--resume {out}" in text, text
+    assert not re.search(r"Traceback|Exception ignored|Error", text), text
+    kept = int(re.search(r"holds epoch (\d+)", text).group(1))  # type: ignore[union-attr]
+    assert kept >= 1 and json.loads((out / "train_state.json").read_text())["epochs_done"] == kept
+
+    resumed = subprocess.run([sys.executable, "-m", "edgetl", "train", "--resume", str(out), "--epochs",
+                              str(kept + 1), "--quiet"], capture_output=True, text=True, env=env, timeout=60)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads((out / "train_state.json").read_text())["epochs_done"] == kept + 1
 
 
 def test_pretrained_backbone_transfers_to_real_photos(hymenoptera: Path, tmp_path: Path) -> None:

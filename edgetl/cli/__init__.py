@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -63,6 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        if argv is None:  # the `edgetl` program itself, which exits now: see _exit_quietly
+            _exit_quietly()
         if not isinstance(exc, Interrupted):  # an Interrupted stage has said what it kept
             print("interrupted", file=sys.stderr)
         return 130
+
+
+def _exit_quietly() -> None:
+    """Ignore Ctrl-C from here to the end of the process, so an interrupted command exits 130.
+
+    While Python exits it puts back the default SIGINT action; an impatient second Ctrl-C then kills the
+    process by signal instead (no exit status 130, atexit cleanup cut short). Only for the program's own
+    command line: a caller of :func:`main` with arguments keeps its Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -7,7 +7,10 @@ Launch with `torchrun --nproc_per_node N -m edgetl train ...` for multi-GPU (DDP
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
+
+from edgetl.errors import INTERRUPTED_BEFORE_START, Interrupted
 
 HELP = "fine-tune a timm classifier on your images"
 STRATEGIES = ("linear-probe", "full", "partial", "gradual")
@@ -80,7 +83,17 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train. A Ctrl-C before the run has a state to resume says so here; after that, fit says what it kept."""
+    try:
+        return _train(args)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:  # while torch and timm load, the data is scanned or the model is built
+        print(INTERRUPTED_BEFORE_START, file=sys.stderr)
+        raise Interrupted from None
 
+
+def _train(args: argparse.Namespace) -> int:
     from edgetl.config import read_yaml_config, resolve_config
     from edgetl.train.checkpoint import require_run_dir
     from edgetl.train.fit import fit

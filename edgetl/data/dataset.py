@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any
 
@@ -84,9 +85,23 @@ def _init_worker(worker_id: int) -> None:
     clean "interrupted, resume with …" into "DataLoader worker exited unexpectedly".
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.excepthook = _quiet_abandoned_handoff
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def _quiet_abandoned_handoff(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """A worker's ``sys.excepthook``: a batch handoff the main process walked away from is no error.
+
+    A worker hands each batch's shared memory to the main process as a file descriptor over a socket;
+    the sender is multiprocessing's resource-sharer thread, which reports any failure through
+    ``sys.excepthook``. When Ctrl-C stops the main process mid-handoff, that is a ConnectionResetError,
+    BrokenPipeError or EOFError traceback after the resume line. A handoff that fails while the main
+    process still waits for it fails there too, so nothing is hidden; other exceptions are printed.
+    """
+    if not issubclass(kind, (ConnectionError, EOFError)):
+        sys.__excepthook__(kind, value, tb)
 
 
 def batches(loader: Iterable[Any]) -> Iterator[Any]:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sys
+import threading
 import time
-from contextlib import ExitStack, nullcontext
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -29,7 +33,7 @@ from edgetl.config import TrainConfig, save_config
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
 from edgetl.data.folder import DataSplit, report_skipped, scan_data
 from edgetl.data.transforms import eval_transform, train_transform
-from edgetl.errors import EdgetlError, Interrupted
+from edgetl.errors import INTERRUPTED_BEFORE_START, EdgetlError, Interrupted
 from edgetl.io import dir_lock, ensure_writable_dir
 from edgetl.models.factory import card_for, create_model
 from edgetl.models.freeze import apply_freeze, stage_param_names, trainable_stages
@@ -133,6 +137,7 @@ class Trainer:
         self.trainable = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.ddp_model: nn.Module = self.model
+        self.resumable = False  # True once the run directory holds this run's state and config.yaml
 
     def log(self, message: str) -> None:
         if self.dist.is_main and not self.quiet:
@@ -241,7 +246,9 @@ class Trainer:
         """Ctrl-C: say what was kept and how to continue (even with --quiet), then finish the plots."""
         _quiet_loader_teardown()
         done = self.history[-1]["epoch"] if self.history else 0
-        if self.dist.is_main:
+        if self.dist.is_main and not self.resumable:
+            self.console.print(f"[yellow]{INTERRUPTED_BEFORE_START}[/yellow]", highlight=False)
+        elif self.dist.is_main:
             self.console.print(f"[yellow]interrupted: {self.run_dir}/last.safetensors holds epoch {done}; "
                                f"continue with `edgetl train --resume {self.run_dir}`[/yellow]", highlight=False)
         self.finish()
@@ -251,12 +258,20 @@ class Trainer:
             plot_curves(self.run_dir / "curves.png", self.history)
 
 
-def _quiet_loader_teardown() -> None:
-    """Say nothing of a DataLoader iterator that Ctrl-C cut off while it started its workers.
+_loader_teardown_quiet = False
 
-    Its ``__del__`` then fails on attributes it never set ("Exception ignored in …"), after the run was
-    saved and the resume line printed; every other unraisable exception is still reported.
+
+def _quiet_loader_teardown() -> None:
+    """Say nothing of a DataLoader iterator that Ctrl-C cut off while it started or stopped its workers.
+
+    Its ``__del__`` then fails on attributes it never set, or takes a second Ctrl-C while it joins the
+    workers ("Exception ignored in …"), around the resume line; every other unraisable exception is still
+    reported. Installed once per process.
     """
+    global _loader_teardown_quiet
+    if _loader_teardown_quiet:
+        return
+    _loader_teardown_quiet = True
     previous = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:
@@ -264,6 +279,52 @@ def _quiet_loader_teardown() -> None:
             previous(unraisable)
 
     sys.unraisablehook = hook
+
+
+class _CtrlC:
+    """Ctrl-C during a run: KeyboardInterrupt as usual, but never halfway through a save or into the cleanup.
+
+    A Ctrl-C between ``last.safetensors`` and ``train_state.json`` would leave weights an epoch ahead of
+    the state ``--resume`` reads: while a save is :meth:`held` it waits until the save is complete. Once
+    the run is ``stopping``, more Ctrl-C (an impatient user) are ignored; they would only cut the resume
+    line and the curves short, or print a traceback from the DataLoader workers' teardown.
+    """
+
+    def __init__(self) -> None:
+        self.holding = self.pending = self.stopping = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            return
+        if self.holding:
+            self.pending = True
+            return
+        _quiet_loader_teardown()  # a second Ctrl-C may land in the workers' teardown while this one unwinds
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Take SIGINT for the block, where Python's default handler has it (main thread, no caller's own)."""
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            yield
+            return
+        signal.signal(signal.SIGINT, self)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
@@ -295,32 +356,41 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
     _check_run_dir(cfg, overwrite)
     console = console or Console()
     tr = Trainer(cfg, console, quiet)
+    ctrl_c = _CtrlC()
     with ExitStack() as hold:
+        hold.enter_context(ctrl_c.installed())  # left last: the cleanup below is not cut short
         hold.callback(tr.close)
-        if tr.dist.is_main:
-            ensure_writable_dir(tr.run_dir)
-            hold.enter_context(dir_lock(tr.run_dir, "training"))
-            if list_skipped:  # False when a caller already listed them (several runs on one data set)
-                report_skipped(tr.split.skipped)
-        tr.log(f"{cfg.model}: {len(tr.split.train)} train / {len(tr.split.val)} val images, {tr.num_classes} classes, "
-               f"strategy {cfg.strategy}, device {tr.dist.device}, world {tr.dist.world} → {tr.run_dir}")
-        if cfg.resume:
-            tr.restore()  # before config.yaml is rewritten: a refused resume leaves the run as it was
-        else:
-            tr.set_stages(0)
-            tr.save_state(0)  # epoch 0's starting point, so even a Ctrl-C in epoch 1 resumes exactly
-        if tr.dist.is_main:
-            # the run's recipe, not how it was launched: as --config it must start a run, not resume this one
-            save_config(replace(cfg, resume=None), tr.run_dir / "config.yaml")
         stopped = False
-        t0 = time.perf_counter()
         try:
+            if tr.dist.is_main:
+                ensure_writable_dir(tr.run_dir)
+                hold.enter_context(dir_lock(tr.run_dir, "training"))
+                if list_skipped:  # False when a caller already listed them (several runs on one data set)
+                    report_skipped(tr.split.skipped)
+            tr.log(f"{cfg.model}: {len(tr.split.train)} train / {len(tr.split.val)} val images, {tr.num_classes} "
+                   f"classes, strategy {cfg.strategy}, device {tr.dist.device}, world {tr.dist.world} → {tr.run_dir}")
+            with ctrl_c.held():  # state without config.yaml could not be resumed
+                if cfg.resume:
+                    tr.restore()  # before config.yaml is rewritten: a refused resume leaves the run as it was
+                else:
+                    tr.set_stages(0)
+                    tr.save_state(0)  # epoch 0's starting point, so even a Ctrl-C in epoch 1 resumes exactly
+                if tr.dist.is_main:
+                    # the run's recipe, not how it was launched: as --config it must start a run,
+                    # not resume this one
+                    save_config(replace(cfg, resume=None), tr.run_dir / "config.yaml")
+                tr.resumable = True
+            t0 = time.perf_counter()
             for epoch in range(tr.start_epoch, cfg.epochs):
-                if tr.after_epoch(tr.run_epoch(epoch)):
+                row = tr.run_epoch(epoch)
+                with ctrl_c.held():  # weights, optimizer state and history are saved together
+                    stop = tr.after_epoch(row)
+                if stop:
                     stopped = True
                     tr.log(f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs")
                     break
         except KeyboardInterrupt:
+            ctrl_c.stopping = True
             tr.interrupted()
             raise Interrupted from None
         tr.finish()
