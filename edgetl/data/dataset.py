@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -108,15 +111,40 @@ def batches(loader: Iterable[Any]) -> Iterator[Any]:
     """``iter(loader)``, with Ctrl-C held back while its worker processes start.
 
     Workers forked with SIGINT blocked never see the terminal's Ctrl-C (which reaches the whole process
-    group), not even before :func:`_init_worker` runs; the main process gets it as soon as they exist.
+    group), not even before :func:`_init_worker` runs. The main process takes its Ctrl-C once the
+    iterator is complete (:func:`_sigint_held`).
     """
     if not getattr(loader, "num_workers", 0) or not hasattr(signal, "pthread_sigmask"):
         return iter(loader)
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    with _sigint_held():
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return iter(loader)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Run SIGINT's Python handler only after the block (main thread; where the handler is Python's).
+
+    Blocking SIGINT in this thread is not enough: another thread (an OpenMP worker) takes the signal and
+    Python still runs the handler here. A KeyboardInterrupt halfway through ``iter(loader)`` then leaves
+    a half-built iterator whose started workers nobody stops, or is raised inside the at-fork callback
+    of ``logging`` (``_releaseLock``), where Python only prints "Exception ignored" and the Ctrl-C is lost.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(handler):
+        yield
+        return
+    frames: list[FrameType | None] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: frames.append(frame))
     try:
-        return iter(loader)
+        yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.signal(signal.SIGINT, handler)
+    if frames:
+        handler(signal.SIGINT, frames[0])
 
 
 def make_loader(dataset: ImageDataset, batch_size: int, *, train: bool, seed: int = 0, balanced: bool = False,

@@ -262,11 +262,11 @@ _loader_teardown_quiet = False
 
 
 def _quiet_loader_teardown() -> None:
-    """Say nothing of a DataLoader iterator that Ctrl-C cut off while it started or stopped its workers.
+    """Say nothing of a DataLoader iterator whose teardown a Ctrl-C cut short.
 
-    Its ``__del__`` then fails on attributes it never set, or takes a second Ctrl-C while it joins the
-    workers ("Exception ignored in …"), around the resume line; every other unraisable exception is still
-    reported. Installed once per process.
+    A second Ctrl-C while the first unwinds lands in the iterator's ``__del__`` as it joins the workers
+    ("Exception ignored in …"); every other unraisable exception is still reported. Installed once per
+    process.
     """
     global _loader_teardown_quiet
     if _loader_teardown_quiet:
