@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check edgetl tests benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy edgetl
+	$(BIN)/mypy edgetl benchmarks
 
 # A build configured against another torch is dropped: CMake caches the old libtorch's paths.
 cpp-bench: $(STAMP)

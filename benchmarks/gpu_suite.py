@@ -14,10 +14,13 @@ Before timing, every variant's logits on 32 real photos are compared with eager 
 top-1 agreement); a variant that is fast because it is wrong does not count toward the goal.
 It also checks the harness against a hand-written CUDA-event loop around the same call (goal: within
 2%), and the goal "best edgetl backend >= 4x PyTorch eager FP32 throughput at batch 256 for resnet50".
-Writes benchmarks/results/<gpu>/{<model>.json,<model>.md,<model>.png,harness_check.json,summary.md}.
+Writes benchmarks/results/<gpu>/{<model>.json,<model>.md,<model>.png,harness_check.json,summary.md}, each
+(model, batch) as soon as it is measured, the goal model and largest batch first; with --budget-s it starts
+nothing that would not end in time, so a device call cut at its limit still brings back the goal's figures.
 
   python benchmarks/gpu_suite.py                       # on a CUDA machine
   python benchmarks/gpu_suite.py --models resnet50 --batch 1,256 --duration 1
+  python benchmarks/gpu_suite.py --budget-s 360         # what benchmarks/gpu_device.sh runs
   python benchmarks/gpu_suite.py --dry-run             # CPU smoke run of the same pipeline (tiny model)
 """
 
@@ -55,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch.compile mode for the compiled variant (reduce-overhead, max-autotune, default)")
     p.add_argument("--variants", default=None, help="only these variants (comma-separated names)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/<gpu>)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no (model, batch) after this many seconds unless one as long as the last still fits; "
+                        "each is written as soon as it is measured (default: no limit)")
     p.add_argument("--work", type=Path, default=ROOT.parent / "build" / "gpu_suite", help="exported artifacts")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU smoke run: tiny model, 64 px, batch 1,2, few iterations; checks the pipeline only")
@@ -231,7 +237,7 @@ def check_fidelity(targets: list[Any], images: np.ndarray, chunk: int = 8) -> li
             continue
         out = logits(t.runner)
         finite = bool(np.all(np.isfinite(out)))
-        rel = float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-12)) if finite else float("inf")
+        rel = float(np.linalg.norm(out - ref)) / max(float(np.linalg.norm(ref)), 1e-12) if finite else float("inf")
         tolerance = FIDELITY_TOLERANCE.get(t.runner.info.precision, 0.05)
         rows.append({"variant": t.label, "precision": t.runner.info.precision, "images": len(images),
                      "rel_error": rel, "top1_agreement": float(np.mean(out.argmax(1) == ref.argmax(1))),
@@ -274,67 +280,118 @@ def harness_check(runner: Any, label: str, batch: int, rounds: int = 5, n: int =
     for _ in range(rounds):
         hand.append(hand_loop())
         harness.append(float(np.mean(runner.time_calls(fn, n))))
-    ratio = float(np.mean(harness) / np.mean(hand))
+    ratio = float(np.mean(harness)) / float(np.mean(hand))
     return {"variant": label, "batch": batch, "hand_loop_ms": float(np.mean(hand)), "harness_ms": float(np.mean(harness)),
             "ratio": ratio, "within_2pct": abs(ratio - 1) <= HARNESS_TOLERANCE, "rounds": rounds, "calls": n}
 
 
-def run_model(arch: str, args: argparse.Namespace, device: str, out: Path) -> dict[str, Any]:
-    import torch
+class Budget:
+    """Keeps the suite from starting work it cannot finish.
 
-    from edgetl.bench import report
-    from edgetl.bench.harness import BenchConfig, BenchTarget, bench_targets
-    from edgetl.bench.schema import make_document
-    from edgetl.io import atomic_write_json
-    from edgetl.models.factory import card_for, create_model
+    A lent GPU gives one device call of at most 10 minutes; a run cut there keeps only what it wrote. So each
+    (model, batch) is written as soon as it is measured, and no new one starts unless one as long as the last
+    still fits in ``seconds`` (None: no limit).
+    """
 
-    torch.manual_seed(0)
-    card = card_for(arch, [f"class_{i}" for i in range(1000)], img_size=args.img_size)
-    model = create_model(card).eval()  # speed does not depend on the weights' values
-    cache: dict[str, dict[str, Path]] = {}
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds, self.start, self.last, self.units = seconds, time.monotonic(), 0.0, 0
 
-    def onnx_paths() -> dict[str, Path]:
-        if "paths" not in cache:
-            cache["paths"] = onnx_artifacts(model, card, args.work / f"{arch}_{args.img_size}",
-                                            calibration_images(card))
-        return cache["paths"]
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
 
-    targets, skipped = [], []
-    for v in variants(model, card, onnx_paths, device, args):
-        try:
-            runner = build_checked(v, args.batch[0])
-        except Skip as why:
-            skipped.append({"variant": v.name, "reason": str(why)})
-            print(f"  skip {v.name}: {why}", file=sys.stderr)
-            continue
-        targets.append(BenchTarget(v.name, runner, v.name))
-    fidelity = check_fidelity(targets, calibration_images(card, 32))
-    config = BenchConfig(batches=args.batch, mode="compute", iters=args.iters, duration_s=args.duration,
-                         warmup_iters=10, warmup_s=1.0 if device != "cpu" else 0.0)
-    results = bench_targets(targets, config)
-    for r in results:
-        r["model"] = arch
-    gpu = torch.cuda.get_device_name() if device != "cpu" else None
-    doc = make_document(results, gpu=gpu)
-    doc["skipped_variants"] = skipped
-    doc["fidelity"] = {"reference": "torch-eager-fp32", "metric": "||out - ref|| / ||ref|| on real photos",
-                       "variants": fidelity}
-    doc["torch_flags"] = torch_flags()
-    atomic_write_json(out / f"{arch}.json", doc)  # kept even if a harness check below fails
-    report.write_markdown(doc, out / f"{arch}.md")
-    report.write_plot(doc, out / f"{arch}.png")
-    report.console().print(report.rich_table(doc))
-    checks = []
-    if device != "cpu" and arch == GOAL_MODEL:
-        for t in targets:
-            if t.label in ("torch-eager-fp32", "torch-fp16-cl", "trt-fp16"):
-                for b in sorted({1, max(args.batch)}):
-                    checks.append(harness_check(t.runner, t.label, b))
-    for t in targets:
-        t.runner.close()
-    torch._dynamo.reset()  # the compiled variant's graphs and CUDA-graph pool go before the next model
-    torch.cuda.empty_cache() if device != "cpu" else None
-    return {"doc": doc, "harness_checks": checks}
+    def allows(self) -> bool:
+        """The first unit always runs (the caller's hard timeout still bounds it)."""
+        return self.seconds is None or self.units == 0 or self.elapsed() + self.last <= self.seconds
+
+    def unit(self, started: float) -> None:
+        """Record the length of a unit of work begun at ``started`` (time.monotonic)."""
+        self.last, self.units = time.monotonic() - started, self.units + 1
+
+
+def goal_first(models: list[str], batches: list[int]) -> tuple[list[str], list[int]]:
+    """The goal model first, the largest batch first: a run cut short still holds the goal's figures."""
+    return (sorted(models, key=lambda m: m != GOAL_MODEL),
+            sorted(dict.fromkeys(batches), key=lambda b: (b != max(batches), b)))
+
+
+class ModelRun:
+    """One model's variants, built and checked against eager FP32, and what has been measured so far."""
+
+    def __init__(self, arch: str, args: argparse.Namespace, device: str, first_batch: int) -> None:
+        import torch
+
+        from edgetl.bench.harness import BenchTarget
+        from edgetl.models.factory import card_for, create_model
+
+        torch.manual_seed(0)
+        self.arch, self.device = arch, device
+        card = card_for(arch, [f"class_{i}" for i in range(1000)], img_size=args.img_size)
+        model = create_model(card).eval()  # speed does not depend on the weights' values
+        cache: dict[str, dict[str, Path]] = {}
+
+        def onnx_paths() -> dict[str, Path]:
+            if "paths" not in cache:
+                cache["paths"] = onnx_artifacts(model, card, args.work / f"{arch}_{args.img_size}",
+                                                calibration_images(card))
+            return cache["paths"]
+
+        self.targets, self.skipped = [], []
+        for v in variants(model, card, onnx_paths, device, args):
+            try:
+                runner = build_checked(v, first_batch)
+            except Skip as why:
+                self.skipped.append({"variant": v.name, "reason": str(why)})
+                print(f"  skip {v.name}: {why}", file=sys.stderr)
+                continue
+            self.targets.append(BenchTarget(v.name, runner, v.name))
+        self.fidelity = check_fidelity(self.targets, calibration_images(card, 32))
+        self.results: list[dict[str, Any]] = []
+        self.checks: list[dict[str, Any]] = []
+        self.left_out: list[int] = []
+
+    def measure(self, batch: int, args: argparse.Namespace, out: Path) -> None:
+        """Every variant at ``batch``, interleaved; the model's JSON, table and plot rewritten with it."""
+        from edgetl.bench.harness import BenchConfig, bench_targets
+
+        config = BenchConfig(batches=[batch], mode="compute", iters=args.iters, duration_s=args.duration,
+                             warmup_iters=10, warmup_s=1.0 if self.device != "cpu" else 0.0)
+        for r in bench_targets(self.targets, config):
+            self.results.append({**r, "model": self.arch})
+        self.write(out)
+        if self.device != "cpu" and self.arch == GOAL_MODEL and batch == max(args.batch):
+            self.checks = [harness_check(t.runner, t.label, b) for t in self.targets
+                           if t.label in ("torch-eager-fp32", "torch-fp16-cl", "trt-fp16")
+                           for b in sorted({1, batch})]
+
+    def document(self) -> dict[str, Any]:
+        import torch
+
+        from edgetl.bench.schema import make_document
+
+        doc = make_document(self.results, gpu=torch.cuda.get_device_name() if self.device != "cpu" else None)
+        doc["skipped_variants"] = self.skipped
+        doc["fidelity"] = {"reference": "torch-eager-fp32", "metric": "||out - ref|| / ||ref|| on real photos",
+                           "variants": self.fidelity}
+        doc["torch_flags"] = torch_flags()
+        doc["batches_left_out"] = self.left_out
+        return doc
+
+    def write(self, out: Path) -> None:
+        from edgetl.bench import report
+        from edgetl.io import atomic_write_json
+
+        doc = self.document()
+        atomic_write_json(out / f"{self.arch}.json", doc)
+        report.write_markdown(doc, out / f"{self.arch}.md")
+        report.write_plot(doc, out / f"{self.arch}.png")
+
+    def close(self) -> None:
+        import torch
+
+        for t in self.targets:
+            t.runner.close()
+        torch._dynamo.reset()  # the compiled variant's graphs and CUDA-graph pool go before the next model
+        torch.cuda.empty_cache() if self.device != "cpu" else None
 
 
 def torch_flags() -> dict[str, bool]:
@@ -362,10 +419,34 @@ def goal_line(doc: dict[str, Any]) -> str:
             f"FP32 {base['throughput_ips']:.0f} img/s = {speedup:.2f}x (goal >= {GOAL_SPEEDUP:.0f}x: {verdict})")
 
 
+def summary_lines(run: ModelRun) -> list[str]:
+    doc, arch = run.document(), run.arch
+    lines = [f"## {arch}", "", f"Table: [{arch}.md]({arch}.md), plot: [{arch}.png]({arch}.png).", ""]
+    if arch == GOAL_MODEL:
+        lines += [goal_line(doc), ""]
+    if run.left_out:
+        lines.append(f"- not measured (time budget): batch {', '.join(map(str, sorted(run.left_out)))}")
+    lines += [f"- skipped {s['variant']}: {s['reason']}" for s in run.skipped]
+    lines += [f"- fidelity {f['variant']}: rel error {f['rel_error']:.2e} (tolerance {f['tolerance']:g}), top-1 "
+              f"agreement {f['top1_agreement']:.1%}{'' if f['ok'] else ' — WRONG, left out of the goal'}"
+              for f in run.fidelity]
+    return lines + [""]
+
+
+def harness_lines(checks: list[dict[str, Any]]) -> list[str]:
+    if not checks:
+        return []
+    return ["## Harness vs hand-written CUDA-event loop", "", "| variant | batch | hand ms | harness ms | ratio |",
+            "|---|---:|---:|---:|---:|"] + [
+        f"| {c['variant']} | {c['batch']} | {c['hand_loop_ms']:.4f} | {c['harness_ms']:.4f} | {c['ratio']:.4f} |"
+        for c in checks] + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
+    from edgetl.bench import report
     from edgetl.io import atomic_write_json, atomic_write_text
 
     if not args.dry_run and not torch.cuda.is_available():
@@ -378,33 +459,42 @@ def main(argv: list[str] | None = None) -> int:
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu-dry-run"
     out = args.out or ROOT / "results" / slug(gpu)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    lines = [f"# edgetl GPU suite — {gpu}", "", f"Models {', '.join(args.models)}; batches "
-             f"{', '.join(map(str, args.batch))}; {args.img_size} px; compute mode (device-resident input), CUDA "
-             "events; all variants of a model interleaved in one process.", "",
-             f"PyTorch flags: {json.dumps(torch_flags())} (PyTorch's defaults, cudnn.benchmark on).", ""]
+    budget = Budget(args.budget_s)
+    head = [f"# edgetl GPU suite — {gpu}", "", f"Models {', '.join(args.models)}; batches "
+            f"{', '.join(map(str, args.batch))}; {args.img_size} px; compute mode (device-resident input), CUDA "
+            "events; all variants of a model interleaved in one process.", "",
+            f"PyTorch flags: {json.dumps(torch_flags())} (PyTorch's defaults, cudnn.benchmark on).", ""]
+    done: list[str] = []
     checks: list[dict[str, Any]] = []
-    for arch in args.models:
+    models, batches = goal_first(args.models, args.batch)
+
+    def write_summary(current: list[str], state: str) -> None:
+        tail = [f"Wall time {budget.elapsed():.0f} s ({state})."]
+        atomic_write_text(out / "summary.md", "\n".join(head + done + current + harness_lines(checks) + tail) + "\n")
+
+    for arch in models:
+        if not budget.allows():
+            done += [f"## {arch}", "", "- not measured (time budget)", ""]
+            continue
         print(f"== {arch}", file=sys.stderr)
-        res = run_model(arch, args, device, out)
-        checks += res["harness_checks"]
-        lines += [f"## {arch}", "", f"Table: [{arch}.md]({arch}.md), plot: [{arch}.png]({arch}.png).", ""]
-        if arch == GOAL_MODEL:
-            lines += [goal_line(res["doc"]), ""]
-        for s in res["doc"]["skipped_variants"]:
-            lines.append(f"- skipped {s['variant']}: {s['reason']}")
-        lines += [f"- fidelity {f['variant']}: rel error {f['rel_error']:.2e} (tolerance {f['tolerance']:g}), top-1 "
-                  f"agreement {f['top1_agreement']:.1%}{'' if f['ok'] else ' — WRONG, left out of the goal'}"
-                  for f in res["doc"]["fidelity"]["variants"]]
-        lines.append("")
-    if checks:
-        atomic_write_json(out / "harness_check.json", {"tolerance": HARNESS_TOLERANCE, "checks": checks})
-        lines += ["## Harness vs hand-written CUDA-event loop", "", "| variant | batch | hand ms | harness ms | ratio |",
-                  "|---|---:|---:|---:|---:|"]
-        lines += [f"| {c['variant']} | {c['batch']} | {c['hand_loop_ms']:.4f} | {c['harness_ms']:.4f} | "
-                  f"{c['ratio']:.4f} |" for c in checks]
-    lines += ["", f"Total wall time {time.time() - started:.0f} s."]
-    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+        started = time.monotonic()
+        run = ModelRun(arch, args, device, batches[0])
+        for batch in batches:
+            if not budget.allows():
+                run.left_out.append(batch)
+                continue
+            run.measure(batch, args, out)
+            budget.unit(started)
+            started = time.monotonic()
+            if run.checks:
+                checks = run.checks
+                atomic_write_json(out / "harness_check.json", {"tolerance": HARNESS_TOLERANCE, "checks": checks})
+            write_summary(summary_lines(run), "running")
+        run.write(out)
+        report.console().print(report.rich_table(run.document()))
+        run.close()
+        done += summary_lines(run)
+    write_summary([], "finished")
     print(json.dumps({"results": str(out)}))
     return 0
 

@@ -292,3 +292,29 @@ def test_gpu_suite_goal_leaves_out_variants_that_are_fast_because_wrong() -> Non
     assert "best = torch-fp16-cl 450" in line and "4.50x" in line and "MET" in line
     doc["fidelity"]["variants"][1]["ok"] = False
     assert "goal not measured" in suite.goal_line(doc)
+
+
+def test_gpu_suite_measures_the_goal_first() -> None:
+    suite = _gpu_suite()
+    models, batches = suite.goal_first(["efficientnet_b0", "resnet50", "tf_efficientnet_lite0"], [1, 8, 32, 128, 256])
+    assert models == ["resnet50", "efficientnet_b0", "tf_efficientnet_lite0"] and batches == [256, 1, 8, 32, 128]
+
+
+def test_gpu_suite_within_its_budget_writes_what_it_measured(tmp_path: Path) -> None:
+    """A budget spent after the first (model, batch): that one is written, the rest are listed as not measured."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
+    proc = subprocess.run([sys.executable, str(script), "--dry-run", "--models", "test_resnet,test_efficientnet",
+                           "--batch", "1,2", "--budget-s", "0.001", "--out", str(tmp_path), "--work",
+                           str(tmp_path / "work"), "--iters", "5", "--duration", "0.1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = validate(json.loads((tmp_path / "test_resnet.json").read_text()))
+    assert {r["batch"] for r in doc["results"]} == {2} and doc["batches_left_out"] == [1]
+    assert not (tmp_path / "test_efficientnet.json").exists()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "not measured (time budget): batch 1" in summary and "(finished)" in summary
+    assert summary.index("## test_efficientnet") > summary.index("## test_resnet")
+    assert "## test_efficientnet\n\n- not measured (time budget)" in summary
