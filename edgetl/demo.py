@@ -174,10 +174,9 @@ def run_bench(result: DemoResult) -> dict[str, Any]:
         BenchTarget,
         artifact_label,
         bench_targets,
-        interleaved_options,
     )
     from edgetl.bench.schema import make_document
-    from edgetl.runtime.loader import artifact_kind, runner_from_artifact
+    from edgetl.runtime.loader import runner_from_artifact
 
     config = BenchConfig(batches=result.options.bench_batches, duration_s=result.options.bench_seconds,
                          warmup_s=0.3)
@@ -185,8 +184,7 @@ def run_bench(result: DemoResult) -> dict[str, Any]:
         targets = []
         paths = [result.final_run, *result.artifacts]
         for path in paths:
-            extra = interleaved_options(artifact_kind(path), len(paths), result.options.device)
-            runner = stack.enter_context(runner_from_artifact(path, device=result.options.device, **extra))
+            runner = stack.enter_context(runner_from_artifact(path, device=result.options.device))
             targets.append(BenchTarget(artifact_label(path, runner), runner, str(path)))
         return make_document(bench_targets(targets, config, progress=not result.options.quiet))
 

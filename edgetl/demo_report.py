@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgetl.bench.schema import host_label
 from edgetl.io import atomic_write_json
 from edgetl.report import Section, Table, write_report
 
@@ -136,11 +137,8 @@ def bench_section(result: DemoResult) -> Section:
     plot = result.options.out / "bench.png"
     write_plot(doc, plot)
     host = doc["host"]
-    text = [f"`edgetl bench` on {host['gpu'] or host['cpu']} ({host['cores']} cores): all artifacts measured "
+    text = [f"`edgetl bench` on {host_label(host)}: all artifacts measured "
             "interleaved in one process; speed-up is throughput over the PyTorch model at the same batch size."]
-    if any(r.get("options", {}).get("spinning") is False for r in doc["results"]):
-        text.append("ONNX Runtime sessions ran with idle threads sleeping (`spinning: false`), so the models "
-                    "sharing this process do not steal each other's cores.")
     if any("int8/tensorrt" in r["label"] for r in doc["results"]) and host["gpu"] is None:
         text.append("The TensorRT INT8 model (symmetric S8 Q/DQ) is timed here on ONNX Runtime's CPU kernels for "
                     "reference only: it is made for TensorRT, and the CPU INT8 model is the one to deploy on a CPU.")

@@ -6,6 +6,12 @@ alike instead of favouring whichever ran first. Each chunk starts with one untim
 after another backend ran pays for waking its thread pool and refilling caches (measured on 2 CPU cores:
 a PyTorch call right after an ONNX Runtime chunk took 5x its steady latency), a cost that interleaving
 adds and a deployment running one model does not have.
+
+ONNX Runtime sessions keep their defaults, idle worker threads spinning included, as in the plain loop a user
+writes to check these figures: the pause between chunks (``settle_s``) lets one session's spinning end before
+the next artifact runs. Measured on 2 cores, Lite0 interleaved with PyTorch and two other ONNX files: sessions
+with spinning off were 14-22% slower than each file alone at batch 1, with it on within -4..+11%, and PyTorch's
+figures were the same either way (``benchmarks/plain_ratio.py`` compares with the plain loop).
 """
 
 from __future__ import annotations
@@ -29,19 +35,6 @@ MODES = ("compute", "e2e")
 MIN_CHUNK = 3  # timed calls per artifact and round, at least
 OPTION_KEYS = ("optimization", "threads", "compile", "channels_last", "cuda_graph", "mode", "contexts", "tensorrt",
                "spinning")
-
-
-def interleaved_options(kind: str, n_artifacts: int, device: str | None) -> dict[str, Any]:
-    """Runner options that keep several CPU artifacts in one process from taxing each other.
-
-    ONNX Runtime's idle worker threads spin for a while after each run; with other models in the same
-    process on few cores they steal the cores the next model needs (measured on 2 cores, Lite0 at
-    128 px, interleaved with PyTorch and a second session: ORT FP32 batch 8 17.4 → 13.0 ms, PyTorch
-    54 → 46 ms with spinning off). A single artifact keeps ONNX Runtime's defaults, like a plain loop.
-    """
-    if kind == "onnx" and n_artifacts > 1 and device != "cuda":
-        return {"spinning": False}
-    return {}
 
 
 @dataclass

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgetl.bench.schema import SCHEMA, validate
+from edgetl.bench.schema import SCHEMA, host_label, validate
 from edgetl.io import atomic_path, atomic_write_text, read_json
 
 COLUMNS = ("artifact", "backend", "precision", "device", "mode", "batch", "mean ms", "p50 ms", "p99 ms",
@@ -77,8 +77,7 @@ def footnote(doc: dict[str, Any]) -> str:
 def rich_table(doc: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    host = doc["host"]
-    title = f"edgetl bench — {host['gpu'] or host['cpu']} ({host['cores']} cores)"
+    title = f"edgetl bench — {host_label(doc['host'])}"
     table = Table(title=title.replace("[", "\\["), caption=footnote(doc))
     for col in COLUMNS:
         table.add_column(col, justify="left" if col in ("artifact", "backend", "device", "mode") else "right",
@@ -93,7 +92,8 @@ def rich_table(doc: dict[str, Any]) -> Any:
 def markdown(doc: dict[str, Any]) -> str:
     host = doc["host"]
     lines = [f"# edgetl bench ({doc['timestamp']})", "",
-             f"Host: {host['cpu']}, {host['cores']} cores, GPU: {host['gpu'] or 'none'}. "
+             f"Host: {host['cpu']}, {host['cores']} cores{', ' + ' '.join(host['isa']) if host.get('isa') else ''}, "
+             f"GPU: {host['gpu'] or 'none'}. "
              f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(doc['versions'].items()))}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c == "artifact" else "---:" for c in COLUMNS) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(doc["results"])]
@@ -129,8 +129,7 @@ def write_plot(doc: dict[str, Any], path: str | Path) -> None:
         ax.grid(True, alpha=0.3)
     ax_lat.set_yscale("log")
     ax_tp.legend(fontsize=7, loc="best")
-    host = doc["host"]
-    fig.suptitle(f"edgetl bench — {host['gpu'] or host['cpu']}", fontsize=10)
+    fig.suptitle(f"edgetl bench — {host_label(doc['host'])}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -148,6 +147,7 @@ def merge_documents(paths: Sequence[str | Path]) -> dict[str, Any]:
     merged = {"schema": SCHEMA, "timestamp": first["timestamp"], "host": first["host"],
               "versions": first["versions"], "results": results, "merged_from": [str(p) for p in paths]}
     hosts = {(d["host"]["cpu"], d["host"]["gpu"]) for d in docs}
-    if len(hosts) > 1:
+    isas = {tuple(d["host"]["isa"]) for d in docs if "isa" in d["host"]}  # the C++ tool does not record it
+    if len(hosts) > 1 or len(isas) > 1:
         merged["warning"] = "merged files come from different hosts; speed-ups across them are not comparable"
     return validate(merged)

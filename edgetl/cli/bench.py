@@ -116,10 +116,9 @@ def _measure(args: argparse.Namespace) -> dict:
         BenchTarget,
         artifact_label,
         bench_targets,
-        interleaved_options,
     )
     from edgetl.bench.schema import make_document
-    from edgetl.runtime.loader import artifact_kind, runner_from_artifact
+    from edgetl.runtime.loader import runner_from_artifact
 
     config = BenchConfig(batches=args.batch, mode=args.mode, warmup_iters=args.warmup_iters,
                          warmup_s=args.warmup_s, iters=args.iters, duration_s=args.duration)
@@ -131,9 +130,8 @@ def _measure(args: argparse.Namespace) -> dict:
         targets = []
         for path in args.artifacts:
             provider = args.provider if path.suffix.lower() == ".onnx" else None
-            extra = interleaved_options(artifact_kind(path), len(args.artifacts), args.device)
             runner = stack.enter_context(runner_from_artifact(path, device=args.device, provider=provider,
-                                                              **_runner_kwargs(path, args), **extra))
+                                                              **_runner_kwargs(path, args)))
             targets.append(BenchTarget(artifact_label(path, runner), runner, str(path)))
         _unique_labels(targets)
         results = bench_targets(targets, config, images=_load_images(args.data), progress=not args.no_progress)
