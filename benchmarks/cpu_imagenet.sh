@@ -4,14 +4,15 @@
 # on the 153 held-out ants/bees photos (ImageNet labels 310/309). Run it on a quiet machine.
 #
 #   bash benchmarks/cpu_imagenet.sh [HYMENOPTERA_DIR] [lite0|lite1]   (default ../shared/data/hymenoptera lite0)
-# Writes benchmarks/results/cpu/efficientnet_<lite>_imagenet{.json,.md,.png,_parity.json}.
+# Writes $RESULTS/efficientnet_<lite>_imagenet{.json,.md,.png,_parity.json} (RESULTS: benchmarks/results/cpu).
+# INT8 speed depends on the CPU's int8 dot-product instructions (VNNI): the JSON's host.isa records them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data/hymenoptera}
 lite=${2:-lite0}
 edgetl=${EDGETL:-.venv/bin/edgetl}
 work=build/cpu_imagenet/$lite
-res=benchmarks/results/cpu/efficientnet_${lite}_imagenet
+res=${RESULTS:-benchmarks/results/cpu}/efficientnet_${lite}_imagenet
 mkdir -p "$work" "$(dirname "$res")"
 common=("tf_efficientnet_$lite" --weights "efficientnet_$lite" --calib-data "$data/train" --val-data "$data/val" --int8)
 export_kept() {  # exit 1 = a parity gate failed with every artifact written: measure them anyway, parity says why

@@ -1,7 +1,7 @@
 """edgetl's ONNX Runtime runner, as `edgetl bench` times it, against a plain `session.run` loop.
 
-Same ONNX file, same batch, same session options, one process, interleaved rounds (the order rotates
-every round) so machine drift favours neither. Variants:
+Same ONNX file, same batch, same session options, one process, interleaved rounds (a fresh random order
+every round, each chunk after one untimed call) so machine drift and the order favour none. Variants:
   plain      — the loop a user would write, on its own InferenceSession: run(None, {name: x}), one clock
                read around the whole chunk
   plain_same — the same plain loop on the runner's own session (separates harness cost from the
@@ -81,11 +81,13 @@ def measure(onnx_path: Path, batch: int, rounds: int, calls: int, threads: int |
         fn(max(3, calls // 4))
     times: dict[str, list[float]] = {k: [] for k in variants}
     chunk_means: dict[str, list[float]] = {k: [] for k in variants}
-    order = list(variants)
-    for r in range(rounds):
-        k = r % len(order)
-        for key in order[k:] + order[:k]:
+    rng = np.random.default_rng(1)
+    for _ in range(rounds):
+        # a fresh order each round: with a fixed rotation each variant always followed the same one, and "plain"
+        # (the only other session) always came right after a switch of sessions (seen: up to 15% slower)
+        for key in rng.permutation(list(variants)):
             time.sleep(0.02)
+            variants[key](1)  # untimed, as `edgetl bench` starts each chunk
             got = variants[key](calls)
             times[key] += got
             chunk_means[key].append(float(np.mean(got)))
