@@ -205,7 +205,7 @@ def test_host_records_the_cpu_features_that_decide_int8_speed(tmp_path: Path) ->
     for p, d in zip(paths, (doc, other), strict=True):
         p.write_text(json.dumps(d))
     assert "different hosts" in merge_documents(paths)["warning"]
-    del other["host"]["isa"]  # a file without the field (older runs, the C++ tool) is not called different
+    del other["host"]["isa"]  # a file from before the field is not called different
     paths[1].write_text(json.dumps(other))
     assert "warning" not in merge_documents(paths)
 

@@ -81,7 +81,7 @@ def test_cpp_json_validates_matches_numpy_stats_and_merges(edgetl_bench: Path, t
                                                            tmp_path: Path) -> None:
     from edgetl.bench.harness import BenchConfig, BenchTarget, bench_targets
     from edgetl.bench.report import merge_documents
-    from edgetl.bench.schema import make_document
+    from edgetl.bench.schema import host_info, make_document
     from edgetl.runtime.aoti import AotiRunner
 
     path = tiny_pt2[0]
@@ -108,6 +108,7 @@ def test_cpp_json_validates_matches_numpy_stats_and_merges(edgetl_bench: Path, t
     merged = merge_documents([py_json, cpp_json])
     assert [r["backend"] for r in merged["results"]] == ["aoti", "cpp-aoti", "cpp-aoti"]
     assert "warning" not in merged  # same host: the two reports describe it identically
+    assert json.loads(cpp_json.read_text())["host"]["isa"] == host_info()["isa"]  # one flag list, C++ and Python
 
 
 def test_duration_mode_times_at_least_that_long(edgetl_bench: Path, tiny_pt2: tuple, tmp_path: Path) -> None:

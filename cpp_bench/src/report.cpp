@@ -58,6 +58,26 @@ std::string cpu_name() {
   return uname(&u) == 0 ? std::string(u.machine) : "unknown";
 }
 
+// The CPU features edgetl.bench.schema.ISA_FLAGS lists, in its order, as a JSON array (the same on both sides).
+std::string cpu_isa() {
+  static const char* kFlags[] = {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                                 "amx_int8", "amx_bf16", "asimddp", "i8mm", "sve"};
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, have;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) == 0 || line.rfind("Features", 0) == 0) {
+      have = line.substr(line.find(':') + 1) + " ";
+      break;
+    }
+  }
+  std::string out = "[";
+  for (const char* flag : kFlags) {
+    if (have.find(" " + std::string(flag) + " ") == std::string::npos) continue;
+    out += (out.size() > 1 ? ", " : "") + quote(flag);
+  }
+  return out + "]";
+}
+
 std::string utc_timestamp() {
   std::time_t now = std::time(nullptr);
   std::tm tm{};
@@ -80,7 +100,7 @@ std::string bench_json(const BackendInfo& info, const std::string& artifact,
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   o << "{\n  \"schema\": \"edgetl.bench/1\",\n  \"timestamp\": " << quote(utc_timestamp()) << ",\n";
   o << "  \"host\": {\"cpu\": " << quote(cpu_name()) << ", \"cores\": " << cores
-    << ", \"gpu\": " << (info.gpu.empty() ? "null" : quote(info.gpu)) << "},\n";
+    << ", \"isa\": " << cpu_isa() << ", \"gpu\": " << (info.gpu.empty() ? "null" : quote(info.gpu)) << "},\n";
   o << "  \"versions\": {";
   bool first = true;
   for (const auto& [name, version] : info.versions) {

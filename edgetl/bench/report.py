@@ -147,7 +147,7 @@ def merge_documents(paths: Sequence[str | Path]) -> dict[str, Any]:
     merged = {"schema": SCHEMA, "timestamp": first["timestamp"], "host": first["host"],
               "versions": first["versions"], "results": results, "merged_from": [str(p) for p in paths]}
     hosts = {(d["host"]["cpu"], d["host"]["gpu"]) for d in docs}
-    isas = {tuple(d["host"]["isa"]) for d in docs if "isa" in d["host"]}  # the C++ tool does not record it
+    isas = {tuple(d["host"]["isa"]) for d in docs if "isa" in d["host"]}  # files from before isa lack it
     if len(hosts) > 1 or len(isas) > 1:
         merged["warning"] = "merged files come from different hosts; speed-ups across them are not comparable"
     return validate(merged)
