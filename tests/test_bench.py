@@ -291,11 +291,15 @@ def test_gpu_suite_goal_leaves_out_variants_that_are_fast_because_wrong() -> Non
         return {"label": label, "batch": 256, "throughput_ips": ips}
 
     doc = {"results": [row("torch-eager-fp32", 100.0), row("torch-fp16-cl-cudagraph", 900.0),
-                       row("torch-fp16-cl", 450.0)],
+                       row("torch-fp16-cl", 450.0), row("torch-eager-fp32-ieee", 50.0)],
            "fidelity": {"variants": [{"variant": "torch-fp16-cl-cudagraph", "ok": False},
                                      {"variant": "torch-fp16-cl", "ok": True}]}}
     line = suite.goal_line(doc)
-    assert "best = torch-fp16-cl 450" in line and "4.50x" in line and "MET" in line
+    assert "best = torch-fp16-cl 450" in line and "4.50x" in line and "(goal >= 4x: MET)" in line
+    strict = suite.goal_line(doc, "torch-eager-fp32-ieee")  # the other baseline is never the "best"
+    assert "best = torch-fp16-cl 450" in strict and "9.00x" in strict
+    doc["results"][2]["throughput_ips"] = 390.0
+    assert "(goal >= 4x: NOT MET)" in suite.goal_line(doc)
     doc["fidelity"]["variants"][1]["ok"] = False
     assert "goal not measured" in suite.goal_line(doc)
 

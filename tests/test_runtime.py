@@ -194,6 +194,23 @@ def test_cuda_graph_needs_cuda(tiny_run_dir: Path) -> None:
         TorchRunner.from_checkpoint(tiny_run_dir, device="cpu", compile="fastest")
 
 
+def test_tf32_choice_holds_for_the_runner_call_alone(tiny_run_dir: Path, batch: np.ndarray) -> None:
+    """IEEE FP32 next to TF32 in one process: the switch is set during this runner's call, then put back."""
+    import torch
+
+    seen: list[bool] = []
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    for tf32 in (False, None):
+        with TorchRunner.from_checkpoint(tiny_run_dir, device="cpu", tf32=tf32) as r:
+            r.model.register_forward_hook(  # type: ignore[attr-defined]
+                lambda *_: seen.append(torch.backends.cudnn.allow_tf32))
+            r.infer(batch[:1])
+            r.compute_call(batch[:1])()
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+    assert before[0] is True  # PyTorch's default for cuDNN convolutions, so None and False differ
+    assert seen == [False, False, True, True]
+
+
 def test_torch_compile_matches_eager(tiny_run_dir: Path, batch: np.ndarray) -> None:
     """The compiled path really compiles (inductor, C++ on CPU) and answers as eager does, per batch size."""
     with TorchRunner.from_checkpoint(tiny_run_dir, device="cpu") as eager, \

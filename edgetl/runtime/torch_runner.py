@@ -5,7 +5,8 @@ It is the reference every other artifact is compared with, and the baseline of e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +41,13 @@ class TorchRunner(Runner):
 
     ``compile`` is False, True (mode "default") or a torch.compile mode; "reduce-overhead" captures
     CUDA graphs per batch size. ``half`` casts weights and inputs to float16; logits come back float32.
+    ``tf32`` None keeps PyTorch's process-wide choice (TF32 convolutions on CUDA by default); True or False
+    sets it for this runner's calls alone, so IEEE FP32 and TF32 can be timed side by side.
     """
 
     def __init__(self, model: nn.Module, card: ModelCard, device: str | None = "cpu", half: bool = False,
                  channels_last: bool = False, compile: bool | str = False, threads: int | None = None,
-                 cuda_graph: bool = False) -> None:
+                 cuda_graph: bool = False, tf32: bool | None = None) -> None:
         import torch
 
         if threads:  # process-wide in PyTorch: set it to match the other backends in a CPU comparison
@@ -64,13 +67,16 @@ class TorchRunner(Runner):
             raise EdgetlError("cuda_graph needs a CUDA device and no torch.compile (compile mode reduce-overhead "
                               "already captures CUDA graphs)")
         self.cuda_graph = cuda_graph
+        self.tf32 = tf32
         self._others: int | None = None
         self._graphs: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self.info = RunnerInfo(
             backend="torch", precision="fp16" if half else "fp32", device=self.device.split(":")[0],
             details={"compile": mode, "channels_last": channels_last, "torch": torch.__version__,
                      "mode": "compiled" if mode else ("cuda-graph" if cuda_graph else "eager"),
-                     "threads": torch.get_num_threads() if self.device == "cpu" else None},
+                     "threads": torch.get_num_threads() if self.device == "cpu" else None,
+                     "tf32": None if self.device == "cpu" or half else (
+                         bool(torch.backends.cudnn.allow_tf32) if tf32 is None else tf32)},
         )
 
     @staticmethod
@@ -100,6 +106,21 @@ class TorchRunner(Runner):
             x = x.pin_memory().to(self.device, non_blocking=True)
         return x.to(self.dtype).contiguous(memory_format=self.memory_format)
 
+    @contextlib.contextmanager
+    def _math(self) -> Iterator[None]:
+        """PyTorch's TF32 switches set to ``tf32`` for the duration of one call, then restored."""
+        if self.tf32 is None:
+            yield
+            return
+        import torch
+
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = self.tf32
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
     def _graph(self, n: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """One captured CUDA graph per batch size, with its static input and output tensors."""
         import torch
@@ -109,12 +130,12 @@ class TorchRunner(Runner):
             static_in = static_in.contiguous(memory_format=self.memory_format)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.inference_mode(), torch.cuda.stream(side):
+            with torch.inference_mode(), torch.cuda.stream(side), self._math():
                 for _ in range(3):  # warm-up on a side stream, as torch.cuda.graphs requires
                     self.model(static_in)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(graph):
+            with torch.inference_mode(), torch.cuda.graph(graph), self._math():
                 static_out = self.model(static_in)
             self._graphs[n] = (graph, static_in, static_out)
         return self._graphs[n]
@@ -127,7 +148,7 @@ class TorchRunner(Runner):
             static_in.copy_(x)
             graph.replay()
             return static_out
-        with torch.inference_mode():
+        with torch.inference_mode(), self._math():
             return self.model(x)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
