@@ -128,7 +128,8 @@ def test_cli_bench_writes_json_md_plot_and_merges(tiny_run_dir: Path, tiny_onnx:
     doc = validate(json.loads(out.read_text()))
     assert len(doc["results"]) == 4 and {r["backend"] for r in doc["results"]} == {"torch", "onnxruntime"}
     torch_rows = [r for r in doc["results"] if r["backend"] == "torch"]
-    assert all(r["options"]["malloc"].startswith("freed memory kept") for r in torch_rows)  # glibc here
+    assert all("malloc" not in r["options"] for r in doc["results"])  # allocator tuning is for PyTorch on the CPU
+    assert all("tf32" not in r["options"] for r in torch_rows)  # FP16: TF32 has no say
     ort_rows = [r for r in doc["results"] if r["backend"] == "onnxruntime"]
     assert all(r["options"]["spinning"] is True for r in ort_rows)  # ORT's defaults, as in a user's plain loop
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -267,7 +268,8 @@ def test_cli_bench_on_cuda_uses_events_and_reports_each_device(tiny_run_dir: Pat
     assert len(torch_rows) == 2 and all(r["device"] == "cuda" and r["precision"] == "fp16" for r in torch_rows)
     assert all(r["timer"] == "cuda-events" and r["peak_memory_mb"] > 0 for r in torch_rows)
     torch_rows = [r for r in doc["results"] if r["backend"] == "torch"]
-    assert all(r["options"]["malloc"].startswith("freed memory kept") for r in torch_rows)  # glibc here
+    assert all("malloc" not in r["options"] for r in doc["results"])  # allocator tuning is for PyTorch on the CPU
+    assert all("tf32" not in r["options"] for r in torch_rows)  # FP16: TF32 has no say
     ort_rows = [r for r in doc["results"] if r["backend"] == "onnxruntime"]
     if "CUDAExecutionProvider" not in ort.get_available_providers():  # CPU-only onnxruntime: said, not hidden
         assert all(r["device"] == "cpu" and r["timer"] == "perf_counter_ns" for r in ort_rows)

@@ -220,6 +220,9 @@ def test_torch_compile_matches_eager(tiny_run_dir: Path, batch: np.ndarray) -> N
             np.testing.assert_allclose(compiled.infer(batch[:n]), eager.infer(batch[:n]), atol=1e-4, rtol=1e-4)
         fn = compiled.compute_call(batch[:2])
         assert len(compiled.time_calls(fn, 3)) == 3
+        with TorchRunner.from_checkpoint(tiny_run_dir, device="cpu", compile="frozen") as frozen:  # BatchNorm folded
+            assert frozen.info.details["compile"] == "frozen"
+            np.testing.assert_allclose(frozen.infer(batch), eager.infer(batch), atol=1e-4, rtol=1e-4)
 
 
 def test_io_binding_call_gives_the_session_output(tiny_onnx: Path, batch: np.ndarray) -> None:

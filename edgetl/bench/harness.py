@@ -34,7 +34,7 @@ from edgetl.runtime.base import Runner
 MODES = ("compute", "e2e")
 MIN_CHUNK = 3  # timed calls per artifact and round, at least
 OPTION_KEYS = ("optimization", "threads", "compile", "channels_last", "cuda_graph", "mode", "contexts", "tensorrt",
-               "spinning")
+               "spinning", "tf32")
 
 
 @dataclass

@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--half", action="store_true", help="PyTorch artifacts: FP16 (CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="PyTorch artifacts: channels-last memory format")
     p.add_argument("--compile", nargs="?", const="default", default=None,
-                   help="PyTorch artifacts: torch.compile (mode: default, reduce-overhead, max-autotune)")
+                   help="PyTorch artifacts: torch.compile (mode: default, reduce-overhead, max-autotune, "
+                        "frozen = weights as constants, BatchNorm folded, CUDA graphs on CUDA)")
     p.add_argument("--cuda-graph", action="store_true", help="TensorRT engines and PyTorch (CUDA, eager): one CUDA graph per batch size")
     p.add_argument("--data", type=Path, default=None, help="e2e mode: folder of real images (default: synthetic)")
     p.add_argument("--json", type=Path, default=None, help="write the edgetl.bench/1 JSON here")

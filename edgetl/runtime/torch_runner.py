@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "frozen")
+# "frozen": inductor's freezing (weights become constants, BatchNorm folds into the convolutions), for
+# inference only, with CUDA graphs on CUDA as in reduce-overhead. torch.compile takes a mode or options.
+FROZEN_OPTIONS = {"freezing": True}
 
 
 def resolve_device(device: str | None) -> str:
@@ -61,7 +64,10 @@ class TorchRunner(Runner):
         model = model.eval().to(self.device, dtype=self.dtype).to(memory_format=self.memory_format)
         mode = self._compile_mode(compile)
         self.model: Callable[[torch.Tensor], torch.Tensor] = model
-        if mode is not None:
+        if mode == "frozen":
+            options: dict[str, Any] = {**FROZEN_OPTIONS, "triton.cudagraphs": self.device != "cpu"}
+            self.model = torch.compile(model, dynamic=False, options=options)
+        elif mode is not None:
             self.model = torch.compile(model, mode=mode, dynamic=False)
         if cuda_graph and (self.device == "cpu" or mode is not None):
             raise EdgetlError("cuda_graph needs a CUDA device and no torch.compile (compile mode reduce-overhead "
