@@ -289,19 +289,18 @@ class TrtRunner(Runner):
         return lambda: self._enqueue(0, n)
 
     def time_calls(self, fn: Callable[[], object], n: int) -> list[float]:
-        """CUDA events on the runner's stream around each call, read after one final synchronisation."""
+        """Back-to-back calls timed by n + 1 CUDA events on the runner's stream (see ``time_torch_cuda``)."""
         cudart = import_cudart()
         stream = self.buffers[0].stream
-        events = [(cuda_check(cudart.cudaEventCreate()), cuda_check(cudart.cudaEventCreate())) for _ in range(n)]
-        for start, end in events:
-            cuda_check(cudart.cudaEventRecord(start, stream))
+        marks = [cuda_check(cudart.cudaEventCreate()) for _ in range(n + 1)]
+        cuda_check(cudart.cudaEventRecord(marks[0], stream))
+        for mark in marks[1:]:
             fn()
-            cuda_check(cudart.cudaEventRecord(end, stream))
+            cuda_check(cudart.cudaEventRecord(mark, stream))
         cuda_check(cudart.cudaStreamSynchronize(stream))
-        times = [float(cuda_check(cudart.cudaEventElapsedTime(s, e))) for s, e in events]
-        for start, end in events:
-            cudart.cudaEventDestroy(start)
-            cudart.cudaEventDestroy(end)
+        times = [float(cuda_check(cudart.cudaEventElapsedTime(a, b))) for a, b in zip(marks, marks[1:], strict=False)]
+        for mark in marks:
+            cudart.cudaEventDestroy(mark)
         return times
 
     @property
