@@ -120,8 +120,14 @@ def test_ctrl_c_pressed_again_and_again_with_workers_ends_with_one_resume_line(d
            "--img-size", "32", "--epochs", "50", "--batch-size", "8", "--workers", "2", "--device", "cpu",
            "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}  # one line per message
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    # A terminal's child takes Ctrl-C; a background job's ignores it, and the child inherits that. So when these
+    # tests run in a background job the child is started with SIGINT at its default, as a terminal gives it.
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler, not SIG_IGN: reset at exec
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, outer)
     guard = threading.Timer(60, os.killpg, (proc.pid, signal.SIGKILL))  # a hang fails, never blocks
     guard.start()
     try:
