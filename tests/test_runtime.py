@@ -211,8 +211,18 @@ def test_tf32_choice_holds_for_the_runner_call_alone(tiny_run_dir: Path, batch: 
     assert seen == [False, False, True, True]
 
 
-def test_torch_compile_matches_eager(tiny_run_dir: Path, batch: np.ndarray) -> None:
-    """The compiled path really compiles (inductor, C++ on CPU) and answers as eager does, per batch size."""
+def test_torch_compile_matches_eager(tiny_run_dir: Path, batch: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled path really compiles (inductor, C++ on CPU) and answers as eager does, per batch size.
+
+    torch's recompile limit counts the graphs of every compiled copy of a model class, and past it runs
+    eager without a word. Set to 1 and made to fail here, it shows each new batch size really compiles.
+    """
+    import torch._dynamo
+
+    from edgetl.runtime import torch_runner
+
+    monkeypatch.setattr(torch._dynamo.config, "cache_size_limit", 1)
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_cache_limit_hit", True)
     with TorchRunner.from_checkpoint(tiny_run_dir, device="cpu") as eager, \
             TorchRunner.from_checkpoint(tiny_run_dir, device="cpu", compile=True) as compiled:
         assert compiled.info.details["mode"] == "compiled" and compiled.info.details["compile"] == "default"
@@ -223,6 +233,9 @@ def test_torch_compile_matches_eager(tiny_run_dir: Path, batch: np.ndarray) -> N
         with TorchRunner.from_checkpoint(tiny_run_dir, device="cpu", compile="frozen") as frozen:  # BatchNorm folded
             assert frozen.info.details["compile"] == "frozen"
             np.testing.assert_allclose(frozen.infer(batch), eager.infer(batch), atol=1e-4, rtol=1e-4)
+        monkeypatch.setattr(torch_runner, "COMPILED_GRAPHS", 1)  # edgetl's own cap: an error, never eager
+        with pytest.raises(EdgetlError, match="compiled graphs in this process"):
+            compiled.infer(batch[:3])
 
 
 def test_io_binding_call_gives_the_session_output(tiny_onnx: Path, batch: np.ndarray) -> None:

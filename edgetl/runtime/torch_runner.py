@@ -24,6 +24,10 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # "frozen": inductor's freezing (weights become constants, BatchNorm folds into the convolutions), for
 # inference only, with CUDA graphs on CUDA as in reduce-overhead. torch.compile takes a mode or options.
 FROZEN_OPTIONS = {"freezing": True}
+# Compiled graphs of one model class a process may hold. torch's own limit (8) counts the graphs of every
+# compiled copy of the class together, and past it dynamo runs the model eagerly without a word: a
+# "compiled" figure would be eager's. Up to this many, each new batch size compiles; past it, an error.
+COMPILED_GRAPHS = 64
 
 
 def resolve_device(device: str | None) -> str:
@@ -74,6 +78,8 @@ class TorchRunner(Runner):
                               "already captures CUDA graphs)")
         self.cuda_graph = cuda_graph
         self.tf32 = tf32
+        self.compiled = mode is not None
+        self._compiled_batches: set[int] = set()
         self._others: int | None = None
         self._graphs: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self.info = RunnerInfo(
@@ -154,8 +160,29 @@ class TorchRunner(Runner):
             static_in.copy_(x)
             graph.replay()
             return static_out
+        if self.compiled and x.shape[0] not in self._compiled_batches:
+            return self._compile_for(x)
         with torch.inference_mode(), self._math():
             return self.model(x)
+
+    def _compile_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The first call at a new batch size, which compiles it, under edgetl's graph limit (see COMPILED_GRAPHS)."""
+        import torch
+        import torch._dynamo
+
+        limit = max(COMPILED_GRAPHS, int(torch._dynamo.config.cache_size_limit))
+        try:
+            with torch._dynamo.config.patch(cache_size_limit=limit, fail_on_cache_limit_hit=True), \
+                    torch.inference_mode(), self._math():
+                out = self.model(x)
+        except Exception as exc:
+            if type(exc).__name__ not in ("FailOnRecompileLimitHit", "FailOnCacheLimitHit"):
+                raise
+            raise EdgetlError(f"torch.compile: {self.card.arch} already has {limit} compiled graphs in this process "
+                              f"(one per batch size and compiled runner); bench fewer batch sizes or compiled "
+                              f"variants per process") from None
+        self._compiled_batches.add(x.shape[0])
+        return out
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self._forward(self._to_device(batch)).float().cpu().numpy()
