@@ -164,7 +164,7 @@ def test_half_on_cpu_is_refused(tiny_run_dir: Path) -> None:
 
 @requires_gpu
 @pytest.mark.gpu
-def test_torch_cuda_half_and_ort_cuda(tiny_run_dir: Path, tiny_onnx: Path, batch: np.ndarray) -> None:
+def test_torch_cuda_half_graph_compiled_and_ort_cuda(tiny_run_dir: Path, tiny_onnx: Path, batch: np.ndarray) -> None:
     import onnxruntime as ort
 
     with TorchRunner.from_checkpoint(tiny_run_dir, device="cpu") as ref, \
@@ -179,6 +179,11 @@ def test_torch_cuda_half_and_ort_cuda(tiny_run_dir: Path, tiny_onnx: Path, batch
         np.testing.assert_allclose(graphed.infer(batch), expected, atol=5e-2)
         np.testing.assert_allclose(graphed.infer(batch[:2]), expected[:2], atol=5e-2)
         graphed.compute_call(batch)()
+    with TorchRunner.from_checkpoint(tiny_run_dir, device="cuda", half=True, channels_last=True,
+                                     compile="reduce-overhead") as compiled:  # the GPU suite's fastest variant
+        for n in (len(batch), 2, len(batch)):  # each batch size compiled and captured once, then replayed
+            np.testing.assert_allclose(compiled.infer(batch[:n]), expected[:n], atol=5e-2)
+        assert len(compiled.time_calls(compiled.compute_call(batch), 5)) == 5
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu not installed")
     with OrtRunner(tiny_onnx, providers=["cuda"]) as r:
