@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.edgetl-installed
 
-.PHONY: venv demo test lint typecheck cpp-bench gpu-wheels clean
+.PHONY: venv demo test lint typecheck cpp-bench gpu-wheels gpu-photos clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,11 +38,17 @@ cpp-bench: $(STAMP)
 	cmake -S cpp_bench -B build/cpp_bench -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$$prefix"
 	cmake --build build/cpp_bench -j 2
 
-# Wheels the GPU machines' image lacks (Python 3.12, no network): carried by benchmarks/gpu_device.sh.
+# Wheels the GPU machines' image lacks (Python 3.12, no network): carried to them for benchmarks/gpu_device.sh.
 gpu-wheels: $(STAMP)
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
 	  "onnxslim==$$($(BIN)/python -c 'import onnxslim; print(onnxslim.__version__)')"
+
+# Real photos for the GPU suite's BatchNorm statistics and fidelity check (every 3rd ants/bees train photo).
+HYMENOPTERA ?= ../shared/data/hymenoptera
+gpu-photos:
+	for c in ants bees; do mkdir -p .photos/train/$$c; \
+	  find $(HYMENOPTERA)/train/$$c -name '*.jpg' | sort | awk 'NR % 3 == 1' | xargs -r cp -t .photos/train/$$c; done
 
 clean:
 	rm -rf build runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine should run, in one call: probe, GPU suite, GPU-marked tests.
 #
-# Here (once):     make gpu-wheels            # onnxslim, the one dependency the GPU image lacks, into .whl/
-# On the machine:  bash benchmarks/gpu_device.sh [gpu_suite.py args]   (device tool: carry [".whl"], timeout_s 600)
+# Here (once):     make gpu-wheels gpu-photos  # onnxslim (the one dependency the GPU image lacks) into .whl/,
+#                                             # 82 real ants/bees photos into .photos/ (the shared data stays here)
+# On the machine:  bash benchmarks/gpu_device.sh [gpu_suite.py args]
+#                  (device tool: carry [".whl", ".photos"], timeout_s 600)
 #
 # A lent machine gives about 15 minutes in all, start included, and one call at most 10: this script is
 # sized to fit one call. The suite goes first (its goal is what only a GPU can show), stops starting work
@@ -24,6 +26,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     && export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+[ -d .photos/train ] && export EDGETL_HYMENOPTERA=${EDGETL_HYMENOPTERA:-$PWD/.photos}
 bash benchmarks/gpu_probe.sh 2>&1 | tee "$OUT/probe.txt"
 timeout "$SUITE_TIMEOUT_S" python3 benchmarks/gpu_suite.py --budget-s "${SUITE_BUDGET_S:-360}" "$@" 2>&1 \
   | tee "$OUT/suite.log"
