@@ -19,7 +19,7 @@ export_kept() {  # exit 1 = a parity gate failed with every artifact written: me
   "$edgetl" export "${common[@]}" "$@" || { rc=$?; [ "$rc" -eq 1 ] || exit "$rc"; }
 }
 export_kept --fp16 --out "$work/trt"
-export_kept --int8-target cpu --out "$work/cpu"
+export_kept --int8-target cpu --fp32-onnx "$work/trt/model.onnx" --out "$work/cpu"  # same FP32 model, not exported again
 cp "$work/cpu/model.int8.onnx" "$work/trt/model.int8-cpu.onnx"
 artifacts=("$work/trt/pytorch" "$work/trt/model.onnx" "$work/trt/model.fp16.onnx" "$work/trt/model.int8.onnx"
            "$work/trt/model.int8-cpu.onnx")

@@ -130,7 +130,8 @@ def export_options(options: DemoOptions, data_split: dict[str, Path]) -> list[tu
     exports = [(options.out / "export", ExportOptions(**base, fp16=True, int8=True, int8_target="tensorrt",
                                                       engine=has_trt))]
     if not has_trt:
-        exports.append((options.out / "export" / "cpu", ExportOptions(**base, int8=True, int8_target="cpu")))
+        exports.append((options.out / "export" / "cpu", ExportOptions(**base, int8=True, int8_target="cpu",
+                                                                      fp32_onnx=exports[0][0] / "model.onnx")))
     return exports
 
 

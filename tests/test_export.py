@@ -25,16 +25,16 @@ from edgetl.io import sha256_file
 IMG = 64
 
 
-def _run_dir(root: Path, arch: str = "test_efficientnet", classes: int = 5) -> Path:
+def _run_dir(root: Path, arch: str = "test_efficientnet", classes: int = 5, seed: int = 0) -> Path:
     import torch
 
     from edgetl.models.factory import card_for, create_model
     from edgetl.train.checkpoint import save_checkpoint
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     card = card_for(arch, [f"c{i}" for i in range(classes)], img_size=IMG)
     model = create_model(card)
-    run = root / arch
+    run = root / (arch if seed == 0 else f"{arch}_seed{seed}")
     save_checkpoint(run, "best", model, card)
     return run
 
@@ -247,6 +247,37 @@ def test_builder_settings_survive_the_printed_rebuild_line() -> None:
     assert parsed == settings and BuildSettings().cli_flags() == []
     with pytest.raises(EdgetlError, match="--profiles 0 must be at least 1"):
         ExportOptions(trt=dataclasses.replace(settings, profiles=0)).validate()
+
+
+def test_fp32_onnx_reused_for_another_int8_target_and_still_checked(exported: tuple[Path, Manifest, Path],
+                                                                    tmp_path: Path, hymenoptera: Path) -> None:
+    """--fp32-onnx: a second INT8 target from the first export's FP32 file, without exporting again. A file
+    of another precision or batch shape is refused; one with another checkpoint's weights fails FP32 parity."""
+    import dataclasses
+    import shutil
+
+    run, _, out = exported
+    options = ExportOptions(int8=True, int8_target="cpu", calib_data=hymenoptera / "train", calib_size=24,
+                            parity_size=16, batch=(1, 4, 16), fp32_onnx=out / "model.onnx", quiet=True)
+    manifest = export_artifacts(run, tmp_path / "cpu", options)
+    assert manifest.passed, manifest.failures
+    assert sha256_file(tmp_path / "cpu" / "model.onnx") == sha256_file(out / "model.onnx")
+    assert manifest.artifact("fp32").details["export"]["reused"] == str(out / "model.onnx")
+    assert manifest.artifact("int8").details["int8"]["target"] == "cpu"
+    fp32_only = dataclasses.replace(options, int8=False)
+    for bad, why in ((dataclasses.replace(fp32_only, fp32_onnx=out / "model.fp16.onnx"), "is not an edgetl FP32 export"),
+                     (dataclasses.replace(fp32_only, static_batch=2), "has a batch shape other than this export's")):
+        with pytest.raises(EdgetlError, match=why):
+            export_artifacts(run, tmp_path / "bad", bad)
+    inside = tmp_path / "again"
+    inside.mkdir()
+    shutil.copyfile(out / "model.onnx", inside / "model.onnx")
+    with pytest.raises(EdgetlError, match="is in --out .* whose export this one replaces"):
+        export_artifacts(run, inside, dataclasses.replace(fp32_only, fp32_onnx=inside / "model.onnx"))
+    assert (inside / "model.onnx").is_file()  # refused before anything was cleared
+    other = _run_dir(tmp_path, seed=1)  # same card, other weights: only parity can tell
+    manifest = export_artifacts(other, tmp_path / "other", fp32_only)
+    assert not manifest.passed and manifest.failures[0].startswith("model.onnx: ")
 
 
 def test_int8_cpu_target_has_u8_activations(tmp_path: Path, hymenoptera: Path) -> None:

@@ -108,11 +108,12 @@ def test_bias_correction_halves_lite0_int8_error(lite0: tuple[Manifest, Path], h
 
 
 @pytest.mark.slow
-def test_max_accuracy_drop_keeps_sensitive_layers_in_float(tmp_path: Path, hymenoptera: Path) -> None:
+def test_max_accuracy_drop_keeps_sensitive_layers_in_float(lite0: tuple[Manifest, Path], tmp_path: Path,
+                                                           hymenoptera: Path) -> None:
     """A budget tighter than plain INT8 meets: layers are excluded one at a time, and the outcome is consistent."""
     options = ExportOptions(weights="efficientnet_lite0", int8=True, calib_data=hymenoptera / "train", calib_size=32,
                             parity_data=hymenoptera / "val", parity_size=32, max_accuracy_drop=0.0, max_excluded=1,
-                            quiet=True)
+                            fp32_onnx=lite0[1] / "model.onnx", quiet=True)  # the same FP32 model, not exported again
     manifest = export_artifacts("tf_efficientnet_lite0", tmp_path / "out", options)
     art = manifest.artifact("int8")
     parity, excluded = art.parity, art.details["int8"]["excluded_for_accuracy"]

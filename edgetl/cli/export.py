@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trt-fp16-flag", action="store_true",
                         help="TensorRT 10.x only: build the FP16 engine from the FP32 ONNX with the FP16 builder flag")
     parser.add_argument("--aoti", action="store_true", help="also write an AOTInductor model.pt2")
+    parser.add_argument("--fp32-onnx", type=Path, default=None, metavar="FILE",
+                        help="start from an earlier export's model.onnx of this same model instead of exporting "
+                             "again (the slow step), e.g. for another --int8-target; FP32 parity still checks it")
     parser.add_argument("--provider", action="append", default=None,
                         help="ONNX Runtime provider for parity (cpu, cuda); default CUDA when present")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a table")
@@ -128,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             workspace_mb=args.workspace, timing_cache=args.timing_cache, version_compatible=args.version_compatible,
             hardware_compatibility=args.hardware_compatibility, dla_core=args.dla_core,
             legacy_fp16=args.trt_fp16_flag, profiles=args.profiles),
-        aoti=args.aoti, providers=args.provider, quiet=args.json)
+        aoti=args.aoti, fp32_onnx=args.fp32_onnx, providers=args.provider, quiet=args.json)
     try:
         manifest = export_artifacts(args.source, out, options)
     except KeyboardInterrupt:

@@ -74,6 +74,7 @@ class ExportOptions:
     opset: int | None = None
     trt: BuildSettings = field(default_factory=BuildSettings)  # legacy_fp16: FP16 engine from the FP32 ONNX
     aoti: bool = False
+    fp32_onnx: Path | None = None  # an earlier export's model.onnx of this same model, reused instead of exporting
     seed: int = 0
     providers: list[str] | None = None
     quiet: bool = False
@@ -105,6 +106,8 @@ class ExportOptions:
             unknown = [r for r in self.int8_keep_float if r not in ROLES]
             if unknown:
                 raise EdgetlError(f"unknown layer role {unknown[0]!r} to keep in float; choose from {', '.join(ROLES)}")
+        if self.fp32_onnx is not None and not Path(self.fp32_onnx).is_file():
+            raise EdgetlError(f"{self.fp32_onnx}: --fp32-onnx is not a file; pass an earlier export's model.onnx")
         for name in ("calib_data", "val_data", "parity_data"):
             folder = getattr(self, name)
             if folder is not None and not Path(folder).is_dir():
@@ -274,13 +277,48 @@ def _export_fp32(model: nn.Module, card: ModelCard, out: Path, parity: ParitySet
     path = out / "model.onnx"
     info: list[Any] = []
     with _stage(options, "onnx_fp32"):
-        onnx_from_model(model, card, path, opset=options.opset, static_batch=options.static_batch, info=info)
+        if options.fp32_onnx is not None:
+            details = reuse_fp32(Path(options.fp32_onnx), card, path, options)
+        else:
+            onnx_from_model(model, card, path, opset=options.opset, static_batch=options.static_batch, info=info)
+            details = asdict(info[0]) if info else {}
     if info and info[0].fallback_reason:
         log.warning("dynamo exporter failed (%s); used the TorchScript exporter", info[0].fallback_reason)
-    with _stage(options, "parity_fp32"):
+    with _stage(options, "parity_fp32"):  # judges a reused file's weights too: another checkpoint's fails here
         record = _ort_parity(path, parity, "fp32", options)
-    _record(manifest, onnx_artifact(path, "fp32", {"export": asdict(info[0]) if info else {}}), record)
+    _record(manifest, onnx_artifact(path, "fp32", {"export": details}), record)
     return path
+
+
+def reuse_fp32(source: Path, card: ModelCard, dest: Path, options: ExportOptions) -> dict[str, Any]:
+    """Copy an earlier FP32 export of the same model to ``dest`` instead of exporting again, the slow step.
+
+    Its model card, batch shape and opset must be what this export would write; FP32 parity against the
+    PyTorch model then checks the weights.
+    """
+    import onnx
+
+    from edgetl.export.onnx import PRECISION_KEY
+    from edgetl.io import atomic_path
+
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+    except Exception as exc:
+        raise EdgetlError(f"{source}: --fp32-onnx is not a readable ONNX file ({type(exc).__name__}); "
+                          "pass an earlier export's model.onnx") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    problems = [what for what, bad in (
+        ("is not an edgetl FP32 export", meta.get(PRECISION_KEY) != "fp32"),
+        ("was exported from another model card", {k: meta.get(k) for k in card.to_metadata()} != card.to_metadata()),
+        ("has a batch shape other than this export's", (dim.dim_value or None) != options.static_batch),
+        ("has an opset other than --opset's", options.opset is not None and opset != options.opset)) if bad]
+    if problems:
+        raise EdgetlError(f"{source}: --fp32-onnx {problems[0]}; export without --fp32-onnx")
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(source, tmp)
+    return {"reused": str(source), "opset": opset}
 
 
 def _export_fp16(fp32: Path, out: Path, calib: ImageSet, parity: ParitySet, options: ExportOptions,
@@ -506,6 +544,9 @@ def _export_into(checkpoint: str | Path, out: Path, options: ExportOptions) -> M
     from edgetl.runtime.torch_runner import TorchRunner
     from edgetl.train.checkpoint import save_checkpoint
 
+    if options.fp32_onnx is not None and Path(options.fp32_onnx).resolve().parent == out.resolve():
+        raise EdgetlError(f"{options.fp32_onnx}: --fp32-onnx is in --out {out}, whose export this one replaces; "
+                          "copy it elsewhere first")
     with _stage(options, "load"):
         model, card, source = load_source(checkpoint, options.weights)
         if source["kind"] == "timm":  # a run directory to bench and run parity against, as after training
