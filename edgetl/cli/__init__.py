@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from edgetl import __version__
+from edgetl import __version__, interrupt
 from edgetl.errors import EdgetlError, Interrupted
 
 COMMANDS = ("train", "eval", "predict", "export", "bench", "parity", "info", "demo")
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the `edgetl` program: one Ctrl-C stops it, more are ignored (a caller keeps its own)
+        interrupt.install_for_program()
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
@@ -74,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _exit_quietly() -> None:
     """Ignore Ctrl-C from here to the end of the process, so an interrupted command exits 130.
 
-    While Python exits it puts back the default SIGINT action; an impatient second Ctrl-C then kills the
-    process by signal instead (no exit status 130, atexit cleanup cut short). Only for the program's own
+    :class:`~edgetl.interrupt.CtrlC` ignores them until then, but while Python exits it puts back the default
+    SIGINT action; an impatient second Ctrl-C then kills the process by signal instead (no exit status 130, atexit cleanup cut short). Only for the program's own
     command line: a caller of :func:`main` with arguments keeps its Ctrl-C.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -28,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from edgetl import interrupt
 from edgetl.card import HeadConfig, ModelCard, library_versions
 from edgetl.config import TrainConfig, save_config
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
@@ -244,7 +240,7 @@ class Trainer:
 
     def interrupted(self) -> None:
         """Ctrl-C: say what was kept and how to continue (even with --quiet), then finish the plots."""
-        _quiet_loader_teardown()
+        interrupt.quiet_loader_teardown()
         done = self.history[-1]["epoch"] if self.history else 0
         if self.dist.is_main and not self.resumable:
             self.console.print(f"[yellow]{INTERRUPTED_BEFORE_START}[/yellow]", highlight=False)
@@ -256,75 +252,6 @@ class Trainer:
     def finish(self) -> None:
         if self.dist.is_main and self.history:
             plot_curves(self.run_dir / "curves.png", self.history)
-
-
-_loader_teardown_quiet = False
-
-
-def _quiet_loader_teardown() -> None:
-    """Say nothing of a DataLoader iterator whose teardown a Ctrl-C cut short.
-
-    A second Ctrl-C while the first unwinds lands in the iterator's ``__del__`` as it joins the workers
-    ("Exception ignored in …"); every other unraisable exception is still reported. Installed once per
-    process.
-    """
-    global _loader_teardown_quiet
-    if _loader_teardown_quiet:
-        return
-    _loader_teardown_quiet = True
-    previous = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        if "DataLoaderIter" not in repr(getattr(unraisable, "object", None)):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
-
-
-class _CtrlC:
-    """Ctrl-C during a run: KeyboardInterrupt as usual, but never halfway through a save or into the cleanup.
-
-    A Ctrl-C between ``last.safetensors`` and ``train_state.json`` would leave weights an epoch ahead of
-    the state ``--resume`` reads: while a save is :meth:`held` it waits until the save is complete. Once
-    the run is ``stopping``, more Ctrl-C (an impatient user) are ignored; they would only cut the resume
-    line and the curves short, or print a traceback from the DataLoader workers' teardown.
-    """
-
-    def __init__(self) -> None:
-        self.holding = self.pending = self.stopping = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopping:
-            return
-        if self.holding:
-            self.pending = True
-            return
-        _quiet_loader_teardown()  # a second Ctrl-C may land in the workers' teardown while this one unwinds
-        raise KeyboardInterrupt
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
-        if self.pending:
-            self.pending = False
-            raise KeyboardInterrupt
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        """Take SIGINT for the block, where Python's default handler has it (main thread, no caller's own)."""
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-            yield
-            return
-        signal.signal(signal.SIGINT, self)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
@@ -356,9 +283,8 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
     _check_run_dir(cfg, overwrite)
     console = console or Console()
     tr = Trainer(cfg, console, quiet)
-    ctrl_c = _CtrlC()
     with ExitStack() as hold:
-        hold.enter_context(ctrl_c.installed())  # left last: the cleanup below is not cut short
+        ctrl_c = hold.enter_context(interrupt.handling())  # left last: the cleanup below is not cut short
         hold.callback(tr.close)
         stopped = False
         try:
