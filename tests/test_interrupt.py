@@ -34,11 +34,10 @@ def test_first_ctrl_c_stops_later_ones_are_ignored_and_the_caller_gets_its_own_b
 
 def test_ctrl_c_during_a_held_save_waits_for_the_save() -> None:
     saved = []
-    with interrupt.handling() as ctrl_c, pytest.raises(KeyboardInterrupt):
-        with ctrl_c.held():
-            signal.raise_signal(signal.SIGINT)
-            saved.append("weights")
-            saved.append("state")  # not cut off between the two files
+    with interrupt.handling() as ctrl_c, pytest.raises(KeyboardInterrupt), ctrl_c.held():
+        signal.raise_signal(signal.SIGINT)
+        saved.append("weights")
+        saved.append("state")  # not cut off between the two files
     assert saved == ["weights", "state"] and ctrl_c.stopping
 
 
