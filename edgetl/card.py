@@ -38,6 +38,11 @@ class Preprocess:
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         if self.interpolation not in INTERPOLATIONS:
             raise EdgetlError(f"unknown interpolation {self.interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
+        self.crop_pct = float(self.crop_pct)
+        if not self.crop_pct > 0 or len(self.input_size) != 3 or min(self.input_size) < 1 \
+                or len(self.mean) != 3 or len(self.std) != 3 or 0 in self.std:
+            raise EdgetlError(f"preprocessing {self.input_size} crop_pct {self.crop_pct} mean {self.mean} std {self.std} "
+                              "is not usable: it needs a C,H,W input size, crop_pct > 0 and 3 non-zero stds")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -110,7 +115,7 @@ class ModelCard:
                 raise EdgetlError(f"{source}: card schema {data['schema']} is newer than this edgetl supports; "
                                   "upgrade edgetl")
             data = dict(data)
-            data["preprocess"] = Preprocess(**data.get("preprocess", {}))
+            data["preprocess"] = _preprocess(data.get("preprocess", {}), source)
             data["head"] = HeadConfig(**data.get("head", {}))
             return cls(**data)
         except (TypeError, ValueError) as exc:  # a hand-edited or damaged card
@@ -151,3 +156,10 @@ def library_versions(*extra: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def _preprocess(fields_: dict[str, Any], source: str) -> Preprocess:
+    try:
+        return Preprocess(**fields_)
+    except EdgetlError as exc:
+        raise EdgetlError(f"{source}: {exc}; re-create the card with `edgetl train` or `edgetl export`") from None

@@ -18,8 +18,13 @@ from edgetl.errors import EdgetlError
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
     target = Path(path)
+    if target.is_dir():
+        raise EdgetlError(f"{target}: is a folder; write to a file path instead")
     ensure_writable_dir(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise EdgetlError(f"{target}: cannot write it ({exc.strerror}); choose another path") from None
     os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a written file gets the usual mode
     os.close(fd)
     tmp_path = Path(tmp)

@@ -106,18 +106,26 @@ def gate_for(precision: str, has_labels: bool, overrides: dict[str, float | None
     """The default gate of ``precision`` ("mixed" is judged as fp16), with ``overrides`` applied.
 
     INT8 is gated on the accuracy drop against labels; with an unlabelled folder it falls back to
-    top-1 agreement >= 99% with the reference.
+    top-1 agreement >= 99% with the reference. An override ``field: value`` changes that check in the
+    gates that have it (loosening FP32's max diff adds no diff check to INT8); ``"int8.field": value``
+    sets it for one precision, and ``None`` there drops the check.
     """
     key = {"mixed": "fp16"}.get(precision, precision)
     if key not in GATES:
         raise ValueError(f"no default gate for precision {precision!r}; choose one of {', '.join(GATES)}")
-    gate = GATES[key] if has_labels or key != "int8" else INT8_UNLABELLED
-    if overrides:
-        unknown = set(overrides) - set(GATE_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown gate field(s) {sorted(unknown)}; choose from {', '.join(GATE_FIELDS)}")
-        gate = Gate(**{**asdict(gate), **{k: v for k, v in overrides.items() if v is not None}})
-    return gate
+    gate = asdict(GATES[key] if has_labels or key != "int8" else INT8_UNLABELLED)
+    scoped = []
+    for name, value in (overrides or {}).items():
+        scope, _, field_name = name.rpartition(".")
+        if field_name not in GATE_FIELDS or (scope and scope not in GATES):
+            raise ValueError(f"unknown gate field {name!r}; choose from {', '.join(GATE_FIELDS)}, optionally "
+                             f"prefixed by a precision ({', '.join(GATES)}), e.g. int8.max_abs_diff")
+        if scope == key:
+            scoped.append((field_name, value))
+        elif not scope and value is not None and gate[field_name] is not None:
+            gate[field_name] = value
+    gate.update(scoped)  # a precision's own setting wins over the global one
+    return Gate(**gate)
 
 
 @dataclass
@@ -150,6 +158,7 @@ class ParityReport:
     labelled: bool
     skipped: list[tuple[str, str]] = field(default_factory=list)
     class_map: dict[str, str] | None = None
+    note: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -160,7 +169,8 @@ class ParityReport:
                 "labelled": self.labelled, "reference": self.reference,
                 "candidates": [c.to_dict() for c in self.candidates],
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-                **({"class_map": self.class_map} if self.class_map else {})}
+                **({"class_map": self.class_map} if self.class_map else {}),
+                **({"note": self.note} if self.note else {})}
 
 
 def describe_runner(runner: Any, artifact: str) -> dict[str, Any]:
@@ -250,6 +260,7 @@ class ParityImages:
     labels: list[int] | None
     skipped: list[tuple[Path, str]]
     class_map: dict[str, str] | None = None  # folder name → model class, for folders named by ImageNet class
+    note: str | None = None  # why a folder with class folders gave no labels
 
 
 def select_images(data: Path, classes: list[str], limit: int | None) -> ParityImages:
@@ -270,10 +281,34 @@ def select_images(data: Path, classes: list[str], limit: int | None) -> ParityIm
     elif mapped is not None:
         pairs, skipped, class_map, labelled = mapped.pairs, mapped.skipped, mapped.class_map, True
     else:
+        _check_not_half_labelled(root, subdirs, classes)
         good, skipped = check_images(list_image_files(data))
         pairs, labelled = [(p, -1) for p in good], False
     if limit is not None and limit < len(pairs):
         if limit < 1:
             raise EdgetlError(f"--limit {limit} must be at least 1")
         pairs = sorted(random.Random(0).sample(pairs, limit), key=lambda p: str(p[0]))
-    return ParityImages([p for p, _ in pairs], [lab for _, lab in pairs] if labelled else None, skipped, class_map)
+    note = None
+    if subdirs and not labelled:
+        note = (f"none of {root}'s folders ({_preview(sorted(subdirs))}) is a class of the model "
+                f"({_preview(classes)}): no labels, so no accuracy, and INT8 is gated on top-1 agreement "
+                f">= {INT8_UNLABELLED.min_agreement:.0%}")
+    return ParityImages([p for p, _ in pairs], [lab for _, lab in pairs] if labelled else None, skipped, class_map,
+                        note)
+
+
+def _preview(names: list[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "")
+
+
+def _check_not_half_labelled(root: Path, subdirs: set[str], classes: list[str]) -> None:
+    """Some folders named by the model's classes and some not is a labelling mistake, not unlabelled data."""
+    from edgetl.export.calib import IMAGENET_CLASSES, imagenet_index
+
+    imagenet = classes == IMAGENET_CLASSES
+    known = {d for d in subdirs if d in classes or (imagenet and imagenet_index(d) is not None)}
+    if known:
+        extra = sorted(subdirs - known)
+        raise EdgetlError(f"{root}: folder(s) {_preview(extra)} are not classes of the model "
+                          f"({'ImageNet classes' if imagenet else _preview(classes)}); "
+                          "rename or move them so every folder is one of the model's classes")

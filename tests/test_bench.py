@@ -149,7 +149,8 @@ def test_cli_bench_writes_json_md_plot_and_merges(tiny_run_dir: Path, tiny_onnx:
     assert len(json.loads((tmp_path / "m.json").read_text())["results"]) == 5
 
 
-def test_cli_bench_errors(tmp_path: Path, tiny_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bench_errors(tmp_path: Path, tiny_onnx: Path, tiny_run_dir: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", str(tmp_path / "nope.onnx")]) == 2
     assert "artifact not found" in capsys.readouterr().err
     assert main(["bench", str(tiny_onnx), "--provider", "tensorrt"]) == 2
@@ -161,6 +162,28 @@ def test_cli_bench_errors(tmp_path: Path, tiny_onnx: Path, capsys: pytest.Captur
         main(["bench", str(tiny_onnx), "--batch", "0"])
     with pytest.raises(SystemExit):
         main(["bench", str(tiny_onnx), "--mode", "fast"])
+    for flag, path, why in (("--json", tmp_path, "is a folder"), ("--plot", tmp_path / "b.gif", "end the name in .png"),
+                            ("--md", tiny_onnx / "b.md", "cannot write there (Not a directory)")):
+        with pytest.raises(SystemExit):
+            main(["bench", str(tiny_onnx), flag, str(path)])
+        assert why in capsys.readouterr().err  # refused before anything is measured
+    assert main(["bench", str(tiny_onnx), "--data", str(tmp_path)]) == 2
+    assert "--data feeds --mode e2e" in capsys.readouterr().err
+    assert main(["bench", str(tiny_run_dir), "--provider", "cpu"]) == 2
+    assert "--provider cpu applies to .onnx artifacts and none was given" in capsys.readouterr().err
+
+
+def test_static_batches_are_reported_as_they_run(tiny_run_dir: Path, tmp_path: Path) -> None:
+    from edgetl.export.onnx import onnx_from_checkpoint
+
+    static = onnx_from_checkpoint(tiny_run_dir, tmp_path / "static4.onnx", static_batch=4)
+    out, plot = tmp_path / "s.json", tmp_path / "s.svg"
+    assert main(["bench", str(static), "--batch", "1,4,4,6", "--iters", "3", "--warmup-iters", "1",
+                 "--no-progress", "--json", str(out), "--plot", str(plot)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["batch"] for r in rows] == [1, 4, 6]  # a size given twice is measured once
+    assert [r["options"].get("runs_as") for r in rows] == ["padded to 4", None, "2 calls of 4, padded to 8"]
+    assert plot.read_text().lstrip().startswith("<?xml")  # the suffix picks the format
 
 
 def test_trtexec_absent_is_a_clear_error(tiny_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,6 +39,8 @@ def test_no_heavy_imports(body: str) -> None:
     (["eval", "run", "--data", "d", "--batch-size", "0"], "--batch-size: '0': must be >= 1"),
     (["parity", "a", "b", "--data", "d", "--batch-size", "-1"], "--batch-size: '-1': must be >= 1"),
     (["parity", "a", "b", "--data", "d", "--min-agreement", "150"], "--min-agreement: '150': must be between 0 and 1"),
+    (["parity", "a", "b", "--data", "d", "--gate", "int4.max-abs-diff=1"], "expected PRECISION.CHECK=VALUE"),
+    (["parity", "a", "b", "--data", "d", "--gate", "fp16.min-agreement=2"], "--gate: '2': must be between 0 and 1"),
     (["bench", "a.onnx", "--iters", "0"], "--iters: '0': must be >= 1"),
     (["bench", "a.onnx", "--duration", "0"], "--duration: '0': must be > 0"),
     (["predict", "run", "x.jpg", "--topk", "a"], "--topk: 'a': expected a whole number >= 1"),

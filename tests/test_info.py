@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import onnx
@@ -58,3 +59,30 @@ def test_info_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     assert main(["info", str(tmp_path / "junk.onnx")]) == 2
     assert "not a readable ONNX file" in capsys.readouterr().err
+
+
+def test_no_export_record_for_a_file_the_manifest_does_not_list(tiny_onnx: Path, tmp_path: Path) -> None:
+    for name in ("model.onnx", "copy.onnx"):
+        shutil.copy(tiny_onnx, tmp_path / name)
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "source": "runs/x/best.safetensors", "created": "2026-11-27T00:00:00+00:00",
+        "artifacts": [{"file": "model.onnx", "format": "onnx", "precision": "fp32"}]}))
+    assert describe_artifact(tmp_path / "model.onnx")["export"]["source"] == "runs/x/best.safetensors"
+    record = describe_artifact(tmp_path / "copy.onnx")["export"]
+    assert "source" not in record and "created" not in record
+    assert record["warning"].startswith("manifest.json does not list copy.onnx")
+
+
+def test_files_that_are_not_a_model_to_describe(tiny_run_dir: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run_dir, run)
+    shutil.copy(run / "best.safetensors", run / "train_state.safetensors")  # a real safetensors file, wrong role
+    assert main(["info", str(run / "train_state.safetensors")]) == 2
+    assert "the optimiser state `edgetl train --resume` reads, not model weights" in capsys.readouterr().err
+    card = json.loads((run / "model.json").read_text())
+    card["preprocess"]["crop_pct"] = 0
+    (run / "model.json").write_text(json.dumps(card))
+    assert main(["info", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "model.json: preprocessing" in err and "crop_pct > 0" in err and "Traceback" not in err

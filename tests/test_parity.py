@@ -40,6 +40,16 @@ def test_gates_by_precision_and_overrides() -> None:
         gate_for("fp32", True, {"tolerance": 1.0})
 
 
+def test_a_global_override_changes_a_check_only_where_a_gate_has_it() -> None:
+    assert gate_for("int8", True, {"max_abs_diff": 0.05}) == GATES["int8"]  # loosening FP32's adds none to INT8
+    assert gate_for("fp32", True, {"max_abs_diff": 0.05}) == Gate(min_agreement=1.0, max_abs_diff=0.05)
+    assert gate_for("int8", True, {"int8.max_abs_diff": 0.5}) == Gate(max_abs_diff=0.5, max_accuracy_drop=1.0)
+    assert gate_for("mixed", True, {"fp16.min_agreement": None}) == Gate()  # None drops the check
+    assert gate_for("fp16", True, {"fp16.min_agreement": 0.97, "min_agreement": 0.9}).min_agreement == 0.97
+    with pytest.raises(ValueError, match="unknown gate field 'int4.max_abs_diff'"):
+        gate_for("fp32", True, {"int4.max_abs_diff": 1.0})
+
+
 def _perturbed(onnx_path: Path, out: Path) -> Path:
     """The same model with the classifier weights nudged: a broken export that still loads and runs."""
     model = onnx.load(str(onnx_path))
@@ -77,6 +87,8 @@ def test_parity_passes_on_faithful_export_and_fails_on_perturbed(
     assert "FAIL" in capsys.readouterr().out
     # a looser, explicitly overridden gate lets the same candidate pass
     assert main(["parity", str(tiny_run_dir), str(bad), *args, "--max-abs-diff", "100", "--min-agreement", "0"]) == 0
+    assert main(["parity", str(tiny_run_dir), str(bad), *args, "--gate", "fp32.max-abs-diff=none",
+                 "--gate", "FP32.min_agreement=0"]) == 0
 
 
 def test_int8_for_tensorrt_is_judged_with_fake_quant_numerics(
@@ -106,6 +118,11 @@ def test_int8_for_tensorrt_is_judged_with_fake_quant_numerics(
 
     images = select_images(hymenoptera, ["ants", "bees"], limit=12)
     paths, labels = images.paths, images.labels
+    from edgetl.runtime.loader import runner_from_artifact
+
+    int8 = tmp_path / "int8.onnx"  # `load` answers as deployed; bench's runner keeps ORT's defaults; asked for wins
+    with load(int8) as a, runner_from_artifact(int8) as b, load(int8, optimization="basic") as c:
+        assert [r.info.details["optimization"] for r in (a, b, c)] == ["disable", "all", "basic"]
     with load(tiny_run_dir, device="cpu") as ref, deployed_runner(tmp_path / "int8.onnx") as cand:
         assert cand.info.details["optimization"] == "disable" and cand.info.details["int8_target"] == "tensorrt"
         report = run_parity(ref, [("int8.onnx", cand)], paths, labels, progress=False)
@@ -144,6 +161,44 @@ def test_unlabelled_folder_and_class_mismatch(tiny_run_dir: Path, tiny_onnx: Pat
     assert main(["parity", str(other), str(tiny_onnx), "--data", str(flat), "--no-progress"]) == 2
     assert "differ from the reference" in capsys.readouterr().err
     assert main(["parity", str(tiny_run_dir), str(tiny_onnx), "--data", str(tmp_path / "none")]) == 2
+
+
+def _class_folders(root: Path, names: list[str], source: Path) -> Path:
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for p in sorted(source.glob("*.jpg"))[:2]:
+            shutil.copy(p, root / name / p.name)
+    return root
+
+
+def test_class_folders_that_do_not_match_the_model(tiny_run_dir: Path, tiny_onnx: Path, hymenoptera: Path,
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgetl.errors import EdgetlError
+    from edgetl.parity import select_images
+
+    bees = hymenoptera / "val" / "bees"
+    half = _class_folders(tmp_path / "half", ["ants", "bees", "wasps"], bees)
+    with pytest.raises(EdgetlError, match=r"half: folder\(s\) wasps are not classes of the model \(ants, bees\)"):
+        select_images(half, ["ants", "bees"], None)
+    with pytest.raises(EdgetlError, match="folder.s. wasps are not classes of the model .ImageNet classes"):
+        select_images(half, [f"imagenet_{i}" for i in range(1000)], None)  # ants and bees are ImageNet classes
+    other = _class_folders(tmp_path / "other", ["cats", "dogs"], bees)
+    images = select_images(other, ["ants", "bees"], None)
+    assert images.labels is None and len(images.paths) == 4
+    assert images.note is not None and images.note.startswith("none of") and "agreement >= 99%" in images.note
+    out = tmp_path / "o.json"
+    assert main(["parity", str(tiny_run_dir), str(tiny_onnx), "--data", str(other), "--no-progress",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["note"] == images.note
+    assert "labels: none of" in " ".join(capsys.readouterr().out.split())
+
+
+def test_provider_applies_to_the_onnx_candidates_only(tiny_run_dir: Path, tiny_onnx: Path, hymenoptera: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--data", str(hymenoptera), "--limit", "4", "--no-progress", "--provider", "cpu"]
+    assert main(["parity", str(tiny_run_dir), str(tiny_run_dir), str(tiny_onnx), *args]) == 0
+    assert main(["parity", str(tiny_run_dir), str(tiny_run_dir), *args]) == 2
+    assert "--provider cpu applies to .onnx candidates and none was given" in capsys.readouterr().err
 
 
 def test_top5_overlap_only_where_it_can_differ() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -106,7 +107,15 @@ def test_wrong_input_shape_is_a_clear_error(tiny_onnx: Path) -> None:
 
 
 def test_provider_not_available_lists_the_available_ones(tiny_onnx: Path) -> None:
-    with pytest.raises(EdgetlError, match="not available here; available: .*CPUExecutionProvider"):
+    import onnxruntime as ort
+
+    from edgetl.runtime.onnxruntime import PREFERENCE
+
+    missing = [p for p in PREFERENCE if p not in ort.get_available_providers()]
+    if missing:
+        with pytest.raises(EdgetlError, match="not available here; available: .*CPUExecutionProvider"):
+            OrtRunner(tiny_onnx, providers=[missing[0]])
+    with pytest.raises(EdgetlError, match="'no-such-provider' is not one edgetl measures"):
         OrtRunner(tiny_onnx, providers=["no-such-provider"])
     assert resolve_providers(None, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     assert resolve_providers(None, ["CUDAExecutionProvider", "CPUExecutionProvider", "TensorrtExecutionProvider"])[0] \
@@ -135,6 +144,37 @@ def test_garbage_files_give_one_line_errors(tmp_path: Path, name: str) -> None:
         assert "not a readable ONNX file" in message
 
 
+def test_truncated_onnx_says_why(tiny_onnx: Path, tmp_path: Path) -> None:
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(tiny_onnx.read_bytes()[: tiny_onnx.stat().st_size // 2])
+    with pytest.raises(EdgetlError, match=r"cut.onnx: not a readable ONNX file \((?!EdgetlError)"):
+        load(path)
+
+
+def test_options_devices_and_providers_that_do_not_fit_are_one_line_errors(tiny_onnx: Path) -> None:
+    with pytest.raises(EdgetlError, match="half do not apply to onnx artifacts; they take optimization"):
+        load(tiny_onnx, half=True)
+    with pytest.raises(EdgetlError, match="--provider cpu runs on the CPU but --device is cuda"):
+        load(tiny_onnx, device="cuda", provider="cpu")
+    with pytest.raises(EdgetlError, match=f"{tiny_onnx.name}: ONNX Runtime provider 'AzureExecutionProvider' is not one"):
+        load(tiny_onnx, provider="AzureExecutionProvider")
+
+
+def test_metadata_that_contradicts_the_graph_is_refused(tiny_onnx: Path, tmp_path: Path) -> None:
+    from edgetl.card import METADATA_KEY
+    from edgetl.export.onnx import set_metadata
+
+    model = onnx.load(str(tiny_onnx))
+    card = json.loads(next(p.value for p in model.metadata_props if p.key == METADATA_KEY))
+    for change, pattern in (({"classes": ["a", "b", "c"]}, "lists 3 classes but the graph outputs 2"),
+                            ({"preprocess": {**card["preprocess"], "input_size": [3, 96, 96]}},
+                             r"says input \[3, 96, 96\] but the graph takes")):
+        set_metadata(model, {METADATA_KEY: json.dumps({**card, **change})})
+        onnx.save(model, str(tmp_path / "lies.onnx"))
+        with pytest.raises(EdgetlError, match=pattern):
+            load(tmp_path / "lies.onnx")
+
+
 def test_engine_without_tensorrt_says_how_to_get_it(tmp_path: Path, tiny_run_dir: Path) -> None:
     from conftest import has_tensorrt
 
@@ -143,7 +183,7 @@ def test_engine_without_tensorrt_says_how_to_get_it(tmp_path: Path, tiny_run_dir
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"garbage")
     shutil.copy(tiny_run_dir / "model.json", tmp_path / "model.json")
-    with pytest.raises(EdgetlError, match="TensorRT is required.*pip install tensorrt.*edgetl export"):
+    with pytest.raises(EdgetlError, match="model.engine: TensorRT is required.*pip install tensorrt.*edgetl export"):
         load(engine)
     with pytest.raises(EdgetlError, match="CUDA GPU only"):
         load(engine, device="cpu")

@@ -69,3 +69,15 @@ def test_predict_bad_file_names_it(tiny_onnx: Path, tmp_path: Path) -> None:
     bad.write_bytes(b"not a jpeg")
     with load(tiny_onnx) as runner, pytest.raises(EdgetlError, match="broken.jpg"):
         Predictor(runner).predict([bad])
+
+
+def test_a_transparent_image_reads_the_same_from_memory_as_from_its_file(tiny_onnx: Path, tmp_path: Path) -> None:
+    rgba = np.random.default_rng(1).integers(0, 256, (80, 100, 4), dtype=np.uint8)
+    rgba[:40, :, 3] = 0  # half of it transparent: shown, and trained on, as white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    with load(tiny_onnx) as runner:
+        predictor = Predictor(runner)
+        from_file = predictor.preprocess([tmp_path / "clear.png"])
+        np.testing.assert_array_equal(predictor.preprocess([Image.open(tmp_path / "clear.png")]), from_file)
+        with pytest.raises(EdgetlError, match="topk 0 must be at least 1"):
+            predictor.predict(tmp_path / "clear.png", topk=0)

@@ -231,6 +231,8 @@ def _result(t: BenchTarget, batch: int, config: BenchConfig, warmup: int, rounds
     options = {k: info.details[k] for k in OPTION_KEYS if info.details.get(k) is not None}
     if memory_kept and info.device == "cpu":
         options["malloc"] = "freed memory kept (glibc mallopt)"
+    if t.runner.runs_as(batch):  # a static or capped batch range: the figures are for what really ran
+        options["runs_as"] = t.runner.runs_as(batch)
     return {
         "model": t.runner.card.arch, "artifact": t.artifact, "backend": info.backend,
         "precision": info.precision if info.precision in ("fp32", "fp16", "int8", "mixed") else "mixed",

@@ -45,7 +45,9 @@ def table_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
     for r in ordered:
         lat = r["latency_ms"]
         dev = r["device"] + (f" ({r['provider'].replace('ExecutionProvider', '')})" if r.get("provider") else "")
-        rows.append([label_of(r), r["backend"], r["precision"], dev, r["mode"], str(r["batch"]),
+        runs_as = (r.get("options") or {}).get("runs_as")
+        rows.append([label_of(r), r["backend"], r["precision"], dev, r["mode"],
+                     str(r["batch"]) + (f" ({runs_as})" if runs_as else ""),
                      f"{lat['mean']:.3f}", f"{lat['p50']:.3f}", f"{lat['p99']:.3f}" + ("*" if unstable(r) else ""),
                      f"{r['throughput_ips']:.1f}",
                      f"{r['speedup']:.2f}x" if r.get("speedup") else "-",
@@ -107,7 +109,7 @@ def write_markdown(doc: dict[str, Any], path: str | Path) -> None:
 
 
 def write_plot(doc: dict[str, Any], path: str | Path) -> None:
-    """PNG: mean latency and throughput vs batch size, one line per artifact (log-2 batch axis)."""
+    """Mean latency and throughput vs batch size, one line per artifact (log-2 batch axis); PNG, SVG or PDF by suffix."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,7 +134,7 @@ def write_plot(doc: dict[str, Any], path: str | Path) -> None:
     fig.suptitle(f"edgetl bench — {host_label(doc['host'])}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".").lower() or "png", dpi=110)
     plt.close(fig)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 
 def _number(kind: type, low: float, inclusive: bool, high: float | None = None) -> Callable[[str], float]:
@@ -40,4 +41,37 @@ def batch_sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated batch sizes, e.g. 1,8,32") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be positive integers")
-    return values
+    return list(dict.fromkeys(values))  # a size given twice is measured once
+
+
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
+def plot_file(text: str) -> Path:
+    """A figure to write: its suffix picks the format."""
+    path = output_file(text)
+    if path.suffix.lower().lstrip(".") not in PLOT_FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r}: end the name in {', '.join('.' + f for f in PLOT_FORMATS)}")
+    return path
+
+
+def output_file(text: str) -> Path:
+    """A file to write results to: refused before any work when it names a folder or cannot be written."""
+    import os
+    import tempfile
+
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; pass a file path (one inside it, say)")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        if parent == path.parent:
+            tempfile.TemporaryFile(dir=parent).close()  # the real test: can a file be created there?
+        elif not (parent.is_dir() and os.access(parent, os.W_OK)):
+            raise PermissionError(f"{parent} is not a writable folder")
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot write there ({exc.strerror or exc}); "
+                                         "choose another path") from None
+    return path

@@ -11,7 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgetl.cli.args import batch_sizes, non_negative_float, non_negative_int, positive_float, positive_int
+from edgetl.cli.args import (
+    batch_sizes,
+    non_negative_float,
+    non_negative_int,
+    output_file,
+    plot_file,
+    positive_float,
+    positive_int,
+)
 from edgetl.errors import EdgetlError
 
 HELP = "benchmark artifacts (latency, throughput, memory) side by side"
@@ -39,9 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "frozen = weights as constants, BatchNorm folded, CUDA graphs on CUDA)")
     p.add_argument("--cuda-graph", action="store_true", help="TensorRT engines and PyTorch (CUDA, eager): one CUDA graph per batch size")
     p.add_argument("--data", type=Path, default=None, help="e2e mode: folder of real images (default: synthetic)")
-    p.add_argument("--json", type=Path, default=None, help="write the edgetl.bench/1 JSON here")
-    p.add_argument("--md", type=Path, default=None, help="write a Markdown table here")
-    p.add_argument("--plot", type=Path, default=None, help="write a PNG of latency / throughput vs batch here")
+    p.add_argument("--json", type=output_file, default=None, help="write the edgetl.bench/1 JSON here")
+    p.add_argument("--md", type=output_file, default=None, help="write a Markdown table here")
+    p.add_argument("--plot", type=plot_file, default=None,
+                   help="write a plot of latency / throughput vs batch here (.png, .svg or .pdf)")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FILE",
                    help="merge existing bench JSON files (e.g. from the C++ tool) into one table instead of measuring")
     p.add_argument("--trtexec", action="store_true", help="also run trtexec on .engine artifacts and report the ratio")
@@ -119,8 +128,13 @@ def _measure(args: argparse.Namespace) -> dict:
         bench_targets,
     )
     from edgetl.bench.schema import make_document
-    from edgetl.runtime.loader import runner_from_artifact
+    from edgetl.runtime.loader import artifact_kind, runner_from_artifact
 
+    if args.provider and not any(artifact_kind(p) == "onnx" for p in args.artifacts):
+        raise EdgetlError(f"--provider {args.provider} applies to .onnx artifacts and none was given; drop it")
+    if args.data is not None and args.mode != "e2e":
+        raise EdgetlError("--data feeds --mode e2e (compute mode times synthetic device-resident input); "
+                          "add --mode e2e or drop --data")
     config = BenchConfig(batches=args.batch, mode=args.mode, warmup_iters=args.warmup_iters,
                          warmup_s=args.warmup_s, iters=args.iters, duration_s=args.duration)
     if args.trtexec:

@@ -4,6 +4,8 @@ All artifacts run on the same images, each with the preprocessing from its own m
 max / mean abs logit difference, cosine similarity, top-1 agreement, top-5 overlap, and top-1 accuracy
 of each against the folder's labels. Default gates by precision: fp32 agreement 100% and max diff 1e-4;
 fp16 agreement >= 99.5%; int8 accuracy drop <= 1.0 point (without labels: agreement >= 99%).
+--min-agreement / --max-abs-diff / --max-accuracy-drop change that check where a gate has it; --gate sets one
+precision's check.
 INT8 models made for TensorRT run in ONNX Runtime with graph optimisation disabled, i.e. with the
 float fake-quant numerics TensorRT uses. Exit 1 when a gate fails.
 """
@@ -14,9 +16,26 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgetl.cli.args import fraction, non_negative_float, non_negative_int, positive_int
+from edgetl.cli.args import fraction, non_negative_float, non_negative_int, output_file, positive_int
+from edgetl.errors import EdgetlError
 
 HELP = "compare artifacts with a reference on real images; exit 1 if a gate fails"
+
+
+def gate_setting(text: str) -> tuple[str, float | None]:
+    """``int8.max-abs-diff=0.5`` → ("int8.max_abs_diff", 0.5); ``=none`` → None (drop the check)."""
+    from edgetl.parity import GATE_FIELDS, GATES
+
+    name, sep, value = text.partition("=")
+    scope, _, check = name.strip().lower().replace("-", "_").partition(".")
+    if not sep or scope not in GATES or check not in GATE_FIELDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected PRECISION.CHECK=VALUE with PRECISION one of {', '.join(GATES)} and CHECK one of "
+            f"{', '.join(f.replace('_', '-') for f in GATE_FIELDS)}, e.g. int8.max-abs-diff=0.5")
+    if value.strip().lower() == "none":
+        return f"{scope}.{check}", None
+    parse = fraction if check == "min_agreement" else non_negative_float
+    return f"{scope}.{check}", parse(value)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,12 +44,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True,
                    help="images: DIR/<class>/… (or DIR/val/<class>/…) for accuracy, or any folder of images")
     p.add_argument("--limit", type=positive_int, default=None, help="use at most N images (a seeded, class-mixed subset)")
-    p.add_argument("--json", type=Path, default=None, help="write the report (with the worst images) here")
+    p.add_argument("--json", type=output_file, default=None, help="write the report (with the worst images) here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: best available)")
     p.add_argument("--provider", default=None, help="ONNX Runtime provider for .onnx candidates")
-    p.add_argument("--min-agreement", type=fraction, default=None, help="override: minimum top-1 agreement (0-1)")
-    p.add_argument("--max-abs-diff", type=non_negative_float, default=None, help="override: maximum abs logit difference")
-    p.add_argument("--max-accuracy-drop", type=non_negative_float, default=None, help="override: max top-1 drop in points")
+    p.add_argument("--min-agreement", type=fraction, default=None,
+                   help="minimum top-1 agreement (0-1) in the gates that check it")
+    p.add_argument("--max-abs-diff", type=non_negative_float, default=None,
+                   help="maximum abs logit difference in the gates that check it (FP32's by default)")
+    p.add_argument("--max-accuracy-drop", type=non_negative_float, default=None,
+                   help="max top-1 drop in points in the gates that check it (INT8's)")
+    p.add_argument("--gate", type=gate_setting, action="append", default=[], metavar="PRECISION.CHECK=VALUE",
+                   help="set, add or (with 'none') drop one check of one precision's gate, e.g. "
+                        "int8.max-abs-diff=0.5 or fp16.min-agreement=none; repeatable")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--worst", type=non_negative_int, default=10, help="list this many most-different images in the JSON")
     p.add_argument("--no-progress", action="store_true")
@@ -45,23 +70,29 @@ def run(args: argparse.Namespace) -> int:
     from edgetl.data.folder import report_skipped
     from edgetl.io import atomic_write_json
     from edgetl.parity import run_parity, select_images
-    from edgetl.runtime.loader import deployed_runner
+    from edgetl.runtime.loader import artifact_kind, deployed_runner
 
-    overrides = {"min_agreement": args.min_agreement, "max_abs_diff": args.max_abs_diff,
-                 "max_accuracy_drop": args.max_accuracy_drop}
+    if args.provider and not any(artifact_kind(p) == "onnx" for p in args.candidates):
+        raise EdgetlError(f"--provider {args.provider} applies to .onnx candidates and none was given; drop it")
+    overrides = {name: value for name, value in (("min_agreement", args.min_agreement), ("max_abs_diff",
+                 args.max_abs_diff), ("max_accuracy_drop", args.max_accuracy_drop)) if value is not None}
+    overrides.update(args.gate)
     with ExitStack() as stack:
         reference = stack.enter_context(deployed_runner(args.reference, args.device, None))
         images = select_images(args.data, reference.card.classes, args.limit)
-        candidates = [(str(p), stack.enter_context(deployed_runner(p, args.device, args.provider)))
-                      for p in args.candidates]
+        candidates = [(str(p), stack.enter_context(deployed_runner(
+            p, args.device, args.provider if artifact_kind(p) == "onnx" else None))) for p in args.candidates]
         report = run_parity(reference, candidates, images.paths, images.labels, reference_artifact=str(args.reference),
                             overrides=overrides, batch_size=args.batch_size, n_worst=args.worst,
                             progress=not args.no_progress)
     report.skipped = [(str(p), r) for p, r in images.skipped] + report.skipped
     report.class_map = images.class_map
+    report.note = images.note
     report_skipped([(Path(p), r) for p, r in report.skipped])
     console = report_console()
     console.print(parity_table(report))
+    if report.note:
+        console.print(f"[yellow]labels:[/yellow] {escape(report.note)}", highlight=False)
     if report.class_map:
         mapping = ", ".join(f"{folder} → {cls}" for folder, cls in report.class_map.items())
         console.print(f"labels: folders read as ImageNet classes ({mapping})", highlight=False)

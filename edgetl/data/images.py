@@ -27,13 +27,14 @@ def load_rgb(path: str | Path) -> Image.Image:
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 img.load()
-                return _to_rgb(img)
+                return to_rgb(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = "not an image" if isinstance(exc, UnidentifiedImageError) else f"unreadable ({exc})"
         raise BadImage(reason) from None
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB copy of ``img``; transparent pixels become white, as a viewer shows them."""
     if img.mode == "RGB":
         return img.copy()
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):

@@ -103,6 +103,19 @@ class Runner(abc.ABC):
         outs = [self._infer_fitted(batch[i:i + hi]) for i in range(0, n, hi)]
         return np.concatenate(outs, axis=0)
 
+    def runs_as(self, n: int) -> str | None:
+        """How a batch of ``n`` really runs when the artifact's batch range does not take it as is (for reports)."""
+        hi = self.info.max_batch
+        calls = -(-n // hi) if hi else 1
+        size = hi if self.info.static_batch and hi else max(min(n, hi or n), self.info.min_batch)
+        if calls == 1 and size == n:
+            return None
+        if calls == 1:
+            return f"padded to {size}"
+        if not self.info.static_batch:
+            return f"{calls} calls of up to {size}"
+        return f"{calls} calls of {size}" + (f", padded to {calls * size}" if calls * size > n else "")
+
     def _infer_fitted(self, chunk: np.ndarray) -> np.ndarray:
         n = chunk.shape[0]
         target = max(n, self.info.min_batch)

@@ -146,7 +146,10 @@ def _export_record(path: Path) -> dict[str, Any]:
     data = read_json(manifest)
     if not isinstance(data, dict):
         return {}
-    entry = next((e for e in _dicts(data) if Path(str(e.get("file", ""))).name == path.name), {})
+    entry = next((e for e in _dicts(data) if Path(str(e.get("file", ""))).name == path.name), None)
+    if entry is None:  # a file copied or renamed into the folder: the manifest says nothing about it
+        return {"manifest": str(manifest), "warning": f"{manifest.name} does not list {path.name}: no export "
+                "record (source, versions, parity) for this file"}
     parity = entry.get("parity") if isinstance(entry.get("parity"), dict) else None
     record = {"manifest": str(manifest), "source": data.get("source"), "created": data.get("created"),
               "sha256": entry.get("sha256"), "versions": data.get("versions"),

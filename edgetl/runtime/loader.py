@@ -36,6 +36,10 @@ def artifact_kind(path: str | Path) -> str:
 
 def _ort_providers(device: str | None, provider: str | None) -> list[str] | None:
     if provider is not None:
+        on_cpu = provider.lower() in ("cpu", "cpuexecutionprovider")
+        if device is not None and on_cpu != (device == "cpu"):
+            raise EdgetlError(f"--provider {provider} runs on the {'CPU' if on_cpu else 'GPU'} but --device is "
+                              f"{device}; drop one of them")
         return [provider]
     if device is None:
         return None
@@ -46,16 +50,28 @@ def _ort_providers(device: str | None, provider: str | None) -> list[str] | None
     raise EdgetlError(f"unknown device {device!r}; choose cpu or cuda")
 
 
+# The keywords each backend takes, so a misplaced one is a one-line error rather than a TypeError.
+OPTIONS = {"torch": ("half", "channels_last", "compile", "cuda_graph", "threads", "tf32"),
+           "onnx": ("optimization", "threads", "spinning", "card"),
+           "tensorrt": ("cuda_graph", "contexts"), "aoti": ()}
+
+
 def runner_from_artifact(path: str | Path, device: str | None = None, provider: str | None = None,
                          **kw: Any) -> Runner:
     """A runner for any edgetl artifact; None picks the best device / provider available.
 
     Extra keywords go to the backend: ``half``, ``channels_last``, ``compile`` (PyTorch);
     ``optimization``, ``threads`` (ONNX Runtime); ``cuda_graph``, ``contexts`` (TensorRT).
+    Each backend runs with its library's defaults: what ``edgetl bench`` times. For answers, use
+    :func:`deployed_runner` (``edgetl.runtime.load``).
     """
     kind = artifact_kind(path)
     if provider is not None and kind != "onnx":
         raise EdgetlError(f"{path}: --provider applies to .onnx files only; drop it for this {kind} artifact")
+    wrong = sorted(set(kw) - set(OPTIONS[kind]))
+    if wrong:
+        raise EdgetlError(f"{path}: option(s) {', '.join(wrong)} do not apply to {kind} artifacts; "
+                          f"they take {', '.join(OPTIONS[kind]) or 'none'}")
     if kind == "torch":
         from edgetl.runtime.torch_runner import TorchRunner
 
@@ -78,18 +94,18 @@ def runner_from_artifact(path: str | Path, device: str | None = None, provider: 
     return AotiRunner(path, device)
 
 
-def deployed_runner(path: str | Path, device: str | None = None, provider: str | None = None) -> Runner:
-    """A runner with the numerics the artifact has when deployed, for accuracy (eval, predict, parity).
+def deployed_runner(path: str | Path, device: str | None = None, provider: str | None = None,
+                    **kw: Any) -> Runner:
+    """A runner with the numerics the artifact has when deployed: ``edgetl.runtime.load``, eval, predict, parity.
 
-    A TensorRT-target INT8 ONNX runs its Q/DQ as float fake-quant, as TensorRT computes it: ORT's fused
-    integer kernels round differently (and saturate on CPUs without VNNI). Speed is measured with
+    A TensorRT-target INT8 ONNX runs its Q/DQ as float fake-quant, as TensorRT computes it, unless
+    ``optimization`` is given: ORT's fused integer kernels round differently (and saturate on CPUs
+    without VNNI, where the Lite0 ImageNet model loses 24 points). Speed is measured with
     :func:`runner_from_artifact`'s defaults instead.
     """
-    if artifact_kind(path) != "onnx":
-        return runner_from_artifact(path, device=device, provider=provider)
-    from edgetl.runtime.onnxruntime import onnx_int8_target
+    if artifact_kind(path) == "onnx" and "optimization" not in kw:
+        from edgetl.runtime.onnxruntime import onnx_int8_target
 
-    tensorrt_int8 = onnx_int8_target(path) == "tensorrt"
-    return runner_from_artifact(path, device=device, provider=provider,
-                                **({"optimization": "disable"} if tensorrt_int8 else {}))
-
+        if onnx_int8_target(path) == "tensorrt":
+            kw["optimization"] = "disable"
+    return runner_from_artifact(path, device=device, provider=provider, **kw)

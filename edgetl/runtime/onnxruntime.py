@@ -35,6 +35,8 @@ def resolve_providers(requested: list[str] | str | None, available: list[str]) -
     out = []
     for name in names:
         full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in PREFERENCE:  # e.g. Azure: a remote-call provider, every node would run on the CPU
+            raise EdgetlError(f"ONNX Runtime provider {name!r} is not one edgetl measures; choose tensorrt, cuda or cpu")
         if full not in available:
             raise EdgetlError(f"ONNX Runtime provider {name!r} is not available here; available: "
                               f"{', '.join(available)} (install onnxruntime-gpu for CUDA / TensorRT)")
@@ -98,7 +100,10 @@ class OrtRunner(Runner):
             raise EdgetlError(f"{self.path}: ONNX file not found; export one with `edgetl export`")
         graph = self._summarize()
         self.card = card or ModelCard.from_metadata(graph.metadata, source=str(self.path))
-        wanted = resolve_providers(providers, ort.get_available_providers())
+        try:
+            wanted = resolve_providers(providers, ort.get_available_providers())
+        except EdgetlError as exc:
+            raise EdgetlError(f"{self.path}: {exc}") from None
         try:
             self.session = ort.InferenceSession(str(self.path), _session_options(optimization, threads, spinning),
                                                 providers=wanted)
@@ -112,6 +117,7 @@ class OrtRunner(Runner):
         self.provider = used[0]
         self.device = "cuda" if self.provider in GPU_PROVIDERS else "cpu"
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self._check_card(inp.shape, out.shape)
         self._in_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         dim0 = inp.shape[0] if inp.shape else None
         static = isinstance(dim0, int) and dim0 > 0
@@ -125,9 +131,23 @@ class OrtRunner(Runner):
                      "int8_target": int8_target(self.card, graph.metadata) if graph.precision == "int8" else None},
         )
 
+    def _check_card(self, input_shape: list[Any], output_shape: list[Any]) -> None:
+        """The card must describe this graph: its classes and input size decide what answers mean."""
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in input_shape[1:]]
+        want = list(self.card.preprocess.input_size)
+        classes = output_shape[-1] if output_shape else None
+        if len(fixed) == 3 and any(f is not None and f != w for f, w in zip(fixed, want, strict=True)):
+            raise EdgetlError(f"{self.path}: its metadata says input {want} but the graph takes {input_shape[1:]}; "
+                              "re-export it with `edgetl export`")
+        if isinstance(classes, int) and classes > 0 and classes != self.card.num_classes:
+            raise EdgetlError(f"{self.path}: its metadata lists {self.card.num_classes} classes but the graph "
+                              f"outputs {classes}; re-export it with `edgetl export`")
+
     def _summarize(self) -> Any:
         try:
             return summarize_onnx(self.path)
+        except EdgetlError:
+            raise  # already says what is wrong with the file
         except Exception as exc:  # onnx.DecodeError and friends
             raise EdgetlError(f"{self.path}: not a readable ONNX file ({type(exc).__name__}); "
                               "re-export it with `edgetl export`") from None

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgetl.data.images import BadImage, load_rgb
+from edgetl.data.images import BadImage, load_rgb, to_rgb
 from edgetl.data.transforms import eval_array
 from edgetl.errors import EdgetlError
 from edgetl.runtime.base import Runner
@@ -39,7 +39,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def _as_image(item: ImageLike) -> tuple[str, Image.Image]:
     if isinstance(item, Image.Image):
-        return "<image>", item.convert("RGB")
+        return "<image>", to_rgb(item)  # as training decodes files: transparency on white
     if isinstance(item, np.ndarray):
         if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
             raise EdgetlError(f"image array of shape {item.shape} {item.dtype}: expected HxWx3 uint8 RGB")
@@ -70,6 +70,8 @@ class Predictor:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.runner.card.num_classes), np.float32)
 
     def predict(self, images: Sequence[ImageLike] | ImageLike, topk: int = 5) -> list[Prediction]:
+        if topk < 1:
+            raise EdgetlError(f"topk {topk} must be at least 1")
         items: Sequence[ImageLike] = [images] if isinstance(images, (str, Path, Image.Image, np.ndarray)) \
             else list(images)
         probs = softmax(self.logits(items).astype(np.float64))

@@ -109,8 +109,10 @@ class TrtRunner(Runner):
             raise EdgetlError(f"{self.path}: engine file not found; " + rebuild_hint(self.path))
         meta = engine_metadata(self.path)
         self.card = card_from_engine_metadata(self.path, meta)
-        trt_mod = import_tensorrt()
-        cudart = import_cudart()
+        try:
+            trt_mod, cudart = import_tensorrt(), import_cudart()
+        except EdgetlError as exc:  # the libraries are missing here: say which file wanted them
+            raise EdgetlError(f"{self.path}: {exc}") from None
         cuda_check(cudart.cudaSetDevice(device))
         gpu, capability = gpu_identity(device)
         reason = compatibility_error(self.path, meta, str(trt_mod.__version__), gpu, capability)

@@ -73,6 +73,9 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
         card = p / CARD_FILE
     else:
         weights, card = p, p.parent / CARD_FILE
+    if weights.name == STATE_TENSORS:
+        raise EdgetlError(f"{p}: the optimiser state `edgetl train --resume` reads, not model weights; pass the run "
+                          "directory or its best.safetensors")
     if not weights.exists():
         raise EdgetlError(f"{p}: no checkpoint (best.safetensors / last.safetensors); train one with `edgetl train`")
     if not card.exists():
