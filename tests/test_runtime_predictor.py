@@ -81,3 +81,10 @@ def test_a_transparent_image_reads_the_same_from_memory_as_from_its_file(tiny_on
         np.testing.assert_array_equal(predictor.preprocess([Image.open(tmp_path / "clear.png")]), from_file)
         with pytest.raises(EdgetlError, match="topk 0 must be at least 1"):
             predictor.predict(tmp_path / "clear.png", topk=0)
+
+
+def test_imagenet_head_classes_say_what_they_are() -> None:
+    from edgetl.export.calib import imagenet_description
+
+    assert imagenet_description("imagenet_310") == "ant, emmet, pismire"
+    assert imagenet_description("imagenet_1000") is None and imagenet_description("ants") is None

@@ -64,8 +64,14 @@ def run(args: argparse.Namespace) -> int:
         predictions = Predictor(runner).predict(images, topk=args.topk)
     report_skipped([(Path(p), reason) for p, reason in skipped])
     code = 2 if skipped else 0  # every readable image is answered; the unreadable ones are the user's to fix
+    from edgetl.export.calib import imagenet_description
+
     if args.json:
-        print(json.dumps({"artifact": str(args.artifact), "predictions": [p.to_dict() for p in predictions],
+        answers = [p.to_dict() for p in predictions]
+        for answer in (a for p in answers for a in p["top"]):  # the ImageNet head's classes say what they are
+            if imagenet_description(answer["class"]):
+                answer["description"] = imagenet_description(answer["class"])
+        print(json.dumps({"artifact": str(args.artifact), "predictions": answers,
                           "skipped": [{"path": p, "reason": r} for p, r in skipped]}, indent=2))
         return code
     from rich.console import Console
@@ -77,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("probability", justify="right")
     for pred in predictions:
         for rank, (name, prob) in enumerate(pred.top):
-            table.add_row(pred.source if rank == 0 else "", name, f"{prob:.4f}",
+            described = imagenet_description(name)
+            table.add_row(pred.source if rank == 0 else "", f"{name} ({described})" if described else name, f"{prob:.4f}",
                           style="bold" if rank == 0 else None, end_section=rank == len(pred.top) - 1)
     Console().print(table)
     return code

@@ -92,6 +92,16 @@ def calibration_files(folder: str | Path) -> list[Path]:
 IMAGENET_CLASSES = [f"imagenet_{i}" for i in range(1000)]
 
 
+def imagenet_description(class_name: str) -> str | None:
+    """What an ImageNet head's class ``imagenet_310`` is ("ant, emmet, pismire"); None for other names."""
+    number = class_name.removeprefix("imagenet_")
+    if class_name == number or not number.isdigit() or int(number) >= 1000:
+        return None
+    from timm.data import ImageNetInfo
+
+    return str(ImageNetInfo().index_to_description(int(number)))
+
+
 def imagenet_index(folder_name: str) -> int | None:
     """ImageNet-1k class of a folder named by index (310, imagenet_310), WordNet id or class name ("ants")."""
     from timm.data import ImageNetInfo
