@@ -22,8 +22,3 @@ def latency_stats(times_ms: Sequence[float]) -> dict[str, float]:
 def throughput_ips(batch: int, mean_ms: float) -> float:
     """Images per second at ``batch`` images per call of mean latency ``mean_ms``."""
     return batch * 1000.0 / mean_ms if mean_ms > 0 else float("inf")
-
-
-def min_iters_for_p99(target_tail: int = 10) -> int:
-    """Iterations so p99 rests on ``target_tail`` samples above it (1000 for 10), not on one outlier."""
-    return target_tail * 100

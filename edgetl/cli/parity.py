@@ -74,16 +74,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.provider and not any(artifact_kind(p) == "onnx" for p in args.candidates):
         raise EdgetlError(f"--provider {args.provider} applies to .onnx candidates and none was given; drop it")
-    overrides = {name: value for name, value in (("min_agreement", args.min_agreement), ("max_abs_diff",
-                 args.max_abs_diff), ("max_accuracy_drop", args.max_accuracy_drop)) if value is not None}
-    overrides.update(args.gate)
     with ExitStack() as stack:
         reference = stack.enter_context(deployed_runner(args.reference, args.device, None))
         images = select_images(args.data, reference.card.classes, args.limit)
         candidates = [(str(p), stack.enter_context(deployed_runner(
             p, args.device, args.provider if artifact_kind(p) == "onnx" else None))) for p in args.candidates]
         report = run_parity(reference, candidates, images.paths, images.labels, reference_artifact=str(args.reference),
-                            overrides=overrides, batch_size=args.batch_size, n_worst=args.worst,
+                            overrides=_overrides(args), batch_size=args.batch_size, n_worst=args.worst,
                             progress=not args.no_progress)
     report.skipped = [(str(p), r) for p, r in images.skipped] + report.skipped
     report.class_map = images.class_map
@@ -102,6 +99,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(args.json, report.to_dict())
     return 0 if report.passed else 1
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, float | None]:
+    """The global flags given (each changes its check where a gate has it), then the --gate settings."""
+    from edgetl.parity import GATE_FIELDS
+
+    given: dict[str, float | None] = {f: getattr(args, f) for f in GATE_FIELDS if getattr(args, f) is not None}
+    return {**given, **dict(args.gate)}
 
 
 def parity_table(report: Any) -> Any:
