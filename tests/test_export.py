@@ -231,6 +231,54 @@ def test_no_tensorrt_prints_how_to_build(exported: tuple[Path, Manifest, Path]) 
     assert str(args.calib_data) == manifest.artifact("int8").details["int8"]["calibration_source"]
 
 
+def test_the_rebuild_line_carries_what_shapes_the_int8_budget_search(tmp_path: Path) -> None:
+    import shlex
+
+    from edgetl.cli import build_parser
+    from edgetl.export.pipeline import _rebuild_flags
+
+    options = ExportOptions(int8=True, calib_data=tmp_path, calib_size=64, calib_method="minmax", parity_size=48,
+                            parity_data=tmp_path / "photos", max_accuracy_drop=0.5, max_excluded=1, opset=20)
+    flags = _rebuild_flags({"fp32": tmp_path / "model.onnx", "int8": tmp_path / "model.int8.onnx"}, tmp_path, options)
+    args = build_parser().parse_args(["export", "run", *shlex.split(shlex.join(flags))])
+    assert (args.max_accuracy_drop, args.max_excluded, args.parity_size) == (0.5, 1, 48)
+    assert (args.parity_data, args.opset) == (tmp_path / "photos", 20)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--calib-method", "entropy"], "--calib-method shapes the INT8 model; add --int8"),
+    (["--int8-target", "cpu"], "--int8-target shapes the INT8 model; add --int8"),
+    (["--int8", "--calib-data", "d", "--max-excluded", "1"], "--max-excluded limits --max-accuracy-drop's search"),
+    (["--trt-fp16-flag"], "--trt-fp16-flag builds the FP16 engine; add --fp16"),
+])
+def test_flags_that_would_change_nothing_are_errors(tmp_path: Path, flags: list[str], message: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from edgetl.cli import main
+
+    assert main(["export", str(tmp_path), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_default_out_and_opset_range(tmp_path: Path) -> None:
+    from edgetl.cli.export import default_out
+
+    (tmp_path / "run").mkdir()
+    assert default_out(str(tmp_path / "run")) == tmp_path / "run" / "export"
+    assert default_out(str(tmp_path / "run" / "best.safetensors")) == tmp_path / "run" / "export"
+    assert default_out("tf_efficientnet_lite0") == Path("export") / "tf_efficientnet_lite0"
+    with pytest.raises(EdgetlError, match="--opset 9: choose 13 to"):
+        ExportOptions(opset=9).validate()
+
+
+def test_an_opset_torch_cannot_convert_to_is_an_error_not_another_opset(tmp_path: Path) -> None:
+    from edgetl.export.onnx import onnx_from_checkpoint
+
+    run = _run_dir(tmp_path)  # its Pad / Reduce ops do not convert down from torch's opset 18
+    with pytest.raises(EdgetlError, match="--opset 17: torch's exporter wrote opset 18 and could not convert"):
+        onnx_from_checkpoint(run, tmp_path / "m17.onnx", opset=17)
+    assert not (tmp_path / "m17.onnx").exists()
+
+
 def test_builder_settings_survive_the_printed_rebuild_line() -> None:
     """Every non-default TensorRT setting becomes a flag that parses back to the same BuildSettings."""
     import dataclasses
@@ -294,6 +342,9 @@ def test_int8_cpu_target_has_u8_activations(tmp_path: Path, hymenoptera: Path) -
     assert art.parity is not None and art.parity["evaluated_with"]["optimization"] == "all"
     assert art.details["int8"]["reduce_range"] is True  # the CPU target's default (x86 without VNNI)
     assert manifest.batch == {"static": 2}
+    build = manifest.engine_build  # U8 Q/DQ is not for TensorRT: no engine line for it, and the reason
+    assert list(build["trtexec"]) == ["fp32"] and "--int8" not in build["edgetl"]
+    assert "TensorRT builds symmetric S8 only" in build["skipped"]["int8"]
 
 
 def test_cpu_target_sensitivity_names_a_layer_not_a_folded_relu(tmp_path: Path, hymenoptera: Path) -> None:
@@ -370,8 +421,11 @@ def test_re_export_replaces_the_previous_export_manifest_first(tmp_path: Path, h
         with pytest.raises(KeyboardInterrupt):
             export_artifacts(other, out, ExportOptions(quiet=True))
     assert not (out / "model.fp16.onnx").exists() and not (out / ".export.killed").exists()
+    for name in ("model.int8.onnx", "model.fp16.engine", "model.fp16.engine.json"):  # an interrupted export's
+        (out / name).write_bytes(b"written before Ctrl-C, never checked")        # files, with no manifest
     manifest = export_artifacts(other, out, ExportOptions(quiet=True))
     assert [a.file for a in manifest.artifacts] == ["model.onnx"]
+    assert sorted(p.name for p in out.glob("model*")) == ["model.onnx"]
     assert ModelCard.from_dict(manifest.card).arch == "test_resnet"
 
 

@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibration images to use (default: the model's recipe in models/, else 512)")
     parser.add_argument("--calib-method", default=None, choices=("minmax", "entropy", "percentile"),
                         help="activation ranges (default: the model's recipe in models/, else minmax)")
-    parser.add_argument("--int8-target", default="tensorrt", choices=("tensorrt", "cpu"),
-                        help="tensorrt: symmetric S8 Q/DQ; cpu: U8 activations for ONNX Runtime on x86")
+    parser.add_argument("--int8-target", default=None, choices=("tensorrt", "cpu"),
+                        help="tensorrt (default): symmetric S8 Q/DQ; cpu: U8 activations for ONNX Runtime on x86")
     parser.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
                         help="cpu target: 7-bit weights, avoid int16 saturation on x86 without VNNI "
                              "(default: on for --int8-target cpu)")
@@ -49,13 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parity-size", type=positive_int, default=256, help="images used for parity")
     parser.add_argument("--max-accuracy-drop", type=non_negative_float, default=None, metavar="PTS",
                         help="INT8 budget in top-1 points; sensitive layers stay in float until it holds")
-    parser.add_argument("--max-excluded", type=non_negative_int, default=8, help="most layers --max-accuracy-drop may exclude")
+    parser.add_argument("--max-excluded", type=non_negative_int, default=None,
+                        help="most layers --max-accuracy-drop may keep in float (default 8)")
     parser.add_argument("--engine", action="store_true", help="build TensorRT engines (where tensorrt imports)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--batch", type=_batch, default=(1, 8, 32), metavar="MIN:OPT:MAX",
                        help="dynamic batch range / TensorRT optimization profile")
     group.add_argument("--static-batch", type=positive_int, default=None, metavar="N", help="fixed batch size")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    parser.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default 18; torch writes 18 "
+                        "and converts, which works upwards)")
     parser.add_argument("--workspace", type=positive_int, default=None, metavar="MB", help="TensorRT workspace limit")
     parser.add_argument("--timing-cache", default=None, help="TensorRT timing cache file, reused across builds")
     parser.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine")
@@ -106,8 +108,35 @@ def print_summary(manifest: Any) -> None:
         console.print("or, with TensorRT's CLI, in this folder:")
         for line in build["trtexec"].values():
             console.print(f"  {line}", highlight=False, soft_wrap=True)
+    for precision, why in build.get("skipped", {}).items():
+        console.print(f"[yellow]no {precision} engine:[/yellow] {why}", highlight=False)
     for failure in manifest.failures:
         console.print(f"[red]failed:[/red] {failure}", highlight=False)
+
+
+INT8_ONLY = ("calib_method", "int8_target", "reduce_range", "max_accuracy_drop", "max_excluded")
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """A flag that would change nothing is a mistake worth saying, not something to accept silently."""
+    given = [name for name in INT8_ONLY if getattr(args, name) is not None]
+    if given and not args.int8:
+        raise EdgetlError(f"--{given[0].replace('_', '-')} shapes the INT8 model; add --int8 (and --calib-data) "
+                          "or drop it")
+    if args.max_excluded is not None and args.max_accuracy_drop is None:
+        raise EdgetlError("--max-excluded limits --max-accuracy-drop's search; add --max-accuracy-drop PTS or drop it")
+    if args.trt_fp16_flag and not args.fp16:
+        raise EdgetlError("--trt-fp16-flag builds the FP16 engine; add --fp16 or drop it")
+
+
+def default_out(source: str) -> Path:
+    """RUN_DIR/export for a run, the checkpoint's folder/export for a .safetensors, export/NAME for a timm name."""
+    path = Path(source)
+    if path.is_dir():
+        return path / "export"
+    if path.suffix == ".safetensors":
+        return path.parent / "export"
+    return Path("export") / path.name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,15 +147,13 @@ def run(args: argparse.Namespace) -> int:
     from edgetl.export.tensorrt import BuildSettings
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    source = Path(args.source)
-    out = args.out or (source / "export" if source.is_dir() else Path("export") / str(args.source))
-    if (args.calib_size is not None and args.calib_size < 1) or args.parity_size < 1:
-        raise EdgetlError("--calib-size and --parity-size must be at least 1")
+    check_flags(args)
+    out = args.out or default_out(args.source)
     options = ExportOptions(
         weights=args.weights, fp16=args.fp16, int8=args.int8, calib_data=args.calib_data, calib_size=args.calib_size,
-        calib_method=args.calib_method, int8_target=args.int8_target, reduce_range=args.reduce_range,
+        calib_method=args.calib_method, int8_target=args.int8_target or "tensorrt", reduce_range=args.reduce_range,
         val_data=args.val_data, parity_data=args.parity_data, parity_size=args.parity_size, max_accuracy_drop=args.max_accuracy_drop,
-        max_excluded=args.max_excluded, engine=args.engine, batch=args.batch, static_batch=args.static_batch,
+        max_excluded=8 if args.max_excluded is None else args.max_excluded, engine=args.engine, batch=args.batch, static_batch=args.static_batch,
         opset=args.opset, trt=BuildSettings(
             workspace_mb=args.workspace, timing_cache=args.timing_cache, version_compatible=args.version_compatible,
             hardware_compatibility=args.hardware_compatibility, dla_core=args.dla_core,

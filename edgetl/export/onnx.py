@@ -50,11 +50,17 @@ def _export_dynamo(model: nn.Module, example: Any, path: Path, opset: int, stati
     import torch
 
     dynamic = None if static_batch else ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                    output_names=[OUTPUT_NAME], dynamic_shapes=dynamic, opset_version=opset,
-                                    verbose=False)
+    converter = logging.getLogger("onnxscript.version_converter")  # logs a traceback when --opset fails: we say why
+    level = converter.level
+    converter.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
+                                        output_names=[OUTPUT_NAME], dynamic_shapes=dynamic, opset_version=opset,
+                                        verbose=False)
+    finally:
+        converter.setLevel(level)
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     program.save(str(path))
@@ -145,6 +151,10 @@ def onnx_from_model(model: nn.Module, card: ModelCard, out_path: str | Path, *, 
         raw = Path(tmp) / "raw.onnx"
         result = _export_raw(model, card, raw, opset, static_batch)
         exported = onnx.load(str(raw))
+    written = next((o.version for o in exported.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if written != opset:  # torch writes its own opset, then converts; a failed conversion only logs
+        raise EdgetlError(f"--opset {opset}: torch's exporter wrote opset {written} and could not convert this "
+                          f"graph to {opset}; use --opset {written} or higher")
     slim = onnxslim.slim(exported)
     set_metadata(slim, {**card.to_metadata(), PRECISION_KEY: "fp32"})
     check_and_save(slim, out)

@@ -106,12 +106,28 @@ class ExportOptions:
             unknown = [r for r in self.int8_keep_float if r not in ROLES]
             if unknown:
                 raise EdgetlError(f"unknown layer role {unknown[0]!r} to keep in float; choose from {', '.join(ROLES)}")
+        self._check_inputs()
+
+    def _check_inputs(self) -> None:
+        """Files, folders, opset and providers: refused before the slow FP32 export, not after it."""
         if self.fp32_onnx is not None and not Path(self.fp32_onnx).is_file():
             raise EdgetlError(f"{self.fp32_onnx}: --fp32-onnx is not a file; pass an earlier export's model.onnx")
         for name in ("calib_data", "val_data", "parity_data"):
             folder = getattr(self, name)
             if folder is not None and not Path(folder).is_dir():
                 raise EdgetlError(f"{folder}: --{name.replace('_', '-')} is not a directory; pass a folder of images")
+        if self.opset is not None:
+            import onnx
+
+            if not 13 <= self.opset <= onnx.defs.onnx_opset_version():
+                raise EdgetlError(f"--opset {self.opset}: choose 13 to {onnx.defs.onnx_opset_version()} (this onnx's "
+                                  "newest; default 18)")
+        if self.providers:
+            import onnxruntime as ort
+
+            from edgetl.runtime.onnxruntime import resolve_providers
+
+            resolve_providers(self.providers, ort.get_available_providers())
 
 
 @contextlib.contextmanager
@@ -420,9 +436,23 @@ def _int8_flags(options: ExportOptions) -> list[str]:
              "--calib-method", str(options.calib_method), "--int8-target", options.int8_target]
     if options.reduce_range is not None:
         flags.append("--reduce-range" if options.reduce_range else "--no-reduce-range")
-    if options.max_accuracy_drop is not None:
-        flags += ["--max-accuracy-drop", str(options.max_accuracy_drop)]
+    if options.max_accuracy_drop is not None:  # the budget search also depends on the images that judge it
+        flags += ["--max-accuracy-drop", str(options.max_accuracy_drop), "--max-excluded", str(options.max_excluded),
+                  "--parity-size", str(options.parity_size)]
+        if options.val_data is None and options.parity_data is not None:
+            flags += ["--parity-data", str(options.parity_data)]
     return flags
+
+
+def _rebuild_flags(onnx_paths: dict[str, Path], out: Path, options: ExportOptions) -> list[str]:
+    """`edgetl export` flags that make the same ONNX files and engines again on the target."""
+    return [*(["--weights", options.weights] if options.weights else []), "--out", str(out), "--engine",
+            *(["--fp16"] if "fp16" in onnx_paths else []),
+            *(_int8_flags(options) if "int8" in onnx_paths else []),
+            *(["--val-data", str(options.val_data)] if options.val_data else []),
+            *(["--opset", str(options.opset)] if options.opset else []),
+            *(["--static-batch", str(options.static_batch)] if options.static_batch else
+              ["--batch", ":".join(map(str, options.batch))]), *options.trt.cli_flags()]
 
 
 def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Path, parity: ParitySet,
@@ -433,15 +463,15 @@ def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Pat
                 "legacy_fp16": False}  # set per engine below
     eopts = EngineOptions(**settings, input_chw=tuple(card.preprocess.input_size),  # type: ignore[arg-type]
                           batch=options.batch, static_batch=options.static_batch)
+    onnx_paths = dict(onnx_paths)
+    skipped = {}
+    if "int8" in onnx_paths and options.int8_target == "cpu":  # U8, asymmetric: TensorRT takes symmetric S8 only
+        del onnx_paths["int8"]
+        skipped["int8"] = ("model.int8.onnx is the CPU target's (U8 activations, for ONNX Runtime): TensorRT "
+                           "builds symmetric S8 only; export --int8-target tensorrt for an INT8 engine")
     commands = {p: trtexec_command(path, path.with_name(f"model.{p}.engine"), eopts) for p, path in onnx_paths.items()}
-    flags = [*(["--weights", options.weights] if options.weights else []), "--out", str(out), "--engine",
-             *(["--fp16"] if "fp16" in onnx_paths else []),
-             *(_int8_flags(options) if "int8" in onnx_paths else []),
-             *(["--val-data", str(options.val_data)] if options.val_data else []),
-             *(["--static-batch", str(options.static_batch)] if options.static_batch else
-               ["--batch", ":".join(map(str, options.batch))]), *options.trt.cli_flags()]
-    manifest.engine_build = {"edgetl": shlex.join(["edgetl", "export", source, *flags]), "trtexec": commands,
-                             "batch": eopts.shapes()}
+    manifest.engine_build = {"edgetl": shlex.join(["edgetl", "export", source, *_rebuild_flags(onnx_paths, out, options)]),
+                             "trtexec": commands, "batch": eopts.shapes(), **({"skipped": skipped} if skipped else {})}
     if not options.engine:
         manifest.engine_build["status"] = "not requested"
         return
@@ -534,7 +564,9 @@ def clear_previous_export(out: Path) -> None:
         if name and Path(name).name == name:  # only files the manifest named inside ``out``
             for stale in (out / name, out / f"{name}.json"):
                 stale.unlink(missing_ok=True)
-    for pattern in (".export.*", ".int8.*", ".*.tmp"):
+    # and what an export writes, even with no manifest to name it (an interrupted one): no unchecked file stays
+    for pattern in (".export.*", ".int8.*", ".*.tmp", "model.onnx", "model.*.onnx", "model.*.engine",
+                    "model.*.engine.json", "model.pt2"):
         for stale in out.glob(pattern):
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
