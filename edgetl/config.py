@@ -101,7 +101,8 @@ class TrainConfig:
         at_least: dict[str, tuple[float | None, float]] = {
             "workers": (self.workers, 0), "head_hidden": (self.head_hidden, 0), "weight_decay": (self.weight_decay, 0),
             "warmup_epochs": (self.warmup_epochs, 0), "backbone_lr_mult": (self.backbone_lr_mult, 0),
-            "unfreeze": (self.unfreeze, 0), "img_size": (self.img_size, MIN_IMG_SIZE), "patience": (self.patience, 1)}
+            "unfreeze": (self.unfreeze, 0), "img_size": (self.img_size, MIN_IMG_SIZE), "patience": (self.patience, 1),
+            "clip_grad": (self.clip_grad, 0)}  # a negative max norm flips the gradients: the loss climbs
         for key, (number, low) in at_least.items():
             if number is not None and number < low:
                 raise EdgetlError(f"--{key.replace('_', '-')} {number}: must be >= {low:g}")

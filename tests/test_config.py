@@ -60,7 +60,8 @@ def test_bad_yaml_and_bad_values(tmp_path: Path) -> None:
     # values torch would reject with a traceback mid-setup, or take silently (a negative lr multiplier ascends)
     for key, value, expected in (("img_size", 0, "--img-size 0: must be >= 8"), ("workers", -1, ">= 0"),
                                  ("head_dropout", 1.5, r"\[0, 1\)"), ("backbone_lr_mult", -1, ">= 0"),
-                                 ("head_hidden", -2, ">= 0"), ("patience", 0, ">= 1"), ("weight_decay", -0.1, ">= 0")):
+                                 ("head_hidden", -2, ">= 0"), ("patience", 0, ">= 1"), ("weight_decay", -0.1, ">= 0"),
+                                 ("clip_grad", -1, "--clip-grad -1(.0)?: must be >= 0")):
         with pytest.raises(EdgetlError, match=expected):
             resolve_config({key: value})
     for two in ({"pretrained": True, "weights": "efficientnet_lite0"}, {"weights": "efficientnet_lite0", "init": "run"}):

@@ -222,3 +222,23 @@ def test_calibration_and_parity_leave_the_placeholder_out_as_training_does(hymen
     unlabelled = select_images(ants, ["x", "y"], None)  # a flat folder: no labels, same filter
     assert [p.name for p, _ in unlabelled.skipped] == ["imageNotFound.gif"]
     assert "imageNotFound.gif" not in {p.name for p in unlabelled.paths}
+
+
+def test_val_split_is_for_data_without_val(tmp_path: Path) -> None:
+    for part in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / part / cls).mkdir(parents=True)
+            for i in range(3):
+                _photo(tmp_path / part / cls / f"{i}.png", seed=i)
+    with pytest.raises(EdgetlError, match="--val-split 0.5 would split train/ and leave this val/ unused"):
+        scan_data(tmp_path, val_split=0.5)
+    with pytest.raises(EdgetlError, match="--val-split 0 must lie between 0 and 1"):
+        scan_data(tmp_path / "train", val_split=0)
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped_to_white(tmp_path: Path) -> None:
+    grey = np.random.default_rng(0).integers(0, 256, (40, 50), dtype=np.uint8)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 16-bit PNG, as scanners write
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    rgb = np.asarray(load_rgb(tmp_path / "deep.png"))
+    assert rgb.shape == (40, 50, 3) and np.array_equal(rgb[..., 0], grey) and np.array_equal(rgb[..., 2], grey)

@@ -47,7 +47,10 @@ def test_init_keeps_the_probe_head_and_freeze_bn_keeps_statistics(probe: RunResu
 
 
 def test_without_freeze_bn_statistics_move(probe: RunResult, digits_data: Path, tmp_path: Path) -> None:
-    fit(_cfg(digits_data, tmp_path / "ft", init=str(probe.run_dir), strategy="full", epochs=1, lr=1e-12), quiet=True)
+    # dropout has no weights: the fine-tune may change it
+    ft = fit(_cfg(digits_data, tmp_path / "ft", init=str(probe.run_dir), strategy="full", epochs=1, lr=1e-12,
+                  head_dropout=0.3), quiet=True)
+    assert ft.card.head.dropout == 0.3
     before, after = _bn_means(probe.run_dir / "best.safetensors"), _bn_means(tmp_path / "ft" / "last.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
@@ -55,5 +58,7 @@ def test_without_freeze_bn_statistics_move(probe: RunResult, digits_data: Path, 
 def test_init_from_another_model_is_a_one_line_error(probe: RunResult, digits_data: Path, tmp_path: Path) -> None:
     with pytest.raises(EdgetlError, match=r"--init .*test_resnet on 10 classes.*same --model"):
         fit(_cfg(digits_data, tmp_path / "x", model="test_efficientnet", init=str(probe.run_dir), epochs=1), quiet=True)
+    with pytest.raises(EdgetlError, match=r"--head-hidden 0; this run is .* --head-hidden 8"):
+        fit(_cfg(digits_data, tmp_path / "z", init=str(probe.run_dir), head_hidden=8, epochs=1), quiet=True)
     with pytest.raises(EdgetlError, match="choose one"):
         _cfg(digits_data, tmp_path / "y", init=str(probe.run_dir), weights="efficientnet_lite0").validate()

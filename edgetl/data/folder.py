@@ -182,8 +182,11 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
         if root.suffix.lower() != ".csv":
             raise EdgetlError(f"{root}: not a folder or .csv; pass an ImageFolder directory or a path,label CSV")
         classes, samples = _read_csv(root)
-        train, val = _stratified_split(samples, val_split or 0.2, seed)
-    elif (root / "train").is_dir() and (root / "val").is_dir() and val_split is None:
+        train, val = _stratified_split(samples, 0.2 if val_split is None else val_split, seed)
+    elif (root / "train").is_dir() and (root / "val").is_dir():
+        if val_split is not None:
+            raise EdgetlError(f"{root / 'val'}: --val-split {val_split} would split train/ and leave this val/ "
+                              "unused; drop --val-split, or pass a folder without val/")
         classes, found = _scan_class_tree(root / "train")
         _, found_val = _scan_class_tree(root / "val")
         unknown = sorted(set(found_val) - set(found))
@@ -194,7 +197,7 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
     else:
         base = root / "train" if (root / "train").is_dir() else root
         classes, found = _scan_class_tree(base)
-        train, val = _stratified_split(_samples(found, classes), val_split or 0.2, seed)
+        train, val = _stratified_split(_samples(found, classes), 0.2 if val_split is None else val_split, seed)
     _, bad = check_images([s.path for s in train + val])
     bad_set = {p for p, _ in bad}
     split = DataSplit(classes, _drop_bad(train, bad_set), _drop_bad(val, bad_set), bad)

@@ -37,12 +37,24 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """RGB copy of ``img``; transparent pixels become white, as a viewer shows them."""
     if img.mode == "RGB":
         return img.copy()
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16/32-bit grey: PIL's convert clips at 255
+        return _deep_grey_to_rgb(img)
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return img.convert("RGB")
+
+
+def _deep_grey_to_rgb(img: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit) grey scaled to 8 bits: a 16-bit PNG holds 0..65535, which RGB would clip to white."""
+    import numpy as np
+
+    grey = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or grey.max(initial=0) > 255 else 255.0
+    eight = np.clip(np.rint(grey * (255.0 / top)), 0, 255).astype(np.uint8)
+    return Image.fromarray(eight, "L").convert("RGB")
 
 
 def is_grey_graphic(img: Image.Image) -> bool:

@@ -181,14 +181,15 @@ def load_init(model: nn.Module, card: ModelCard, source: str | Path) -> str:
     """Load an earlier run's full weights, head included, into ``model`` (``--init``).
 
     LP-FT: the fine-tune starts where the linear probe ended, so the pretrained features are not
-    disturbed by gradients through a random head. Architecture, classes and head must match.
+    disturbed by gradients through a random head. Architecture, classes and the head's layers must match;
+    dropout has no weights, so the fine-tune may change it.
     """
     weights, card_file = resolve_checkpoint(source)
     old = ModelCard.load(card_file)
-    if (old.arch, old.classes, old.head) != (card.arch, card.classes, card.head):
+    if (old.arch, old.classes, old.head.hidden) != (card.arch, card.classes, card.head.hidden):
         classes = "" if old.classes == card.classes else f" (classes: {class_difference(old.classes, card.classes, 'the --init run', 'this data')})"
-        raise EdgetlError(f"--init {source}: it is {old.arch} on {len(old.classes)} classes with head {old.head}; this "
-                          f"run is {card.arch} on {len(card.classes)} classes with head {card.head}{classes}; "
-                          "use the same --model, --data and head options")
+        raise EdgetlError(f"--init {source}: it is {old.arch} on {len(old.classes)} classes with --head-hidden "
+                          f"{old.head.hidden}; this run is {card.arch} on {len(card.classes)} classes with --head-hidden "
+                          f"{card.head.hidden}{classes}; use the same --model, --data and --head-hidden")
     load_state(model, load_tensors(weights), source=weights, arch=card.arch)
     return f"--init {source}: started from {weights} (head included)"

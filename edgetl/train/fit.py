@@ -265,9 +265,30 @@ def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
     out = Path(cfg.out) if cfg.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise EdgetlError(f"--out {out}: is a file, not a directory; choose another --out")
+    if out is not None and (out / "manifest.json").is_file() and not (out / ckpt.CARD_FILE).is_file():
+        raise EdgetlError(f"--out {out}: an export folder (it holds manifest.json), not a run directory; choose "
+                          "another --out")
     if out is not None and not overwrite and any((out / n).exists() for n in (ckpt.CARD_FILE, ckpt.STATE_JSON)):
         raise EdgetlError(f"--out {out}: already holds a training run; continue it with `edgetl train --resume {out}`, "
                           "choose another --out, or pass --overwrite to replace it")
+
+
+# What a run and the commands run on it leave in its directory: --overwrite removes them with the run, so no
+# score, plot or export of the old weights sits beside the new ones.
+RUN_OUTPUTS = ("best.safetensors", "metrics.csv", "curves.png", "*eval.json", "*confusion.png", "export")
+
+
+def clear_previous_run(run_dir: Path) -> list[str]:
+    """Remove the run in ``run_dir`` (``--overwrite``); the names removed, for the log."""
+    import shutil
+
+    removed = []
+    for pattern in (*ckpt.RUN_FILES, *RUN_OUTPUTS):
+        for path in sorted(run_dir.glob(pattern)):
+            folder = path.is_dir()
+            shutil.rmtree(path) if folder else path.unlink()
+            removed.append(path.name + ("/" if folder else ""))
+    return removed
 
 
 def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
@@ -291,6 +312,10 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
             if tr.dist.is_main:
                 ensure_writable_dir(tr.run_dir)
                 hold.enter_context(dir_lock(tr.run_dir, "training"))
+                if overwrite and not cfg.resume:
+                    removed = clear_previous_run(tr.run_dir)
+                    if removed:
+                        tr.log(f"--overwrite: removed the previous run's {', '.join(removed)}")
                 if list_skipped:  # False when a caller already listed them (several runs on one data set)
                     report_skipped(tr.split.skipped)
             tr.log(f"{cfg.model}: {len(tr.split.train)} train / {len(tr.split.val)} val images, {tr.num_classes} "
