@@ -53,4 +53,5 @@ def test_bad_numbers_are_usage_errors_before_any_work(argv: list[str], message: 
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "usage:" not in err  # one line, not the usage block

@@ -12,6 +12,7 @@ import importlib
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from edgetl import __version__, interrupt
 from edgetl.errors import EdgetlError, Interrupted
@@ -32,12 +33,19 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A usage error is one line that names the fix, not the whole usage block above it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgetl", description="Fine-tune timm image classifiers and ship verified ONNX / TensorRT artifacts.")
     parser.add_argument("--version", action="version", version=f"edgetl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for name in COMMANDS:
         module = importlib.import_module(f"edgetl.cli.{name}")
         cmd = sub.add_parser(name, help=module.HELP, description=module.__doc__,
