@@ -30,3 +30,25 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> N
         raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_one_line_error(tmp_path: Path) -> None:
+    """A full disk, as a file-size limit makes it: the write fails in safetensors' own error type."""
+    import subprocess
+    import sys
+
+    code = f"""
+import resource, signal, torch
+from edgetl.errors import EdgetlError
+from edgetl.train.checkpoint import save_tensors
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    save_tensors({str(tmp_path / 'w.safetensors')!r}, {{"w": torch.zeros(100_000)}})
+except EdgetlError as exc:
+    print(exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "w.safetensors: cannot write it (" in out.stdout and "free disk space" in out.stdout
+    assert not list(tmp_path.iterdir())  # no partial file left behind

@@ -31,11 +31,15 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
     """Atomically write ``tensors`` (made contiguous, on CPU) as safetensors."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=meta)
+    try:
+        with atomic_path(path) as tmp:
+            save_file(flat, str(tmp), metadata=meta)
+    except SafetensorError as exc:  # a full disk, say: the library's own error type, not an OSError
+        raise EdgetlError(f"{path}: cannot write it ({exc}); free disk space or choose another --out") from None
 
 
 def load_tensors(path: str | Path, fix: str = "restore the file or train again") -> dict[str, torch.Tensor]:
