@@ -268,6 +268,8 @@ def test_default_out_and_opset_range(tmp_path: Path) -> None:
     assert default_out("tf_efficientnet_lite0") == Path("export") / "tf_efficientnet_lite0"
     with pytest.raises(EdgetlError, match="--opset 9: choose 13 to"):
         ExportOptions(opset=9).validate()
+    with pytest.raises(EdgetlError, match="provider 'rocm' is not one edgetl measures"):  # before any export
+        ExportOptions(providers=["rocm"]).validate()
 
 
 def test_an_opset_torch_cannot_convert_to_is_an_error_not_another_opset(tmp_path: Path) -> None:
