@@ -12,13 +12,21 @@ random weights is the baseline that shows what the pretrained weights are worth.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgetl.config import TrainConfig
 from edgetl.errors import EdgetlError
+
+if TYPE_CHECKING:
+    from edgetl.data.folder import DataSplit
+    from edgetl.evaluate import EvalReport
+    from edgetl.export.manifest import Manifest
+    from edgetl.parity import ParityReport
+    from edgetl.train.fit import RunResult
 
 BUILTIN_PER_CLASS = 100  # 10 digit classes x 100: ~670 train / 330 val, a few minutes end to end on a laptop
 BUILTIN_IMG_SIZE = 128  # the digits are 8x8 upsampled; 128 px keeps ImageNet features useful at 1/3 the cost
@@ -57,13 +65,13 @@ class DemoResult:
 
     options: DemoOptions
     data: Path
-    split: Any  # edgetl.data.folder.DataSplit
-    runs: dict[str, Any] = field(default_factory=dict)  # stage → edgetl.train.fit.RunResult
+    split: DataSplit
+    runs: dict[str, RunResult] = field(default_factory=dict)  # stage: probe, finetune, scratch
     final: str = "finetune"
-    evaluation: Any = None  # edgetl.evaluate.EvalReport
-    manifests: list[Any] = field(default_factory=list)  # edgetl.export.manifest.Manifest
+    evaluation: EvalReport | None = None
+    manifests: list[Manifest] = field(default_factory=list)
     artifacts: list[Path] = field(default_factory=list)
-    parity: Any = None  # edgetl.parity.ParityReport
+    parity: ParityReport | None = None
     bench: dict[str, Any] = field(default_factory=dict)  # edgetl.bench/1 document
     seconds: dict[str, float] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
@@ -75,6 +83,12 @@ class DemoResult:
     @property
     def passed(self) -> bool:
         return bool(self.parity is not None and self.parity.passed and all(m.passed for m in self.manifests))
+
+    def finished(self) -> tuple[EvalReport, ParityReport]:
+        """The evaluation and parity reports, which exist once the demo has run them."""
+        if self.evaluation is None or self.parity is None:
+            raise EdgetlError("the demo has not evaluated and checked parity yet; run run_demo first")
+        return self.evaluation, self.parity
 
 
 def _log(options: DemoOptions, message: str) -> None:
@@ -154,45 +168,37 @@ def _split_dirs(data: Path) -> dict[str, Path]:
     return {"train": data / "train", "val": data / "val"}
 
 
-def run_parity_check(result: DemoResult) -> Any:
+def run_parity_check(result: DemoResult) -> ParityReport:
     """Every artifact against the trained PyTorch model on all validation images, with labels."""
-    from edgetl.parity import run_parity, select_images
-    from edgetl.runtime.loader import deployed_runner, runner_from_artifact
+    from edgetl.parity import compare_artifacts
 
-    with ExitStack() as stack:
-        reference = stack.enter_context(runner_from_artifact(result.final_run, device=result.options.device))
-        images = select_images(result.data / "val", reference.card.classes, None)
-        candidates = [(str(p), stack.enter_context(deployed_runner(p, result.options.device, None)))
-                      for p in result.artifacts]
-        return run_parity(reference, candidates, images.paths, images.labels, reference_artifact=str(result.final_run),
-                          progress=not result.options.quiet)
+    return compare_artifacts(result.final_run, result.artifacts, result.data / "val", device=result.options.device,
+                             progress=not result.options.quiet)
 
 
 def run_bench(result: DemoResult) -> dict[str, Any]:
     """PyTorch and every ONNX artifact side by side, interleaved in one process."""
-    from edgetl.bench.harness import (
-        BenchConfig,
-        BenchTarget,
-        artifact_label,
-        bench_targets,
-    )
-    from edgetl.bench.schema import make_document
-    from edgetl.runtime.loader import runner_from_artifact
+    from edgetl.bench.artifacts import RunnerSettings, bench_artifacts
+    from edgetl.bench.harness import BenchConfig
 
     config = BenchConfig(batches=result.options.bench_batches, duration_s=result.options.bench_seconds,
                          warmup_s=0.3)
-    with ExitStack() as stack:
-        targets = []
-        paths = [result.final_run, *result.artifacts]
-        for path in paths:
-            runner = stack.enter_context(runner_from_artifact(path, device=result.options.device))
-            targets.append(BenchTarget(artifact_label(path, runner), runner, str(path)))
-        return make_document(bench_targets(targets, config, progress=not result.options.quiet))
+    return bench_artifacts([result.final_run, *result.artifacts], config, RunnerSettings(device=result.options.device),
+                           progress=not result.options.quiet)
+
+
+@contextmanager
+def _timed(result: DemoResult, stage: str) -> Iterator[None]:
+    """Record how long ``stage`` took, for the report's closing line."""
+    start = time.perf_counter()
+    yield
+    result.seconds[stage] = time.perf_counter() - start
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
     """Train, evaluate, export, check parity, benchmark and write ``report.md`` / ``report.html``."""
     from edgetl.data.folder import report_skipped, scan_data
+    from edgetl.demo_report import write_demo_report
     from edgetl.evaluate import evaluate_artifact, save_report
     from edgetl.export.pipeline import export_artifacts
     from edgetl.train.fit import fit
@@ -202,29 +208,30 @@ def run_demo(options: DemoOptions) -> DemoResult:
     splits = _split_dirs(data)
     result = DemoResult(options, data, scan_data(data, seed=options.seed))
     report_skipped(result.split.skipped)  # once, not once per training run
-    for stage, cfg in train_configs(options, data, img_size).items():
-        _log(options, f"train: {stage} ({cfg.strategy}, {cfg.epochs} epochs)")
-        result.runs[stage] = fit(cfg, quiet=options.quiet, list_skipped=False, overwrite=True)  # the demo's own runs
+    with _timed(result, "train"):
+        for stage, cfg in train_configs(options, data, img_size).items():
+            _log(options, f"train: {stage} ({cfg.strategy}, {cfg.epochs} epochs)")
+            result.runs[stage] = fit(cfg, quiet=options.quiet, list_skipped=False, overwrite=True)  # the demo's own
     if result.runs["probe"].best.get("val_top1", 0) > result.runs["finetune"].best.get("val_top1", 0):
         result.final = "probe"  # the fine-tune did not help on this data: ship the probe
-    result.seconds["train"] = time.perf_counter() - clock
-    _log(options, f"evaluate: {result.final_run}")
-    result.evaluation = evaluate_artifact(result.final_run, splits["val"], device=options.device,
-                                          progress=not options.quiet)
-    save_report(result.evaluation, options.out / "eval")
-    exports = []
-    for out_dir, export_opts in export_options(options, splits):
-        _log(options, f"export: {out_dir}")
-        exports.append((out_dir, export_artifacts(result.final_run, out_dir, export_opts)))
-    result.manifests = [m for _, m in exports]
-    result.artifacts = _artifacts(exports)
-    result.seconds["export"] = time.perf_counter() - clock - result.seconds["train"]
-    _log(options, "parity: every artifact against the PyTorch model")
-    result.parity = run_parity_check(result)
-    _log(options, "benchmark: side by side")
-    result.bench = run_bench(result)
+    with _timed(result, "evaluate"):
+        _log(options, f"evaluate: {result.final_run}")
+        result.evaluation = evaluate_artifact(result.final_run, splits["val"], device=options.device,
+                                              progress=not options.quiet)
+        save_report(result.evaluation, options.out / "eval")
+    with _timed(result, "export"):
+        exports = []
+        for out_dir, export_opts in export_options(options, splits):
+            _log(options, f"export: {out_dir}")
+            exports.append((out_dir, export_artifacts(result.final_run, out_dir, export_opts)))
+        result.manifests = [m for _, m in exports]
+        result.artifacts = _artifacts(exports)
+    with _timed(result, "parity"):
+        _log(options, "parity: every artifact against the PyTorch model")
+        result.parity = run_parity_check(result)
+    with _timed(result, "bench"):
+        _log(options, "benchmark: side by side")
+        result.bench = run_bench(result)
     result.seconds["total"] = time.perf_counter() - clock
-    from edgetl.demo_report import write_demo_report
-
     write_demo_report(result)
     return result

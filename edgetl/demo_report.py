@@ -99,7 +99,7 @@ def training_section(result: DemoResult) -> Section:
 
 
 def evaluation_section(result: DemoResult) -> Section:
-    ev = result.evaluation
+    ev, _ = result.finished()
     rows = [[c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support)] for c in ev.per_class]
     top5 = f", top-5 {ev.top5:.2f}%" if ev.top5 is not None else ""
     text = [f"`edgetl eval` of `{result.final_run}` on {ev.images} validation images: top-1 **{ev.top1:.2f}%**{top5}."]
@@ -111,8 +111,9 @@ def evaluation_section(result: DemoResult) -> Section:
 
 
 def artifacts_section(result: DemoResult) -> Section:
-    parity = {Path(c.artifact): c for c in result.parity.candidates}
-    ref_acc = result.parity.candidates[0].stats.ref_accuracy if result.parity.candidates else None
+    _, report = result.finished()
+    parity = {Path(c.artifact): c for c in report.candidates}
+    ref_acc = report.candidates[0].stats.ref_accuracy if report.candidates else None
     rows = [[f"`{result.final_run.name}` (PyTorch)", "fp32", "-", _pct(ref_acc), "-", "-", "-", "reference"]]
     for path in result.artifacts:
         c = parity[path]
@@ -122,7 +123,7 @@ def artifacts_section(result: DemoResult) -> Section:
                      f"{path.stat().st_size / 2**20:.1f}", _pct(s.cand_accuracy),
                      f"{s.accuracy_drop:+.2f}" if s.accuracy_drop is not None else "-", f"{s.top1_agreement:.2%}",
                      f"{s.max_abs_diff:.2e}", "PASS" if c.passed else "FAIL: " + "; ".join(c.fails)])
-    text = [f"`edgetl parity` on all {result.parity.images} validation images, each artifact with the preprocessing "
+    text = [f"`edgetl parity` on all {report.images} validation images, each artifact with the preprocessing "
             "from its own metadata. INT8 for TensorRT is judged with ONNX Runtime graph optimisation off (Q/DQ as "
             "float fake-quant, TensorRT's numerics); INT8 for the CPU with ONNX Runtime's fused int8 kernels.",
             "Verdict: **" + ("all artifacts pass their gates" if result.passed else "a gate FAILED") + "**."]
@@ -182,7 +183,7 @@ def deploy_section(result: DemoResult) -> Section:
 def write_demo_report(result: DemoResult) -> tuple[Path, Path]:
     """Write parity.json, bench.json, report.md and report.html into the demo's out directory."""
     out = result.options.out
-    atomic_write_json(out / "parity.json", result.parity.to_dict())
+    atomic_write_json(out / "parity.json", result.finished()[1].to_dict())
     atomic_write_json(out / "bench.json", result.bench)
     result.commands = commands(result)
     seconds = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
@@ -198,4 +199,4 @@ def summary_rows(result: DemoResult) -> list[dict[str, Any]]:
     """One row per artifact for the console table: precision, val top-1, drop, verdict."""
     return [{"artifact": str(Path(c.artifact).relative_to(result.options.out)), "precision": c.runner["precision"],
              "top1": c.stats.cand_accuracy, "drop": c.stats.accuracy_drop, "passed": c.passed}
-            for c in result.parity.candidates]
+            for c in result.finished()[1].candidates]

@@ -93,27 +93,31 @@ def check_gate(stats: ParityStats, gate: Gate) -> list[str]:
         lost = round(stats.accuracy_drop * stats.n / 100)  # on few images one photo is many points: say how many
         fails.append(f"top-1 drop {stats.accuracy_drop:.2f} pts > {gate.max_accuracy_drop:.2f} "
                      f"({lost} more wrong of {stats.n} images)")
+    elif gate.max_accuracy_drop is not None and stats.accuracy_drop is None:
+        disagree = (1.0 - stats.top1_agreement) * 100.0  # without labels: an upper bound on the drop
+        if disagree > gate.max_accuracy_drop:
+            fails.append(f"top-1 disagreement {disagree:.2f} pts > {gate.max_accuracy_drop:.2f} (no labels: "
+                         "an upper bound on the drop)")
     return fails
 
 
 # --- the driver: run a reference and candidates over the same images, each with its own preprocessing ---
 
 GATE_FIELDS = ("min_agreement", "max_abs_diff", "max_accuracy_drop")
-INT8_UNLABELLED = Gate(min_agreement=0.99)  # without labels the accuracy drop is unknown; judge agreement
 
 
-def gate_for(precision: str, has_labels: bool, overrides: dict[str, float | None] | None = None) -> Gate:
+def gate_for(precision: str, overrides: dict[str, float | None] | None = None) -> Gate:
     """The default gate of ``precision`` ("mixed" is judged as fp16), with ``overrides`` applied.
 
-    INT8 is gated on the accuracy drop against labels; with an unlabelled folder it falls back to
-    top-1 agreement >= 99% with the reference. An override ``field: value`` changes that check in the
+    INT8 is gated on the accuracy drop against labels; without labels ``check_gate`` judges the top-1
+    disagreement with the reference against the same budget (1 point = 99% agreement). An override ``field: value`` changes that check in the
     gates that have it (loosening FP32's max diff adds no diff check to INT8); ``"int8.field": value``
     sets it for one precision, and ``None`` there drops the check.
     """
     key = {"mixed": "fp16"}.get(precision, precision)
     if key not in GATES:
         raise ValueError(f"no default gate for precision {precision!r}; choose one of {', '.join(GATES)}")
-    gate = asdict(GATES[key] if has_labels or key != "int8" else INT8_UNLABELLED)
+    gate = asdict(GATES[key])
     scoped = []
     for name, value in (overrides or {}).items():
         scope, _, field_name = name.rpartition(".")
@@ -244,12 +248,37 @@ def run_parity(reference: Any, candidates: list[tuple[str, Any]], paths: list[An
     results = []
     for (artifact, runner), cand in zip(candidates, logits[1:], strict=True):
         stats = compare_logits(logits[0], cand, lab, n_worst=n_worst)
-        gate = gate_for(runner.info.precision, lab is not None, overrides)
+        gate = gate_for(runner.info.precision, overrides)
         results.append(CandidateResult(artifact, describe_runner(runner, artifact), gate, stats,
                                        check_gate(stats, gate),
                                        _worst_images(stats, logits[0], cand, used_paths, lab, classes)))
     return ParityReport(describe_runner(reference, reference_artifact), results, len(used), lab is not None,
                         skipped)
+
+
+def compare_artifacts(reference: Path, candidates: list[Path], data: Path, device: str | None = None,
+                      provider: str | None = None, limit: int | None = None,
+                      overrides: dict[str, float | None] | None = None, batch_size: int = 32, n_worst: int = 10,
+                      progress: bool = True) -> ParityReport:
+    """Every candidate file against the reference file on ``data``'s images, each in its deployed numerics.
+
+    ``provider`` applies to the .onnx candidates. The report lists every file left out, the folder →
+    class mapping used for labels, and why a folder of class folders gave none.
+    """
+    from contextlib import ExitStack
+
+    from edgetl.runtime.loader import artifact_kind, deployed_runner
+
+    with ExitStack() as stack:
+        ref = stack.enter_context(deployed_runner(reference, device, None))
+        images = select_images(data, ref.card.classes, limit)
+        runners = [(str(p), stack.enter_context(deployed_runner(
+            p, device, provider if artifact_kind(p) == "onnx" else None))) for p in candidates]
+        report = run_parity(ref, runners, images.paths, images.labels, reference_artifact=str(reference),
+                            overrides=overrides, batch_size=batch_size, n_worst=n_worst, progress=progress)
+    report.skipped = [(str(p), r) for p, r in images.skipped] + report.skipped
+    report.class_map, report.note = images.class_map, images.note
+    return report
 
 
 @dataclass
@@ -291,8 +320,8 @@ def select_images(data: Path, classes: list[str], limit: int | None) -> ParityIm
     note = None
     if subdirs and not labelled:
         note = (f"none of {root}'s folders ({_preview(sorted(subdirs))}) is a class of the model "
-                f"({_preview(classes)}): no labels, so no accuracy, and INT8 is gated on top-1 agreement "
-                f">= {INT8_UNLABELLED.min_agreement:.0%}")
+                f"({_preview(classes)}): no labels, so no accuracy, and INT8 is gated on top-1 disagreement "
+                f"with the reference (<= {GATES['int8'].max_accuracy_drop:g} pts = agreement >= 99%)")
     return ParityImages([p for p, _ in pairs], [lab for _, lab in pairs] if labelled else None, skipped, class_map,
                         note)
 

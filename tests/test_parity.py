@@ -12,7 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgetl.cli import main
-from edgetl.parity import GATES, INT8_UNLABELLED, Gate, check_gate, compare_logits, gate_for
+from edgetl.parity import GATES, Gate, check_gate, compare_logits, gate_for
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -28,26 +28,29 @@ def test_compare_logits_on_known_values() -> None:
     assert check_gate(s, GATES["fp32"]) == ["top-1 agreement 66.67% < 100.00%", "max abs diff 1.00e+00 > 1e-04"]
     assert check_gate(compare_logits(ref, ref), GATES["fp32"]) == []
     assert check_gate(s, GATES["int8"]) == ["top-1 drop 33.33 pts > 1.00 (1 more wrong of 3 images)"]
+    unlabelled = compare_logits(ref, cand)  # the same logits without labels: disagreement bounds the drop
+    assert check_gate(unlabelled, GATES["int8"]) == [
+        "top-1 disagreement 33.33 pts > 1.00 (no labels: an upper bound on the drop)"]
+    assert check_gate(unlabelled, gate_for("int8", {"int8.max_accuracy_drop": 34})) == []
 
 
 def test_gates_by_precision_and_overrides() -> None:
-    assert gate_for("fp32", True) == GATES["fp32"]
-    assert gate_for("mixed", True) == GATES["fp16"]
-    assert gate_for("int8", True).max_accuracy_drop == 1.0
-    assert gate_for("int8", False) == INT8_UNLABELLED == Gate(min_agreement=0.99)
-    assert gate_for("fp16", True, {"min_agreement": 0.9, "max_abs_diff": None}).min_agreement == 0.9
+    assert gate_for("fp32") == GATES["fp32"]
+    assert gate_for("mixed") == GATES["fp16"]
+    assert gate_for("int8").max_accuracy_drop == 1.0
+    assert gate_for("fp16", {"min_agreement": 0.9, "max_abs_diff": None}).min_agreement == 0.9
     with pytest.raises(ValueError, match="unknown gate field"):
-        gate_for("fp32", True, {"tolerance": 1.0})
+        gate_for("fp32", {"tolerance": 1.0})
 
 
 def test_a_global_override_changes_a_check_only_where_a_gate_has_it() -> None:
-    assert gate_for("int8", True, {"max_abs_diff": 0.05}) == GATES["int8"]  # loosening FP32's adds none to INT8
-    assert gate_for("fp32", True, {"max_abs_diff": 0.05}) == Gate(min_agreement=1.0, max_abs_diff=0.05)
-    assert gate_for("int8", True, {"int8.max_abs_diff": 0.5}) == Gate(max_abs_diff=0.5, max_accuracy_drop=1.0)
-    assert gate_for("mixed", True, {"fp16.min_agreement": None}) == Gate()  # None drops the check
-    assert gate_for("fp16", True, {"fp16.min_agreement": 0.97, "min_agreement": 0.9}).min_agreement == 0.97
+    assert gate_for("int8", {"max_abs_diff": 0.05}) == GATES["int8"]  # loosening FP32's adds none to INT8
+    assert gate_for("fp32", {"max_abs_diff": 0.05}) == Gate(min_agreement=1.0, max_abs_diff=0.05)
+    assert gate_for("int8", {"int8.max_abs_diff": 0.5}) == Gate(max_abs_diff=0.5, max_accuracy_drop=1.0)
+    assert gate_for("mixed", {"fp16.min_agreement": None}) == Gate()  # None drops the check
+    assert gate_for("fp16", {"fp16.min_agreement": 0.97, "min_agreement": 0.9}).min_agreement == 0.97
     with pytest.raises(ValueError, match="unknown gate field 'int4.max_abs_diff'"):
-        gate_for("fp32", True, {"int4.max_abs_diff": 1.0})
+        gate_for("fp32", {"int4.max_abs_diff": 1.0})
 
 
 def _perturbed(onnx_path: Path, out: Path) -> Path:

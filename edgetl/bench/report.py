@@ -63,6 +63,21 @@ def console() -> Any:
     return out if out.is_terminal else Console(width=180)
 
 
+def warnings(doc: dict[str, Any]) -> list[str]:
+    """What a reader must know before trusting the figures: a document's own warning, disturbed p99s, thin p99s."""
+    out = [f"warning: {doc['warning']}"] if doc.get("warning") else []
+    shaky = [f"{label_of(r)} batch {r['batch']}" for r in doc["results"] if unstable(r)]
+    if shaky:
+        out.append(f"warning: unstable timings (p99 > {UNSTABLE_RATIO:g}x p50) for {', '.join(shaky)}: the machine "
+                   "was busy or ran more threads than it has free cores; re-run on a quiet machine or with "
+                   "--threads N, and compare p50")
+    few = sorted({r["iters"] for r in doc["results"] if r["iters"] < 100})
+    if few:
+        out.append(f"note: some p99 figures rest on only {few[0]} timed calls; use the default (>= 100 calls) or "
+                   "--iters 100 or more for a stable p99")
+    return out
+
+
 def footnote(doc: dict[str, Any]) -> str:
     """What the speed-up column compares, and what a * on p99 means."""
     if doc.get("merged_from"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from edgetl.cli.args import (
     batch_sizes,
@@ -57,34 +58,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _runner_kwargs(path: Path, args: argparse.Namespace) -> dict[str, object]:
-    from edgetl.runtime.loader import artifact_kind
-
-    kind = artifact_kind(path)
-    if kind == "torch":
-        return {"half": args.half, "channels_last": args.channels_last, "compile": args.compile or False,
-                "threads": args.threads, "cuda_graph": args.cuda_graph}
-    if kind == "onnx":
-        return {"threads": args.threads}
-    if kind == "tensorrt":
-        return {"cuda_graph": args.cuda_graph}
-    return {}
-
-
-def _load_images(data: Path | None) -> list | None:
-    """Up to 64 decoded images of ``data`` for --mode e2e; files that do not decode are listed and left out."""
-    if data is None:
-        return None
-    from edgetl.data.folder import check_images, list_image_files, report_skipped
-    from edgetl.data.images import load_rgb
-
-    good, skipped = check_images(list_image_files(data)[:64])
-    report_skipped(skipped)
-    if not good:
-        raise EdgetlError(f"{data}: no readable images for --mode e2e; point --data to a folder of photos")
-    return [load_rgb(p) for p in good]
-
-
 def run(args: argparse.Namespace) -> int:
     from edgetl.bench import report
     from edgetl.io import atomic_write_json
@@ -98,17 +71,8 @@ def run(args: argparse.Namespace) -> int:
             raise EdgetlError("pass at least one ARTIFACT to benchmark (or --merge FILE…)")
         doc = _measure(args)
     report.console().print(report.rich_table(doc))
-    if doc.get("warning"):
-        print(f"warning: {doc['warning']}", file=sys.stderr)
-    shaky = [f"{report.label_of(r)} batch {r['batch']}" for r in doc["results"] if report.unstable(r)]
-    if shaky:
-        print(f"warning: unstable timings (p99 > {report.UNSTABLE_RATIO:g}x p50) for {', '.join(shaky)}: the machine "
-              "was busy or ran more threads than it has free cores; re-run on a quiet machine or with --threads N, "
-              "and compare p50", file=sys.stderr)
-    few = sorted({r["iters"] for r in doc["results"] if r["iters"] < 100})
-    if few:
-        print(f"note: some p99 figures rest on only {few[0]} timed calls; use the default (>= 100 calls) or "
-              "--iters 100 or more for a stable p99", file=sys.stderr)
+    for line in report.warnings(doc):
+        print(line, file=sys.stderr)
     if args.json:
         atomic_write_json(args.json, doc)
     if args.md:
@@ -118,77 +82,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure(args: argparse.Namespace) -> dict:
-    from contextlib import ExitStack
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    from edgetl.bench.artifacts import RunnerSettings, bench_artifacts, load_bench_images
+    from edgetl.bench.harness import BenchConfig
+    from edgetl.data.folder import report_skipped
 
-    from edgetl.bench.harness import (
-        BenchConfig,
-        BenchTarget,
-        artifact_label,
-        bench_targets,
-    )
-    from edgetl.bench.schema import make_document
-    from edgetl.runtime.loader import artifact_kind, runner_from_artifact
-
-    if args.provider and not any(artifact_kind(p) == "onnx" for p in args.artifacts):
-        raise EdgetlError(f"--provider {args.provider} applies to .onnx artifacts and none was given; drop it")
     if args.data is not None and args.mode != "e2e":
         raise EdgetlError("--data feeds --mode e2e (compute mode times synthetic device-resident input); "
                           "add --mode e2e or drop --data")
     config = BenchConfig(batches=args.batch, mode=args.mode, warmup_iters=args.warmup_iters,
                          warmup_s=args.warmup_s, iters=args.iters, duration_s=args.duration)
-    if args.trtexec:
-        from edgetl.bench.trtexec import find_trtexec
-
-        find_trtexec()  # fail before measuring anything
-    with ExitStack() as stack:
-        targets = []
-        for path in args.artifacts:
-            provider = args.provider if path.suffix.lower() == ".onnx" else None
-            runner = stack.enter_context(runner_from_artifact(path, device=args.device, provider=provider,
-                                                              **_runner_kwargs(path, args)))
-            targets.append(BenchTarget(artifact_label(path, runner), runner, str(path)))
-        _unique_labels(targets)
-        results = bench_targets(targets, config, images=_load_images(args.data), progress=not args.no_progress)
-        gpu = next((t.runner.info.details.get("gpu") for t in targets if t.runner.info.device == "cuda"), None)
-        if gpu is None and any(t.runner.info.device == "cuda" for t in targets):
-            gpu = _cuda_name()
-        doc = make_document(results, gpu=gpu)
-        if args.trtexec:
-            doc["trtexec"] = _trtexec(targets, results)
-    return doc
-
-
-def _unique_labels(targets: list) -> None:
-    seen: dict[str, int] = {}
-    for t in targets:
-        seen[t.label] = seen.get(t.label, 0) + 1
-        if seen[t.label] > 1:
-            t.label = f"{t.label} #{seen[t.label]}"
-
-
-def _cuda_name() -> str | None:
-    try:
-        import torch
-
-        return str(torch.cuda.get_device_name()) if torch.cuda.is_available() else None
-    except ImportError:
-        return None
-
-
-def _trtexec(targets: list, results: list[dict]) -> list[dict]:
-    from edgetl.bench.trtexec import trtexec_comparison
-
-    out = []
-    for t in targets:
-        if t.runner.info.backend != "tensorrt":
-            continue
-        for r in results:
-            if r["label"] == t.label and r["mode"] == "compute":
-                cmp = trtexec_comparison(r, t.artifact, t.runner.info.input_name, t.runner.input_shape)
-                print(f"trtexec {t.label} batch {r['batch']}: edgetl/trtexec latency ratio "
-                      f"{cmp['latency_ratio']:.3f}, throughput ratio {cmp['throughput_ratio']:.3f}")
-                out.append({"label": t.label, **cmp})
-    if not out:
+    settings = RunnerSettings(device=args.device, provider=args.provider, threads=args.threads, half=args.half,
+                              channels_last=args.channels_last, compile=args.compile, cuda_graph=args.cuda_graph)
+    images = None
+    if args.data is not None:
+        images, skipped = load_bench_images(args.data)
+        report_skipped(skipped)
+    doc = bench_artifacts(args.artifacts, config, settings, images=images, progress=not args.no_progress,
+                          trtexec=args.trtexec)
+    for cmp in doc.get("trtexec", []):
+        print(f"trtexec {cmp['label']} batch {cmp['batch']}: edgetl/trtexec latency ratio "
+              f"{cmp['latency_ratio']:.3f}, throughput ratio {cmp['throughput_ratio']:.3f}")
+    if args.trtexec and not doc.get("trtexec"):
         print("note: --trtexec compares TensorRT engines in --mode compute only; none were benchmarked", file=sys.stderr)
-    return out
+    return doc
