@@ -6,7 +6,6 @@ images; ``GATES`` holds the default pass/fail rules per precision.
 
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,77 +266,21 @@ def compare_artifacts(reference: Path, candidates: list[Path], data: Path, devic
     """
     from contextlib import ExitStack
 
+    from edgetl.data.labelled import find_labelled
     from edgetl.runtime.loader import artifact_kind, deployed_runner
 
     with ExitStack() as stack:
         ref = stack.enter_context(deployed_runner(reference, device, None))
-        images = select_images(data, ref.card.classes, limit)
+        images = find_labelled(data, ref.card.classes, limit)
         runners = [(str(p), stack.enter_context(deployed_runner(
             p, device, provider if artifact_kind(p) == "onnx" else None))) for p in candidates]
         report = run_parity(ref, runners, images.paths, images.labels, reference_artifact=str(reference),
                             overrides=overrides, batch_size=batch_size, n_worst=n_worst, progress=progress)
     report.skipped = [(str(p), r) for p, r in images.skipped] + report.skipped
-    report.class_map, report.note = images.class_map, images.note
+    report.class_map = images.class_map
+    if images.note:
+        report.note = (f"{images.note}; INT8 is gated on top-1 disagreement with the reference "
+                       f"(<= {GATES['int8'].max_accuracy_drop:g} pts = agreement >= 99%)")
     return report
 
 
-@dataclass
-class ParityImages:
-    """The images parity runs on, their labels when the folder has them, and what was left out."""
-
-    paths: list[Path]
-    labels: list[int] | None
-    skipped: list[tuple[Path, str]]
-    class_map: dict[str, str] | None = None  # folder name → model class, for folders named by ImageNet class
-    note: str | None = None  # why a folder with class folders gave no labels
-
-
-def select_images(data: Path, classes: list[str], limit: int | None) -> ParityImages:
-    """Labelled samples when ``data`` is laid out by the model's classes (or, for the ImageNet head, by
-    ImageNet class names such as ``ants``), else every image unlabelled."""
-    from edgetl.data.folder import check_images, list_image_files, scan_eval_folder
-    from edgetl.export.calib import IMAGENET_CLASSES, imagenet_samples
-
-    if not data.is_dir():
-        raise EdgetlError(f"{data}: not a folder; pass a folder of images (DIR/<class>/… for accuracy)")
-    root = data / "val" if (data / "val").is_dir() else data
-    subdirs = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
-    mapped = imagenet_samples(root) if subdirs and classes == IMAGENET_CLASSES else None
-    class_map = None
-    if subdirs and subdirs <= set(classes):
-        samples, skipped = scan_eval_folder(data, classes)
-        pairs, labelled = [(s.path, s.label) for s in samples], True
-    elif mapped is not None:
-        pairs, skipped, class_map, labelled = mapped.pairs, mapped.skipped, mapped.class_map, True
-    else:
-        _check_not_half_labelled(root, subdirs, classes)
-        good, skipped = check_images(list_image_files(data))
-        pairs, labelled = [(p, -1) for p in good], False
-    if limit is not None and limit < len(pairs):
-        if limit < 1:
-            raise EdgetlError(f"--limit {limit} must be at least 1")
-        pairs = sorted(random.Random(0).sample(pairs, limit), key=lambda p: str(p[0]))
-    note = None
-    if subdirs and not labelled:
-        note = (f"none of {root}'s folders ({_preview(sorted(subdirs))}) is a class of the model "
-                f"({_preview(classes)}): no labels, so no accuracy, and INT8 is gated on top-1 disagreement "
-                f"with the reference (<= {GATES['int8'].max_accuracy_drop:g} pts = agreement >= 99%)")
-    return ParityImages([p for p, _ in pairs], [lab for _, lab in pairs] if labelled else None, skipped, class_map,
-                        note)
-
-
-def _preview(names: list[str], n: int = 4) -> str:
-    return ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "")
-
-
-def _check_not_half_labelled(root: Path, subdirs: set[str], classes: list[str]) -> None:
-    """Some folders named by the model's classes and some not is a labelling mistake, not unlabelled data."""
-    from edgetl.export.calib import IMAGENET_CLASSES, imagenet_index
-
-    imagenet = classes == IMAGENET_CLASSES
-    known = {d for d in subdirs if d in classes or (imagenet and imagenet_index(d) is not None)}
-    if known:
-        extra = sorted(subdirs - known)
-        raise EdgetlError(f"{root}: folder(s) {_preview(extra)} are not classes of the model "
-                          f"({'ImageNet classes' if imagenet else _preview(classes)}); "
-                          "rename or move them so every folder is one of the model's classes")

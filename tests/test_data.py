@@ -212,14 +212,14 @@ def test_a_set_of_grey_drawings_keeps_them(tmp_path: Path) -> None:
 
 def test_calibration_and_parity_leave_the_placeholder_out_as_training_does(hymenoptera: Path) -> None:
     from edgetl.card import Preprocess
+    from edgetl.data.labelled import find_labelled
     from edgetl.export.calib import calibration_files, preprocess_files
-    from edgetl.parity import select_images
 
     ants = hymenoptera / "train" / "ants"
     calib = preprocess_files(calibration_files(ants), Preprocess(input_size=(3, 32, 32)), source=str(ants))
     assert [(p.name, "placeholder" in r) for p, r in calib.skipped] == [("imageNotFound.gif", True)]
     assert len(calib) == len(calibration_files(ants)) - 1 == calib.array.shape[0]
-    unlabelled = select_images(ants, ["x", "y"], None)  # a flat folder: no labels, same filter
+    unlabelled = find_labelled(ants, ["x", "y"], None)  # a flat folder: no labels, same filter
     assert [p.name for p, _ in unlabelled.skipped] == ["imageNotFound.gif"]
     assert "imageNotFound.gif" not in {p.name for p in unlabelled.paths}
 

@@ -193,7 +193,8 @@ def test_bias_correction_removes_the_mean_shift_of_weight_rounding(tmp_path: Pat
 
 def test_imagenet_folder_names_map_onto_the_imagenet_head(hymenoptera: Path) -> None:
     """ants/ and bees/ are ImageNet classes 310 and 309: a labelled accuracy for the 1000-class head."""
-    from edgetl.export.calib import IMAGENET_CLASSES, imagenet_index, labelled_images
+    from edgetl.data.imagenet import IMAGENET_CLASSES, imagenet_index
+    from edgetl.export.calib import labelled_images
     from edgetl.models.factory import default_preprocess
 
     assert [imagenet_index(n) for n in ("ants", "bees", "n02219486", "imagenet_309", "crane", "nothing")] == \

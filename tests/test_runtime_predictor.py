@@ -84,7 +84,7 @@ def test_a_transparent_image_reads_the_same_from_memory_as_from_its_file(tiny_on
 
 
 def test_imagenet_head_classes_say_what_they_are() -> None:
-    from edgetl.export.calib import imagenet_description
+    from edgetl.data.imagenet import imagenet_description
 
     assert imagenet_description("imagenet_310") == "ant, emmet, pismire"
     assert imagenet_description("imagenet_1000") is None and imagenet_description("ants") is None

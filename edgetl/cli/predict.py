@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         predictions = Predictor(runner).predict(images, topk=args.topk)
     report_skipped([(Path(p), reason) for p, reason in skipped])
     code = 2 if skipped else 0  # every readable image is answered; the unreadable ones are the user's to fix
-    from edgetl.export.calib import imagenet_description
+    from edgetl.data.imagenet import imagenet_description
 
     if args.json:
         answers = [p.to_dict() for p in predictions]

@@ -1,12 +1,8 @@
 """Calibration / parity images → float32 NCHW batches through the model card's own preprocessing.
 
 Uses ``eval_array`` — the same function training validation and the runtime Predictor use — so the
-quantizer sees exactly the tensors the deployed model will see.
-
-A labelled folder for a model with the 1000-class ImageNet head (``--weights efficientnet_lite0``, classes
-``imagenet_0`` … ``imagenet_999``) may name its class folders the ImageNet way instead: ``ants/`` and
-``bees/`` map to classes 310 "ant, emmet, pismire" and 309 "bee" (a WordNet id or an index works too),
-so real accuracy — not only agreement with FP32 — is measured on photos such as hymenoptera/val.
+quantizer sees exactly the tensors the deployed model will see. Which files of a labelled folder are
+used, and with which labels, is :func:`edgetl.data.labelled.find_labelled`'s job, shared with parity.
 """
 
 from __future__ import annotations
@@ -89,64 +85,6 @@ def calibration_files(folder: str | Path) -> list[Path]:
     return list_image_files(folder)
 
 
-IMAGENET_CLASSES = [f"imagenet_{i}" for i in range(1000)]
-
-
-def imagenet_description(class_name: str) -> str | None:
-    """What an ImageNet head's class ``imagenet_310`` is ("ant, emmet, pismire"); None for other names."""
-    number = class_name.removeprefix("imagenet_")
-    if class_name == number or not number.isdigit() or int(number) >= 1000:
-        return None
-    from timm.data import ImageNetInfo
-
-    return str(ImageNetInfo().index_to_description(int(number)))
-
-
-def imagenet_index(folder_name: str) -> int | None:
-    """ImageNet-1k class of a folder named by index (310, imagenet_310), WordNet id or class name ("ants")."""
-    from timm.data import ImageNetInfo
-
-    name = folder_name.strip().lower()
-    number = name.removeprefix("imagenet_")
-    if number.isdigit():
-        return int(number) if int(number) < 1000 else None
-    info = ImageNetInfo()
-    words = name.replace("_", " ").replace("-", " ")
-    forms = [words] + [words[:-len(end)] for end in ("es", "s") if words.endswith(end)]
-    for form in forms:
-        hits = {i for i in range(1000) if info.index_to_label_name(i) == name
-                or form in [w.lower() for w in info.index_to_description(i).split(", ")]}
-        if len(hits) == 1:
-            return hits.pop()
-    return None
-
-
-@dataclass
-class ImagenetFolders:
-    """``root/<name>/…`` read with ImageNet labels: folders named after ImageNet classes (``ants``, ``bees``)."""
-
-    pairs: list[tuple[Path, int]]  # (file, ImageNet class index)
-    class_map: dict[str, str]  # folder name → model class
-    skipped: list[tuple[Path, str]]  # files that do not decode, placeholders
-
-
-def imagenet_samples(root: Path) -> ImagenetFolders | None:
-    """Labelled samples of ``root`` for the 1000-class head when every folder names one ImageNet class."""
-    from edgetl.data.folder import check_images, list_image_files
-
-    if not root.is_dir():
-        return None
-    dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    index = {d.name: imagenet_index(d.name) for d in dirs}
-    if not dirs or any(i is None for i in index.values()):
-        return None
-    files = [(p, int(index[d.name] or 0)) for d in dirs for p in list_image_files(d)]
-    good, skipped = check_images([f for f, _ in files])
-    keep = set(good)
-    return ImagenetFolders([(f, label) for f, label in files if f in keep],
-                           {d: f"imagenet_{i}" for d, i in index.items()}, skipped)
-
-
 def labelled_images(folder: str | Path, classes: list[str], pre: Preprocess, limit: int | None = None,
                     seed: int = 0) -> ImageSet:
     """A labelled folder (``DIR/<class>/…``) mapped onto ``classes`` and preprocessed.
@@ -154,22 +92,13 @@ def labelled_images(folder: str | Path, classes: list[str], pre: Preprocess, lim
     For the ImageNet head, folders named after ImageNet classes (``ants``, ``bees``) map by name.
     """
     from edgetl.data.folder import scan_eval_folder
+    from edgetl.data.labelled import find_labelled
 
-    root = Path(folder)
-    root = root / "val" if (root / "val").is_dir() else root
-    mapped = None
-    if classes == IMAGENET_CLASSES and root.is_dir() and not any((root / c).is_dir() for c in classes):
-        mapped = imagenet_samples(root)
-    if mapped is not None:
-        pairs, class_map, skipped = mapped.pairs, mapped.class_map, mapped.skipped
-    else:
-        samples, skipped = scan_eval_folder(folder, classes)
-        pairs, class_map = [(s.path, s.label) for s in samples], None
-    if not pairs:
+    found = find_labelled(Path(folder), classes, limit, seed)
+    if found.labels is None:
+        scan_eval_folder(folder, classes)  # names the folder that is not a class
+    if not found.paths or found.labels is None:
         raise EdgetlError(f"{folder}: no usable labelled images; expected {folder}/<class>/<image>")
-    if limit is not None and len(pairs) > limit:
-        pairs = sorted(random.Random(seed).sample(pairs, limit), key=lambda s: str(s[0]))
-    images = preprocess_files([p for p, _ in pairs], pre, [label for _, label in pairs],
-                              describe="Loading val images", source=str(folder))
-    images.class_map, images.skipped = class_map, skipped + images.skipped
+    images = preprocess_files(found.paths, pre, found.labels, describe="Loading val images", source=str(folder))
+    images.class_map, images.skipped = found.class_map, found.skipped + images.skipped
     return images
