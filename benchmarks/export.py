@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.bench.timing import time_host
 from edgetl.card import library_versions
 from edgetl.export.pipeline import ExportOptions, export_artifacts
 from edgetl.runtime.onnxruntime import OrtRunner
+from edgetl.runtime.timing import time_host
 
 MODELS = ("tf_efficientnet_lite0", "resnet18", "efficientnet_b0")
 VARIANTS = {  # name → export options beyond the shared ones

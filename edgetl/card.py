@@ -18,7 +18,15 @@ from edgetl.errors import EdgetlError
 from edgetl.io import atomic_write_json, read_json
 
 CARD_SCHEMA = 1
+# The metadata contract of every artifact (ONNX metadata_props, AOTInductor package metadata): the card as
+# JSON, plus flat keys a reader without a JSON parser (cpp_bench) or without the card can use.
 METADATA_KEY = "edgetl.card"
+PRECISION_KEY = "edgetl.precision"  # fp32, fp16, int8
+INT8_TARGET_KEY = "edgetl.int8_target"  # tensorrt or cpu: the INT8 numerics a Q/DQ model was made for
+ARCH_KEY = "edgetl.arch"
+SHAPE_KEY = "edgetl.input_shape"  # "C,H,W"
+MIN_BATCH_KEY = "edgetl.min_batch"
+MAX_BATCH_KEY = "edgetl.max_batch"
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
 
 

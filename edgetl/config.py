@@ -21,6 +21,7 @@ LOSSES = ("ce", "focal")
 MONITORS = ("val_top1", "val_loss")
 SAMPLERS = ("random", "balanced")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
+AUGMENTS = ("none", "randaugment", "trivialaugment")
 RECIPES_ENV = "EDGETL_RECIPES"
 
 
@@ -80,7 +81,7 @@ class TrainConfig:
         """Check choices and ranges; a bad value is a one-line error naming the valid ones."""
         for name, value, choices in (("strategy", self.strategy, STRATEGIES), ("loss", self.loss, LOSSES),
                                      ("monitor", self.monitor, MONITORS), ("sampler", self.sampler, SAMPLERS),
-                                     ("amp", self.amp, AMP_MODES)):
+                                     ("amp", self.amp, AMP_MODES), ("augment", self.augment, AUGMENTS)):
             if value not in choices:
                 raise EdgetlError(f"--{name.replace('_', '-')} {value!r}: choose one of {', '.join(choices)}")
         positive: dict[str, float] = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.base_lr,

@@ -18,12 +18,6 @@ class Interrupted(KeyboardInterrupt):
 INTERRUPTED_BEFORE_START = "interrupted before training started; run the same command again"
 
 
-def require(condition: bool, message: str) -> None:
-    """Raise :class:`EdgetlError` with ``message`` unless ``condition`` holds."""
-    if not condition:
-        raise EdgetlError(message)
-
-
 def name_list(names: list[str], limit: int = 5) -> str:
     """``a, b, c`` — or the first ``limit`` and how many in all, so a complete list never ends in "…"."""
     shown = ", ".join(names[:limit])

@@ -11,8 +11,8 @@ import torch
 from conftest import AOTI_MAX_BATCH, has_cuda
 
 from edgetl.errors import EdgetlError
-from edgetl.export.aoti import pt2_from_model, read_pt2_metadata
-from edgetl.runtime.aoti import AotiRunner
+from edgetl.export.aoti import pt2_from_model
+from edgetl.runtime.aoti import AotiRunner, read_pt2_metadata
 from edgetl.runtime.loader import runner_from_artifact
 
 

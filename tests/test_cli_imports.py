@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-HEAVY = ("tensorrt", "cuda", "onnxruntime", "torch", "timm", "modelopt", "pycuda", "onnx", "torchvision")
+HEAVY = ("tensorrt", "cuda", "onnxruntime", "torch", "timm", "modelopt", "pycuda", "onnx", "torchvision",
+         "matplotlib")
 
 PROBE = """
 import json, sys
@@ -55,3 +57,14 @@ def test_bad_numbers_are_usage_errors_before_any_work(argv: list[str], message: 
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "usage:" not in err  # one line, not the usage block
+
+
+def test_cpu_paths_run_without_cuda_python_or_tensorrt(tiny_onnx: Path) -> None:
+    """The ONNX Runtime CPU path, bench harness included, must work where cuda-python and TensorRT are absent."""
+    body = (f"import sys\nsys.modules['cuda'] = sys.modules['tensorrt'] = None  # importing either now fails\n"
+            f"import numpy as np\nfrom edgetl.runtime import load\n"
+            f"with load({str(tiny_onnx)!r}, device='cpu') as r:\n"
+            f"    out = r.infer(np.zeros((2, *r.input_shape), np.float32))\n"
+            f"    assert out.shape == (2, r.card.num_classes), out.shape\n")
+    loaded = _loaded(body)  # the subprocess failing (an import of cuda or tensorrt) fails the test
+    assert "onnxruntime" in loaded and not [m for m in loaded if m.startswith(("cuda.", "tensorrt."))]

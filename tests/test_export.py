@@ -522,7 +522,7 @@ def test_info_gives_the_exports_verdict_and_drops_it_for_a_changed_file(
     import shutil
 
     from edgetl.cli import main
-    from edgetl.runtime.describe import describe_artifact
+    from edgetl.info import describe_artifact
 
     _, manifest, out = exported
     export = describe_artifact(out / "model.onnx")["export"]

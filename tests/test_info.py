@@ -11,7 +11,7 @@ import pytest
 
 from edgetl.card import ModelCard
 from edgetl.cli import main
-from edgetl.runtime.describe import describe_artifact
+from edgetl.info import describe_artifact
 
 
 def test_info_on_run_dir(tiny_run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -121,7 +121,7 @@ def _make_call(target: BenchTarget, config: BenchConfig, batch: int, images: lis
 def _time(target: BenchTarget, fn: Callable[[], object], n: int, mode: str) -> list[float]:
     """e2e returns host arrays, so host time is the latency; compute uses the backend's own timer."""
     if mode == "e2e":
-        from edgetl.bench.timing import time_host
+        from edgetl.runtime.timing import time_host
 
         return time_host(fn, n)
     return target.runner.time_calls(fn, n)

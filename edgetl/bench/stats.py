@@ -6,8 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-STAT_KEYS = ("mean", "min", "p50", "p90", "p95", "p99", "max")
-
 
 def latency_stats(times_ms: Sequence[float]) -> dict[str, float]:
     """mean, min, p50, p90, p95, p99, max of ``times_ms`` (linear-interpolated percentiles, as numpy)."""

@@ -13,6 +13,8 @@ from typing import Any
 
 from edgetl.cli.args import non_negative_float, non_negative_int, positive_int
 from edgetl.errors import EdgetlError, Interrupted
+from edgetl.export.int8 import CALIB_METHODS, TARGETS
+from edgetl.export.tensorrt import HARDWARE_LEVELS
 
 HELP = "export ONNX (FP32/FP16/INT8 Q/DQ) and TensorRT engines, with parity checks"
 
@@ -36,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-data", type=Path, help="folder of calibration images (recursive)")
     parser.add_argument("--calib-size", type=positive_int, default=None,
                         help="calibration images to use (default: the model's recipe in models/, else 512)")
-    parser.add_argument("--calib-method", default=None, choices=("minmax", "entropy", "percentile"),
+    parser.add_argument("--calib-method", default=None, choices=CALIB_METHODS,
                         help="activation ranges (default: the model's recipe in models/, else minmax)")
-    parser.add_argument("--int8-target", default=None, choices=("tensorrt", "cpu"),
+    parser.add_argument("--int8-target", default=None, choices=TARGETS,
                         help="tensorrt (default): symmetric S8 Q/DQ; cpu: U8 activations for ONNX Runtime on x86")
     parser.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
                         help="cpu target: 7-bit weights, avoid int16 saturation on x86 without VNNI "
@@ -61,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", type=positive_int, default=None, metavar="MB", help="TensorRT workspace limit")
     parser.add_argument("--timing-cache", default=None, help="TensorRT timing cache file, reused across builds")
     parser.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine")
-    parser.add_argument("--hardware-compatibility", default="none", choices=("none", "ampere+", "same-cc"))
+    parser.add_argument("--hardware-compatibility", default="none", choices=HARDWARE_LEVELS)
     parser.add_argument("--dla-core", type=non_negative_int, default=None, help="Jetson DLA core (GPU fallback on)")
     parser.add_argument("--profiles", type=positive_int, default=1, metavar="N",
                         help="identical batch profiles, one per execution context run at once (throughput mode)")

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from edgetl.bench.report import console as report_console
-    from edgetl.runtime.describe import describe_artifact
+    from edgetl.info import describe_artifact
 
     info = describe_artifact(args.artifact)
     console = report_console()

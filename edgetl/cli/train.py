@@ -10,10 +10,10 @@ import argparse
 import sys
 from typing import Any
 
+from edgetl.config import AMP_MODES, AUGMENTS, LOSSES, MONITORS, SAMPLERS, STRATEGIES
 from edgetl.errors import INTERRUPTED_BEFORE_START, Interrupted
 
 HELP = "fine-tune a timm classifier on your images"
-STRATEGIES = ("linear-probe", "full", "partial", "gradual")
 
 
 def _alpha(value: str) -> str | list[float]:
@@ -31,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--data", help="DIR with train/ and val/, DIR/<class>/..., or a path,label CSV")
     d.add_argument("--val-split", type=float, help="fraction held out when DATA has no val/ (default 0.2)")
     d.add_argument("--img-size", type=int, help="square input size (default: the model's pretrained size)")
-    d.add_argument("--augment", choices=("none", "randaugment", "trivialaugment"), help="extra augmentation")
-    d.add_argument("--sampler", choices=("random", "balanced"), help="balanced draws each class equally often")
+    d.add_argument("--augment", choices=AUGMENTS, help="extra augmentation")
+    d.add_argument("--sampler", choices=SAMPLERS, help="balanced draws each class equally often")
     d.add_argument("--batch-size", type=int, help="per process")
     d.add_argument("--workers", type=int, help="data loader processes")
     m = p.add_argument_group("model")
@@ -55,12 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--weight-decay", type=float, help="decoupled; never on norms and biases")
     t.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay")
     t.add_argument("--clip-grad", type=float, help="max gradient norm (0 = off)")
-    t.add_argument("--loss", choices=("ce", "focal"))
+    t.add_argument("--loss", choices=LOSSES)
     t.add_argument("--label-smoothing", type=float, help="with --loss ce")
     t.add_argument("--focal-gamma", type=float)
     t.add_argument("--focal-alpha", type=_alpha, help="'auto' (from class frequencies) or one weight per class")
     t.add_argument("--patience", type=int, help="stop after this many epochs without improvement")
-    t.add_argument("--monitor", choices=("val_top1", "val_loss"), help="metric for best.safetensors and patience")
+    t.add_argument("--monitor", choices=MONITORS, help="metric for best.safetensors and patience")
     r = p.add_argument_group("run")
     r.add_argument("--config", help="YAML file of these options (keys with - or _)")
     r.add_argument("--out", help="run directory (default runs/<model>-<timestamp>)")
@@ -68,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its optimizer state")
     r.add_argument("--seed", type=int)
     r.add_argument("--device", help="cpu or cuda (default: cuda when present)")
-    r.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), help="mixed precision on CUDA")
+    r.add_argument("--amp", choices=AMP_MODES, help="mixed precision on CUDA")
     r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="on CUDA")
     r.add_argument("--quiet", action="store_true", help="no progress bars or tables")
 

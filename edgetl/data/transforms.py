@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from edgetl.card import Preprocess
+from edgetl.config import AUGMENTS
 from edgetl.errors import EdgetlError
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ PIL_INTERPOLATION = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-AUGMENTS = ("none", "randaugment", "trivialaugment")
 
 
 def _resize_shorter(img: Image.Image, short: int, resample: Image.Resampling) -> Image.Image:

@@ -9,28 +9,20 @@ flat keys a C++ reader can use without a JSON parser (input shape, batch range, 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgetl.card import ModelCard
+from edgetl.card import ARCH_KEY, MAX_BATCH_KEY, MIN_BATCH_KEY, PRECISION_KEY, SHAPE_KEY, ModelCard
 from edgetl.errors import EdgetlError
 from edgetl.io import ensure_writable_dir
 
 if TYPE_CHECKING:
     from torch import nn
 
-ARCH_KEY = "edgetl.arch"
-SHAPE_KEY = "edgetl.input_shape"
-MIN_BATCH_KEY = "edgetl.min_batch"
-MAX_BATCH_KEY = "edgetl.max_batch"
-PRECISION_KEY = "edgetl.precision"
-DEVICE_KEY = "AOTI_DEVICE_KEY"  # written by AOTInductor itself: "cpu" or "cuda"
 MAX_AOTI_BATCH = 4096
 
 
@@ -38,25 +30,6 @@ def package_metadata(card: ModelCard, max_batch: int) -> dict[str, str]:
     """The string key/values stored in the package (card JSON + flat keys for C++)."""
     return {**card.to_metadata(), ARCH_KEY: card.arch, SHAPE_KEY: ",".join(map(str, card.preprocess.input_size)),
             MIN_BATCH_KEY: "1", MAX_BATCH_KEY: str(max_batch), PRECISION_KEY: "fp32"}
-
-
-def read_pt2_metadata(path: str | Path) -> dict[str, str]:
-    """Metadata of a ``.pt2`` without loading its shared library (no torch import: the package is a zip)."""
-    p = Path(path)
-    if not p.is_file():
-        raise EdgetlError(f"{p}: file not found; pass the model.pt2 written by `edgetl export --aoti`")
-    try:
-        with zipfile.ZipFile(p) as zf:
-            names = [n for n in zf.namelist() if "/data/aotinductor/" in n and n.endswith("_metadata.json")]
-            if not names:
-                raise EdgetlError(f"{p}: no AOTInductor model inside this .pt2; re-export it with `edgetl export --aoti`")
-            meta = json.loads(zf.read(sorted(names)[-1]))
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise EdgetlError(f"{p}: not a readable AOTInductor package ({type(exc).__name__}); "
-                          "re-export it with `edgetl export --aoti`") from None
-    if not isinstance(meta, dict):
-        raise EdgetlError(f"{p}: malformed AOTInductor metadata; re-export it with `edgetl export --aoti`")
-    return {str(k): str(v) for k, v in meta.items()}
 
 
 def _check_max_batch(max_batch: int) -> int:

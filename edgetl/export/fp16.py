@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgetl.card import PRECISION_KEY
 from edgetl.errors import EdgetlError
 from edgetl.export import probe
-from edgetl.export.onnx import PRECISION_KEY, check_and_save, set_metadata, toposort
+from edgetl.export.onnx import check_and_save, set_metadata, toposort
 
 if TYPE_CHECKING:
     import onnx

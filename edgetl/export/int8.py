@@ -67,16 +67,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgetl.card import INT8_TARGET_KEY, PRECISION_KEY
 from edgetl.errors import EdgetlError
 from edgetl.export import probe
-from edgetl.export.onnx import PRECISION_KEY, check_and_save, set_metadata
+from edgetl.export.onnx import check_and_save, set_metadata
 
 if TYPE_CHECKING:
     import onnx
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "cpu")
-TARGET_KEY = "edgetl.int8_target"
 # What each target's artifact is judged with (OrtRunner ``optimization``).
 EVAL_OPTIMIZATION = {"tensorrt": "disable", "cpu": "all"}
 # Ops whose *inputs* get Q/DQ for TensorRT (outputs never: the next layer's input Q/DQ quantizes them).
@@ -393,7 +393,7 @@ def int8_from_onnx(prepared: str | Path, out_path: str | Path, images: np.ndarra
         info["fused_residual_adds"] = fuse_residual_adds(quantized)
     if report is not None:
         report.update(info)
-    set_metadata(quantized, {**metadata, PRECISION_KEY: "int8", TARGET_KEY: config.target})
+    set_metadata(quantized, {**metadata, PRECISION_KEY: "int8", INT8_TARGET_KEY: config.target})
     return check_and_save(quantized, out_path)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from edgetl.card import ModelCard
 from edgetl.errors import EdgetlError
 from edgetl.io import atomic_write_json, read_json, sha256_file
+from edgetl.runtime.onnx_graph import onnx_opset
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = "edgetl.export/1"
@@ -90,7 +91,7 @@ def onnx_artifact(path: Path, precision: str, details: dict[str, Any] | None = N
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = onnx_opset(model)
     return Artifact(file=path.name, format="onnx", precision=precision, sha256=sha256_file(path),
                     bytes=path.stat().st_size, inputs=_io(model.graph.input), outputs=_io(model.graph.output),
                     details={"opset": opset, **(details or {})})

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgetl.card import ModelCard
+from edgetl.card import PRECISION_KEY, ModelCard
 from edgetl.errors import EdgetlError
 from edgetl.io import atomic_path, ensure_writable_dir
+from edgetl.runtime.onnx_graph import onnx_opset
 
 if TYPE_CHECKING:
     import onnx
@@ -25,7 +26,6 @@ DEFAULT_OPSET = 18  # exported natively by torch's dynamo exporter; parsed by Te
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 MAX_DYNAMIC_BATCH = 4096
-PRECISION_KEY = "edgetl.precision"
 _OP_PATTERN = re.compile(r"(aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)")
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def onnx_from_model(model: nn.Module, card: ModelCard, out_path: str | Path, *, 
         raw = Path(tmp) / "raw.onnx"
         result = _export_raw(model, card, raw, opset, static_batch)
         exported = onnx.load(str(raw))
-    written = next((o.version for o in exported.opset_import if o.domain in ("", "ai.onnx")), opset)
+    written = onnx_opset(exported) or opset
     if written != opset:  # torch writes its own opset, then converts; a failed conversion only logs
         raise EdgetlError(f"--opset {opset}: torch's exporter wrote opset {written} and could not convert this "
                           f"graph to {opset}; use --opset {written} or higher")

@@ -34,6 +34,7 @@ from edgetl.export.tensorrt import BuildSettings
 from edgetl.io import dir_lock, ensure_writable_dir, read_json, sha256_file
 from edgetl.parity import GATES, Gate, ParityStats, check_gate, compare_logits, gate_for
 from edgetl.progress import show_progress
+from edgetl.runtime.onnx_graph import onnx_opset
 
 if TYPE_CHECKING:
     from torch import nn
@@ -312,7 +313,7 @@ def reuse_fp32(source: Path, card: ModelCard, dest: Path, options: ExportOptions
     """
     import onnx
 
-    from edgetl.export.onnx import PRECISION_KEY
+    from edgetl.card import PRECISION_KEY
     from edgetl.io import atomic_path
 
     try:
@@ -322,7 +323,7 @@ def reuse_fp32(source: Path, card: ModelCard, dest: Path, options: ExportOptions
                           "pass an earlier export's model.onnx") from None
     meta = {p.key: p.value for p in model.metadata_props}
     dim = model.graph.input[0].type.tensor_type.shape.dim[0]
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = onnx_opset(model)
     problems = [what for what, bad in (
         ("is not an edgetl FP32 export", meta.get(PRECISION_KEY) != "fp32"),
         ("was exported from another model card", {k: meta.get(k) for k in card.to_metadata()} != card.to_metadata()),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,17 +11,6 @@ from edgetl.io import sha256_file
 
 if TYPE_CHECKING:
     from torch import nn
-
-
-def state_sha256(model: nn.Module) -> str:
-    """A hash of the weights themselves (names, shapes, bytes), for sources that are not one file."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def _timm_with_file(arch: str, path: Path) -> tuple[nn.Module, ModelCard]:

@@ -6,15 +6,38 @@ call path costs. The card, input shape and batch range come from the package's o
 
 from __future__ import annotations
 
+import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgetl.card import ModelCard
+from edgetl.card import MAX_BATCH_KEY, MIN_BATCH_KEY, PRECISION_KEY, ModelCard
 from edgetl.errors import EdgetlError
 from edgetl.runtime.base import Runner, RunnerInfo
+
+DEVICE_KEY = "AOTI_DEVICE_KEY"  # written by AOTInductor itself: "cpu" or "cuda"
+
+
+def read_pt2_metadata(path: str | Path) -> dict[str, str]:
+    """Metadata of a ``.pt2`` without loading its shared library (no torch import: the package is a zip)."""
+    p = Path(path)
+    if not p.is_file():
+        raise EdgetlError(f"{p}: file not found; pass the model.pt2 written by `edgetl export --aoti`")
+    try:
+        with zipfile.ZipFile(p) as zf:
+            names = [n for n in zf.namelist() if "/data/aotinductor/" in n and n.endswith("_metadata.json")]
+            if not names:
+                raise EdgetlError(f"{p}: no AOTInductor model inside this .pt2; re-export it with `edgetl export --aoti`")
+            meta = json.loads(zf.read(sorted(names)[-1]))
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise EdgetlError(f"{p}: not a readable AOTInductor package ({type(exc).__name__}); "
+                          "re-export it with `edgetl export --aoti`") from None
+    if not isinstance(meta, dict):
+        raise EdgetlError(f"{p}: malformed AOTInductor metadata; re-export it with `edgetl export --aoti`")
+    return {str(k): str(v) for k, v in meta.items()}
 
 
 def _resolve_device(path: Path, requested: str | None, built_for: str) -> tuple[str, int]:
@@ -40,8 +63,6 @@ class AotiRunner(Runner):
     def __init__(self, path: str | Path, device: str | None = None) -> None:
         import torch
 
-        from edgetl.export.aoti import DEVICE_KEY, MAX_BATCH_KEY, MIN_BATCH_KEY, read_pt2_metadata
-
         self.path = Path(path)
         meta = read_pt2_metadata(self.path)
         self.card = ModelCard.from_metadata(meta, source=str(self.path))
@@ -53,7 +74,7 @@ class AotiRunner(Runner):
                               "re-export it with `edgetl export --aoti` on this machine") from None
         self.device = f"cuda:{index}" if kind == "cuda" else "cpu"
         self.info = RunnerInfo(
-            backend="aoti", precision=meta.get("edgetl.precision", "fp32"), device=kind,
+            backend="aoti", precision=meta.get(PRECISION_KEY, "fp32"), device=kind,
             min_batch=int(meta.get(MIN_BATCH_KEY, 1)), max_batch=int(meta.get(MAX_BATCH_KEY, 1)),
             details={"path": str(self.path), "torch": torch.__version__, "cpu_isa": meta.get("AOTI_CPU_ISA"),
                      "compute_capability": meta.get("AOTI_COMPUTE_CAPABILITY") or None},
@@ -86,7 +107,7 @@ class AotiRunner(Runner):
         return call
 
     def time_calls(self, fn: Callable[[], object], n: int) -> list[float]:
-        from edgetl.bench.timing import time_host, time_torch_cuda
+        from edgetl.runtime.timing import time_host, time_torch_cuda
 
         return time_torch_cuda(fn, n) if self.device != "cpu" else time_host(fn, n)
 

@@ -61,7 +61,7 @@ class Runner(abc.ABC):
 
     def time_calls(self, fn: Callable[[], object], n: int) -> list[float]:
         """Milliseconds of each of ``n`` calls: host wall clock by default, CUDA events on GPU backends."""
-        from edgetl.bench.timing import time_host
+        from edgetl.runtime.timing import time_host
 
         return time_host(fn, n)
 

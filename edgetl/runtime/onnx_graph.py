@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgetl.errors import EdgetlError
+
+if TYPE_CHECKING:
+    import onnx
 
 QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
                        "ConvInteger", "DynamicQuantizeLinear"})
@@ -78,6 +81,10 @@ def summarize_onnx(path: str | Path) -> GraphSummary:
         precision = "fp16"
     else:
         precision = "fp32"
-    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     meta = {p.key: p.value for p in model.metadata_props}
-    return GraphSummary(precision, dict(ops), qdq, share, opset, meta)
+    return GraphSummary(precision, dict(ops), qdq, share, onnx_opset(model), meta)
+
+
+def onnx_opset(model: onnx.ModelProto) -> int | None:
+    """The default-domain (ai.onnx) opset a model imports; None when it names none."""
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)

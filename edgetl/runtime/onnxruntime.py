@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.card import ModelCard
+from edgetl.card import INT8_TARGET_KEY, ModelCard
 from edgetl.errors import EdgetlError
 from edgetl.runtime.base import Runner, RunnerInfo
 from edgetl.runtime.onnx_graph import summarize_onnx
@@ -64,9 +64,6 @@ def _session_options(optimization: str, threads: int | None, spinning: bool = Tr
     if not spinning:  # idle worker threads sleep instead of spinning: other models in the process get the cores
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
-
-
-INT8_TARGET_KEY = "edgetl.int8_target"
 
 
 def int8_target(card: ModelCard, metadata: dict[str, str]) -> str | None:

@@ -196,7 +196,7 @@ class TorchRunner(Runner):
         return lambda: self._forward(x)
 
     def time_calls(self, fn: Callable[[], object], n: int) -> list[float]:
-        from edgetl.bench.timing import time_host, time_torch_cuda
+        from edgetl.runtime.timing import time_host, time_torch_cuda
 
         return time_torch_cuda(fn, n) if self.device != "cpu" else time_host(fn, n)
 

@@ -120,12 +120,13 @@ def _describe_engine(path: Path) -> dict[str, Any]:
 
 def _describe_aoti(path: Path) -> dict[str, Any]:
     """From the package's own AOTInductor metadata (read from the zip, nothing is loaded)."""
-    from edgetl.export.aoti import DEVICE_KEY, MAX_BATCH_KEY, MIN_BATCH_KEY, read_pt2_metadata
+    from edgetl.card import MAX_BATCH_KEY, MIN_BATCH_KEY, PRECISION_KEY
+    from edgetl.runtime.aoti import DEVICE_KEY, read_pt2_metadata
 
     meta = read_pt2_metadata(path)
     card = ModelCard.from_metadata(meta, source=str(path))
     c, h, w = card.preprocess.input_size
-    return {"backend": "aoti", "precision": meta.get("edgetl.precision", "fp32"),
+    return {"backend": "aoti", "precision": meta.get(PRECISION_KEY, "fp32"),
             "inputs": [_io("input", ["N", c, h, w], "float32")],
             "outputs": [_io("logits", ["N", card.num_classes], "float32")],
             "batch_range": [int(meta.get(MIN_BATCH_KEY, 1)), int(meta.get(MAX_BATCH_KEY, 1))],
