@@ -196,11 +196,11 @@ def variants(model: Any, card: Any, onnx_paths: Callable[[], dict[str, Path]], d
 
     def trt_variant(precision: str) -> Callable[[], Any]:
         def build() -> Any:
-            from edgetl.export.tensorrt import import_tensorrt
+            from edgetl.runtime.tensorrt import tensorrt_module
 
             if device == "cpu":
                 raise Skip("TensorRT needs CUDA")
-            if import_tensorrt() is None:  # before exporting ONNX that nothing would use
+            if tensorrt_module() is None:  # before exporting ONNX that nothing would use
                 raise Skip("TensorRT not installed")
             return TrtRunner(trt_engine(onnx_paths()[precision], card, precision, max(args.batch)))
         return build

@@ -134,13 +134,13 @@ def export_options(options: DemoOptions, data_split: dict[str, Path]) -> list[tu
     without TensorRT the demo also writes the U8 model ONNX Runtime runs fast, to benchmark honestly.
     """
     from edgetl.export.pipeline import ExportOptions
-    from edgetl.export.tensorrt import import_tensorrt
+    from edgetl.runtime.tensorrt import tensorrt_module
 
     base: dict[str, Any] = {"calib_data": data_split["train"], "val_data": data_split["val"],
                             "calib_size": options.calib_size, "max_accuracy_drop": options.int8_budget,
                             "parity_size": PARITY_ALL,
                             "seed": options.seed, "quiet": options.quiet}
-    has_trt = import_tensorrt() is not None
+    has_trt = tensorrt_module() is not None
     exports = [(options.out / "export", ExportOptions(**base, fp16=True, int8=True, int8_target="tensorrt",
                                                       engine=has_trt))]
     if not has_trt:

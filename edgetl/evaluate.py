@@ -145,35 +145,3 @@ def save_report(report: EvalReport, out_dir: str | Path, prefix: str = "") -> tu
     atomic_write_json(json_path, report.to_dict())
     plot_confusion(report, png_path)
     return json_path, png_path
-
-
-def _short_path(path: str, root: str) -> str:
-    """``path`` relative to the evaluated folder when it lies inside it (tables stay readable)."""
-    try:
-        return str(Path(path).relative_to(root))
-    except ValueError:
-        return path
-
-
-def print_report(report: EvalReport) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    top5 = f", top-5 {report.top5:.2f}%" if report.top5 is not None else ""
-    console.print(f"[bold]{report.artifact}[/bold] on {report.data}: {report.images} images, "
-                  f"top-1 {report.top1:.2f}%{top5}, loss {report.loss:.4f}", highlight=False)
-    table = Table(title="per class", title_justify="left")
-    for col in ("class", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="right" if col != "class" else "left")
-    for c in report.per_class:
-        table.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
-    console.print(table)
-    if report.worst:
-        worst = Table(title=f"most confident mistakes (paths under {report.data})", title_justify="left")
-        worst.add_column("image", overflow="fold")  # the file name is what the user needs: never cut it
-        for col in ("true", "predicted", "confidence"):
-            worst.add_column(col)
-        for m in report.worst:
-            worst.add_row(_short_path(m.path, report.data), m.true, m.predicted, f"{m.confidence:.3f}")
-        console.print(worst)

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 import edgetl.cli as cli
+from edgetl.cli.eval import print_report
 from edgetl.config import TrainConfig
 from edgetl.data.images import load_rgb
 from edgetl.data.transforms import eval_array
-from edgetl.evaluate import print_report, report_from_logits
+from edgetl.evaluate import report_from_logits
 from edgetl.train.checkpoint import load_model
 from edgetl.train.fit import fit
 

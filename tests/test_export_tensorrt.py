@@ -76,12 +76,12 @@ def stubs_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f"[mypy]\npython_version = 3.11\nignore_missing_imports = True\ncheck_untyped_defs = True\n"
         f"mypy_path = {root}\ncache_dir = {root / '.mypy_cache'}\n\n"
         "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\nignore_errors = True\n\n"
-        "[mypy-edgetl.export.tensorrt,bad_trt]\ndisallow_untyped_defs = True\n")
+        "[mypy-edgetl.export.tensorrt,edgetl.runtime.tensorrt,bad_trt]\ndisallow_untyped_defs = True\n")
     return config
 
 
 def test_mypy_with_stubs_passes_exporter_and_rejects_wrong_names(stubs_config: Path, tmp_path: Path) -> None:
-    """One mypy run: the exporter is clean; a file using a misspelled TensorRT name is not."""
+    """One mypy run: the engine builder and the engine runner are clean; a misspelled TensorRT name is not."""
     bad = tmp_path / "bad_trt.py"
     bad.write_text(
         "import tensorrt as trt\n\n\n"
@@ -90,9 +90,9 @@ def test_mypy_with_stubs_passes_exporter_and_rejects_wrong_names(stubs_config: P
         "    config.set_memory_pool_limitt(trt.MemoryPoolType.WORKSPACE, 1 << 30)\n"  # misspelled on purpose
         "    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPE)\n"  # misspelled on purpose
     )
-    result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(stubs_config),
-                             "edgetl/export/tensorrt.py", str(bad)], cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
+    modules = ["edgetl/export/tensorrt.py", "edgetl/runtime/tensorrt.py"]
+    result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(stubs_config), *modules, str(bad)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in result.stdout.splitlines() if ": error:" in ln]
     assert not [ln for ln in lines if ln.startswith("edgetl/")], result.stdout
     assert any("set_memory_pool_limitt" in ln for ln in lines), result.stdout

@@ -456,7 +456,8 @@ def _rebuild_flags(onnx_paths: dict[str, Path], out: Path, options: ExportOption
 
 def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Path, parity: ParitySet,
              options: ExportOptions, manifest: Manifest) -> None:
-    from edgetl.export.tensorrt import EngineOptions, engine_from_onnx, import_tensorrt, trtexec_command
+    from edgetl.export.tensorrt import EngineOptions, engine_from_onnx, trtexec_command
+    from edgetl.runtime.tensorrt import tensorrt_module
 
     settings = {**asdict(options.trt), "timing_cache": options.trt.timing_cache or str(out / "timing.cache"),
                 "legacy_fp16": False}  # set per engine below
@@ -474,7 +475,7 @@ def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Pat
     if not options.engine:
         manifest.engine_build["status"] = "not requested"
         return
-    if import_tensorrt() is None:
+    if tensorrt_module() is None:
         manifest.engine_build["status"] = "not built: TensorRT is not installed on this machine"
         return
     manifest.engine_build["status"] = "built"

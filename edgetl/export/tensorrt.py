@@ -12,15 +12,14 @@ executed on machines without TensorRT and a GPU.
 
 from __future__ import annotations
 
-import importlib
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from edgetl.errors import EdgetlError
 from edgetl.io import atomic_write_bytes
+from edgetl.runtime.tensorrt import tensorrt_module
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -78,15 +77,6 @@ class EngineRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def import_tensorrt() -> ModuleType | None:
-    """The real TensorRT module, or None (``tensorrt-stubs`` alone is a namespace without ``Builder``)."""
-    try:
-        module = importlib.import_module("tensorrt")
-    except ImportError:
-        return None
-    return module if hasattr(module, "Builder") else None
 
 
 def trtexec_command(onnx_path: str | Path, engine_path: str | Path, options: EngineOptions) -> str:
@@ -209,7 +199,7 @@ def gpu_identity() -> tuple[str, str]:
 
 def engine_from_onnx(onnx_path: str | Path, engine_path: str | Path, options: EngineOptions) -> EngineRecord:
     """Build and write a serialized engine; the record says which TensorRT and GPU it is bound to."""
-    if import_tensorrt() is None:
+    if tensorrt_module() is None:
         raise EdgetlError("TensorRT is not installed here; build on the target with `edgetl export --engine` "
                           "or the trtexec line in manifest.json")
     import tensorrt as trt

@@ -35,13 +35,19 @@ INSTALL_HINT = ("TensorRT is required to run .engine/.plan files: `pip install t
                 "or use the TensorRT of JetPack; build engines on the target with `edgetl export <run> --engine`")
 
 
-def import_tensorrt() -> ModuleType:
-    """The real TensorRT module; the stubs-only package (a namespace without ``Runtime``) counts as absent."""
+def tensorrt_module() -> ModuleType | None:
+    """The real TensorRT module, or None: the stubs-only package is a namespace without ``Builder``/``Runtime``."""
     try:
         module = importlib.import_module("tensorrt")
     except ImportError:
-        raise EdgetlError(INSTALL_HINT) from None
-    if not hasattr(module, "Runtime"):
+        return None
+    return module if hasattr(module, "Builder") and hasattr(module, "Runtime") else None
+
+
+def import_tensorrt() -> ModuleType:
+    """The real TensorRT module, or a one-line error saying how to get it."""
+    module = tensorrt_module()
+    if module is None:
         raise EdgetlError(INSTALL_HINT)
     return module
 
@@ -168,7 +174,8 @@ class TrtRunner(Runner):
         return inputs[0], outputs[0]
 
     def _batch_range(self) -> tuple[int, int]:
-        shape = list(self.engine.get_tensor_shape(self._in_name))
+        dims = self.engine.get_tensor_shape(self._in_name)
+        shape = [int(dims[i]) for i in range(len(dims))]  # Dims indexes like a tuple; it declares no __iter__
         if shape[0] > 0:
             return int(shape[0]), int(shape[0])
         lo, _, hi = self.engine.get_tensor_profile_shape(self._in_name, 0)

@@ -37,7 +37,7 @@ from edgetl.models.weights import load_weights, zero_init_head
 from edgetl.progress import show_progress
 from edgetl.train import checkpoint as ckpt
 from edgetl.train.distributed import DistInfo, init_distributed, wrap_ddp
-from edgetl.train.loop import StepSettings, evaluate, train_one_epoch
+from edgetl.train.loop import StepSettings, train_one_epoch, validate
 from edgetl.train.loss import build_loss
 from edgetl.train.optim import build_optimizer, lr_at
 from edgetl.train.outputs import epoch_line, plot_curves, print_summary, write_metrics_csv
@@ -211,7 +211,7 @@ class Trainer:
                 self.ddp_model, self.train_loader, self.criterion, self.optimizer, self.settings, epoch=epoch,
                 first_step=self.step, lr_for_step=self.lr_for_step, num_classes=self.num_classes,
                 on_step=(lambda loss: progress.update(task, advance=1, loss=loss)) if show else None)
-        val = evaluate(self.ddp_model, self.val_loader, self.val_criterion, self.settings, self.num_classes)
+        val = validate(self.ddp_model, self.val_loader, self.val_criterion, self.settings, self.num_classes)
         return {"epoch": epoch + 1, "lr": self.lr_for_step(self.step - 1), "train_loss": train.loss,
                 "train_top1": train.top1, "val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5,
                 "trainable_params": self.trainable, "seconds": train.seconds + val.seconds}

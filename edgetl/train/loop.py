@@ -123,7 +123,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], criterion: nn.Module,
+def validate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], criterion: nn.Module,
              settings: StepSettings, num_classes: int) -> EpochStats:
     """Loss and top-1 / top-5 on ``loader`` in eval mode."""
     model.eval()
