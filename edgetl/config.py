@@ -8,7 +8,7 @@ scripted, tested and reproduced from the ``config.yaml`` written into every run 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -232,6 +232,47 @@ def resolve_config(overrides: Mapping[str, Any] | None = None, config_file: str 
     model = given.get("model") or from_file.get("model") or base_layer.get("model") or TrainConfig.model
     merged: dict[str, Any] = {**recipe_for(str(model)), **base_layer, **from_file, **given}
     return _coerce(replace(TrainConfig(), **merged)).validate()
+
+
+# flag → (setting it depends on, the values under which the flag does something)
+DEPENDENT_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "unfreeze": ("strategy", ("partial",)),
+    "unfreeze_every": ("strategy", ("gradual",)),
+    "backbone_lr_mult": ("strategy", ("full", "partial", "gradual")),
+    "focal_gamma": ("loss", ("focal",)),
+    "focal_alpha": ("loss", ("focal",)),
+}
+
+
+def check_given(cfg: TrainConfig, given: Iterable[str]) -> None:
+    """A setting given explicitly that the resolved strategy or loss would ignore is an error, not a no-op.
+
+    Only explicit ones: a recipe's ``backbone_lr_mult`` must not make ``--strategy linear-probe`` fail.
+    """
+    for key in given:
+        if key in DEPENDENT_FLAGS:
+            on, values = DEPENDENT_FLAGS[key]
+            if getattr(cfg, on) not in values:
+                raise EdgetlError(f"--{key.replace('_', '-')} does nothing with --{on} {getattr(cfg, on)} "
+                                  f"(it applies to --{on} {' / '.join(values)}); drop it or change --{on}")
+
+
+def config_warnings(cfg: TrainConfig) -> list[str]:
+    """Settings that run but are probably not what was meant: said before training starts."""
+    out = []
+    if cfg.warmup_epochs >= cfg.epochs:
+        out.append(f"--warmup-epochs {cfg.warmup_epochs:g} >= --epochs {cfg.epochs}: the learning rate only climbs "
+                   "and never decays; use fewer warm-up epochs")
+    if not (cfg.pretrained or cfg.weights or cfg.init):  # from scratch: fine at full speed only
+        hint = "add --pretrained (timm hub) or --weights FILE for transfer learning"
+        if cfg.strategy != "full":
+            out.append(f"no --pretrained, --weights or --init: --strategy {cfg.strategy} trains a head on a "
+                       f"frozen random backbone; {hint}")
+        elif cfg.backbone_lr_mult < 1:
+            out.append(f"no --pretrained, --weights or --init: the random backbone learns at lr x "
+                       f"{cfg.backbone_lr_mult:g} (--backbone-lr-mult, the recipe's default for pretrained weights); "
+                       f"{hint}, or pass --backbone-lr-mult 1 to train from scratch")
+    return out
 
 
 def config_to_yaml(cfg: TrainConfig) -> str:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from edgetl.config import VALID_KEYS, TrainConfig, read_yaml_config, recipes_dir, resolve_config, save_config
+from edgetl.config import (
+    VALID_KEYS,
+    TrainConfig,
+    check_given,
+    config_warnings,
+    read_yaml_config,
+    recipes_dir,
+    resolve_config,
+    save_config,
+)
 from edgetl.errors import EdgetlError
 
 
@@ -106,3 +116,30 @@ def test_name_lists_end_in_an_ellipsis_only_when_cut() -> None:
     assert name_list(["a", "b", "c"]) == "a, b, c"
     assert name_list([str(i) for i in range(12)]) == "0, 1, 2, 3, 4, … (12 in all)"
     assert class_difference(["d0", "d1"], ["d0", "d1", "d3"], "the run", "this data") == "only in this data: d3"
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"strategy": "linear-probe", "backbone_lr_mult": 0.1}, "--backbone-lr-mult does nothing with --strategy linear-probe"),
+    ({"strategy": "full", "unfreeze": 3}, "--unfreeze does nothing with --strategy full (it applies to --strategy partial)"),
+    ({"strategy": "partial", "unfreeze_every": 2}, "--unfreeze-every does nothing with --strategy partial"),
+    ({"loss": "ce", "focal_alpha": "auto"}, "--focal-alpha does nothing with --loss ce"),
+])
+def test_a_flag_the_resolved_settings_would_ignore_is_an_error(given: dict[str, object], message: str) -> None:
+    cfg = resolve_config({"data": "/d", **given})
+    with pytest.raises(EdgetlError, match=re.escape(message)):
+        check_given(cfg, given)
+
+
+def test_a_recipe_setting_is_not_given_by_the_user() -> None:
+    cfg = resolve_config({"data": "/d", "model": "resnet18", "strategy": "linear-probe"})
+    assert cfg.backbone_lr_mult == 0.1  # from models/resnet18.yaml, inert for a linear probe: no error
+    check_given(cfg, ["data", "model", "strategy"])
+
+
+def test_config_warnings() -> None:
+    assert config_warnings(TrainConfig(data="d")) == []  # from scratch at full speed is a choice
+    assert config_warnings(TrainConfig(data="d", weights="w", strategy="linear-probe")) == []
+    (slow,) = config_warnings(TrainConfig(data="d", backbone_lr_mult=0.1))
+    assert "the random backbone learns at lr x 0.1" in slow and "--backbone-lr-mult 1" in slow
+    warmup, frozen = config_warnings(TrainConfig(data="d", strategy="partial", warmup_epochs=3, epochs=3))
+    assert "only climbs and never decays" in warmup and "frozen random backbone" in frozen

@@ -105,3 +105,29 @@ def test_no_weight_decay_on_norms_and_biases_and_backbone_lr_mult() -> None:
     for name, g in groups.items():
         assert all((p.ndim <= 1) == name.endswith("no_decay") for p in g["params"])
     assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+def test_a_norm_alone_is_not_a_stage() -> None:
+    """ConvNeXt's head.norm is its own timm group; as a stage, --unfreeze 1 would train that norm alone."""
+    model = create_model(card_for("test_convnext", ["a", "b"], img_size=32))
+    stages = stage_param_names(model)
+    assert stages[-1][-2:] == ["head.norm.weight", "head.norm.bias"]
+    assert any(n.startswith("stages.3.") for n in stages[-1])  # the norm goes with the last block stage
+
+
+def test_head_dropout_is_applied_once_with_a_hidden_head() -> None:
+    model = create_model(card_for("test_resnet", ["a", "b"], img_size=32, head=HeadConfig(dropout=0.5, hidden=16)))
+    assert getattr(model, "drop_rate", 0.0) == 0.0  # timm's pre-classifier dropout off: the new head has its own
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.5]
+
+
+def test_freeze_bn_keeps_backbone_statistics_and_lets_a_new_head_bn_learn() -> None:
+    from edgetl.models.factory import classifier_name
+    from edgetl.models.freeze import frozen_bn_to_eval
+
+    model = _model("test_resnet", hidden=16)
+    model.train()
+    frozen_bn_to_eval(model, all_bn=True)
+    head = classifier_name(model) + "."
+    modes = {n: m.training for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    assert [n for n, training in modes.items() if training] == [n for n in modes if n.startswith(head)] != []

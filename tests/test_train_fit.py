@@ -196,6 +196,9 @@ def test_bad_inputs_are_one_line_errors(digits_data: Path, tmp_path: Path) -> No
         fit(_cfg(tmp_path / "nowhere", tmp_path / "b"), quiet=True)
     with pytest.raises(EdgetlError, match="--amp bf16 needs a CUDA"):
         fit(_cfg(digits_data, tmp_path / "c", amp="bf16", device="cpu"), quiet=True)
+    with pytest.raises(EdgetlError, match="--unfreeze 9: this model has 5 stages"):  # before the run dir exists
+        fit(_cfg(digits_data, tmp_path / "d", strategy="partial", unfreeze=9), quiet=True)
+    assert not (tmp_path / "d").exists()
     # a checkpoint that does not fit its card (other classes) is refused with the mismatch named
     torch.manual_seed(0)
     model = create_model(card_for("test_resnet", ["a", "b", "c"]))
@@ -220,6 +223,7 @@ def test_refused_resumes_are_one_line_and_leave_the_run_alone(digits_data: Path,
     run = tmp_path / "run"
     fit(_cfg(digits_data, run, epochs=1, strategy="linear-probe"), quiet=True)
     config = (run / "config.yaml").read_text()
+    capsys.readouterr()  # the run's own warnings (a frozen random backbone)
 
     def refused(run_dir: Path, *expected: str, flags: tuple[str, ...] = ()) -> None:
         assert cli.main(["train", "--resume", str(run_dir), *flags]) == 2
@@ -266,3 +270,11 @@ def test_a_finished_run_is_not_overwritten_and_a_busy_one_not_shared(digits_data
         (tmp_path / "exp").mkdir()
         (tmp_path / "exp" / "manifest.json").write_text("{}")
         fit(_cfg(digits_data, tmp_path / "exp", epochs=1), quiet=True)
+
+
+def test_a_frozen_random_backbone_is_warned_about(digits_data: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    fit(_cfg(digits_data, tmp_path / "r", strategy="linear-probe", epochs=1), quiet=True)
+    err = capsys.readouterr().err
+    assert "warning: no --pretrained, --weights or --init: --strategy linear-probe trains a head on a frozen " \
+           "random backbone" in err

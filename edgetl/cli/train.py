@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--workers", type=int, help="data loader processes")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="any timm classifier, e.g. tf_efficientnet_lite0, efficientnet_b0, resnet50")
-    m.add_argument("--pretrained", action="store_true", default=None, help="timm hub weights (needs network)")
+    m.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                   help="timm hub weights (needs network)")
     m.add_argument("--weights", help="FILE (.safetensors/.pth) or efficientnet_lite0 / efficientnet_lite1")
     m.add_argument("--init", metavar="RUN_DIR",
                    help="start from a trained run's weights, head included (e.g. fine-tune after a linear probe)")
@@ -48,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--unfreeze", type=int, help="top backbone stages that learn with --strategy partial")
     t.add_argument("--unfreeze-every", type=int, help="epochs between unfreezing steps with --strategy gradual")
     t.add_argument("--backbone-lr-mult", type=float, help="backbone lr = lr x this (discriminative fine-tuning)")
-    t.add_argument("--freeze-bn", action="store_true", default=None,
-                   help="keep every BatchNorm's running statistics while its layer trains (small data, LP-FT)")
+    t.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the backbone's BatchNorm running statistics while its layers train (small data, LP-FT)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
     t.add_argument("--weight-decay", type=float, help="decoupled; never on norms and biases")
@@ -94,14 +95,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from edgetl.config import read_yaml_config, resolve_config
+    from edgetl.config import check_given, read_yaml_config, resolve_config
     from edgetl.train.checkpoint import require_run_dir
     from edgetl.train.fit import fit
 
     base = None
     if args.resume:
         base = read_yaml_config(require_run_dir(args.resume) / "config.yaml")
-    cfg = resolve_config(_overrides(args), config_file=args.config, base=base)
+    given = _overrides(args)
+    cfg = resolve_config(given, config_file=args.config, base=base)
+    check_given(cfg, given)
     result = fit(cfg, quiet=args.quiet, overwrite=args.overwrite)
     if args.quiet:
         best = result.best

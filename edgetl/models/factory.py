@@ -100,7 +100,8 @@ def create_model(card: ModelCard, pretrained: bool = False) -> nn.Module:
     """The timm model named by ``card.arch`` with a head for ``card.classes``.
 
     Without a hidden layer the head is timm's own classifier, with ``head.dropout`` as timm's
-    pre-classifier ``drop_rate``. ``pretrained=True`` downloads timm's hub weights (the head is new).
+    pre-classifier ``drop_rate``; with one, the dropout sits inside the new head only (once, not twice).
+    ``pretrained=True`` downloads timm's hub weights (the head is new).
     """
     import timm
 
@@ -110,7 +111,8 @@ def create_model(card: ModelCard, pretrained: bool = False) -> nn.Module:
     overlay = _offline_hub_file(card.arch) if pretrained else None
     try:
         model = timm.create_model(card.arch, pretrained=pretrained, num_classes=card.num_classes,
-                                  drop_rate=card.head.dropout, pretrained_cfg_overlay=overlay)
+                                  drop_rate=card.head.dropout if card.head.hidden == 0 else 0.0,
+                                  pretrained_cfg_overlay=overlay)
     except (OSError, RuntimeError) as exc:
         if pretrained:
             raise EdgetlError(f"could not download timm weights for {card.arch!r} ({type(exc).__name__}); "

@@ -25,7 +25,7 @@ from torch import nn
 
 from edgetl import interrupt
 from edgetl.card import HeadConfig, ModelCard, library_versions
-from edgetl.config import TrainConfig, save_config
+from edgetl.config import TrainConfig, config_warnings, save_config
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
 from edgetl.data.folder import DataSplit, report_skipped, scan_data
 from edgetl.data.transforms import eval_transform, train_transform
@@ -99,6 +99,9 @@ class Trainer:
         self.num_classes = len(self.split.classes)
         self.card = self._card()
         torch.manual_seed(cfg.seed)
+        if self.dist.is_main and not cfg.resume:  # said when the run started; on stderr, --quiet or not
+            for warning in config_warnings(cfg):
+                Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         self.model: nn.Module = create_model(self.card, pretrained=cfg.pretrained)
         if cfg.init and not cfg.resume:
             self.log(ckpt.load_init(self.model, self.card, cfg.init))
@@ -111,6 +114,7 @@ class Trainer:
         if self.settings.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.num_stages = len(stage_param_names(self.model))
+        trainable_stages(cfg.strategy, self.num_stages, 0, cfg.unfreeze, cfg.unfreeze_every)  # bad --unfreeze: now
         counts = class_counts(self.split.train, self.num_classes)
         self.criterion = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma,
                                     focal_alpha=cfg.focal_alpha, class_counts=counts).to(self.dist.device)
