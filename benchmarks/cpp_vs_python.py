@@ -76,10 +76,12 @@ def summarise(rounds: list[list[dict[str, Any]]], batches: list[int]) -> list[di
     rows = []
     for batch in batches:
         def p50s(backend: str, b: int = batch) -> list[float]:
-            return [r["latency_ms"]["p50"] for rnd in rounds for r in rnd if r["backend"] == backend and r["batch"] == b]
+            return [r["latency_ms"]["p50"] for rnd in rounds for r in rnd
+                    if r["backend"] == backend and r["batch"] == b]
 
         def means(backend: str, b: int = batch) -> list[float]:
-            return [r["latency_ms"]["mean"] for rnd in rounds for r in rnd if r["backend"] == backend and r["batch"] == b]
+            return [r["latency_ms"]["mean"] for rnd in rounds for r in rnd
+                    if r["backend"] == backend and r["batch"] == b]
 
         cpp, py = statistics.median(p50s("cpp-aoti")), statistics.median(p50s("aoti"))
         diffs = [p - c for p, c in zip(p50s("aoti"), p50s("cpp-aoti"), strict=True)]
@@ -136,14 +138,16 @@ def main() -> int:
 
     atomic_write_json(args.out, result)
 
-    table = Table(title=f"{pt2.name}: C++ (edgetl_bench) vs Python (AotiRunner), CPU, {args.threads} thread(s), median of {args.rounds} rounds")
+    table = Table(title=f"{pt2.name}: C++ (edgetl_bench) vs Python (AotiRunner), CPU, {args.threads} thread(s), "
+                        f"median of {args.rounds} rounds")
     for col in ("batch", "C++ p50 ms", "Python p50 ms", "Python overhead / call", "per-round range",
                 "best rounds", "Python / C++"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(str(r["batch"]), f"{r['cpp_p50_ms']:.3f}", f"{r['python_p50_ms']:.3f}",
                       f"{r['python_overhead_us_per_call']:.1f} µs",
-                      f"{min(r['python_overhead_us_per_round']):.0f} .. {max(r['python_overhead_us_per_round']):.0f} µs",
+                      f"{min(r['python_overhead_us_per_round']):.0f} .. "
+                      f"{max(r['python_overhead_us_per_round']):.0f} µs",
                       f"{r['cpp_best_p50_ms']:.3f} vs {r['python_best_p50_ms']:.3f} ms",
                       f"{r['python_over_cpp']:.3f}x")
     Console().print(table)

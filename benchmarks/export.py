@@ -162,7 +162,8 @@ def _kl(ref: np.ndarray, out: np.ndarray) -> float:
     return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
 
 
-def judge_int8(path: Path, optimization: str, images: np.ndarray, labels: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+def judge_int8(path: Path, optimization: str, images: np.ndarray, labels: np.ndarray,
+               ref: np.ndarray) -> dict[str, Any]:
     """Top-1 against labels and FP32, KL and cosine, with ORT graph optimisation off (fake-quant) or all (fused)."""
     import onnx
 
@@ -233,15 +234,18 @@ def int8_study(data: Path, root: Path, modelopt_python: str | None) -> dict[str,
         for method in seeds:
             config = Int8Config("tensorrt", method, False, nodes_for_roles(full, ["stem"]), True)
             int8_from_onnx(prepared, root / "seed.int8.onnx", subset, config, metadata={}, means=seed_means)
-            seeds[method].append({"seed": seed, **judge_int8(root / "seed.int8.onnx", "disable", val.array, val.labels, ref)})
+            judged = judge_int8(root / "seed.int8.onnx", "disable", val.array, val.labels, ref)
+            seeds[method].append({"seed": seed, **judged})
             print(f"seed {seed} {method:10s} {seeds[method][-1]}", flush=True)
     summary = {m: {"mean_kl": round(float(np.mean([r["kl"] for r in rs])), 5),
                    "mean_drop": round(float(np.mean([r["drop"] for r in rs])), 2),
-                   "gate_passed": f"{sum(r['drop'] <= 1.0 for r in rs)}/{len(rs)}", "runs": rs} for m, rs in seeds.items()}
+                   "gate_passed": f"{sum(r['drop'] <= 1.0 for r in rs)}/{len(rs)}", "runs": rs}
+                  for m, rs in seeds.items()}
     if modelopt_python:
         np.save(root / "calib.npy", calib)
         for method in ("max", "entropy"):
-            name, path, start = f"ModelOpt 0.47 int8, {method} (fake-quant)", root / f"modelopt.{method}.onnx", time.time()
+            name, path = f"ModelOpt 0.47 int8, {method} (fake-quant)", root / f"modelopt.{method}.onnx"
+            start = time.time()
             run = subprocess.run([modelopt_python, "-c", MODELOPT_SCRIPT, str(fp32), str(root / "calib.npy"), str(path),
                                   method, "input"], capture_output=True, text=True)
             if run.returncode != 0:
@@ -272,14 +276,16 @@ def main() -> None:
         "schema": "edgetl.export-bench/1", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None,
                  "ort_providers": ort.get_available_providers()},
-        "versions": library_versions("onnxslim"), "note": "ORT CPU latency, default graph optimisation, host clock, one session alive at a time; "
+        "versions": library_versions("onnxslim"),
+        "note": "ORT CPU latency, default graph optimisation, host clock, one session alive at a time; "
                 "the 2 cores are shared with other work (load averages below)",
         "load_average_start": [round(v, 2) for v in os.getloadavg()], "models": {},
     }
     if args.out.is_file():  # keep the other half (study or latency) of an earlier run
         earlier = json.loads(args.out.read_text())
         for key in ("models", "int8_study"):
-            if key in earlier and ((key == "models" and not args.models) or (key == "int8_study" and not args.int8_study)):
+            asked = args.models if key == "models" else args.int8_study
+            if key in earlier and not asked:
                 result[key] = earlier[key]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgetl-export-bench.") as tmp:

@@ -6,7 +6,8 @@ the ~400 photos is judged once, by a model that never calibrated on it. Both off
 (EfficientNet-Lite0 and Lite1), both INT8 targets, each in its target's numerics (TensorRT: fake-quant, ORT
 graph optimisation off; CPU: fused kernels), with the layer roles the recipes may keep in float.
 
-    python benchmarks/int8_crossfold.py [--data ../shared/data/hymenoptera] [--out benchmarks/results/int8_crossfold.json]
+    python benchmarks/int8_crossfold.py [--data ../shared/data/hymenoptera] \
+        [--out benchmarks/results/int8_crossfold.json]
 """
 
 from __future__ import annotations

@@ -45,11 +45,13 @@ class Preprocess:
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         if self.interpolation not in INTERPOLATIONS:
-            raise EdgetlError(f"unknown interpolation {self.interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
+            raise EdgetlError(f"unknown interpolation {self.interpolation!r}; choose one of "
+                              f"{', '.join(INTERPOLATIONS)}")
         self.crop_pct = float(self.crop_pct)
         if not self.crop_pct > 0 or len(self.input_size) != 3 or min(self.input_size) < 1 \
                 or len(self.mean) != 3 or len(self.std) != 3 or 0 in self.std:
-            raise EdgetlError(f"preprocessing {self.input_size} crop_pct {self.crop_pct} mean {self.mean} std {self.std} "
+            raise EdgetlError(f"preprocessing {self.input_size} crop_pct {self.crop_pct} "
+                              f"mean {self.mean} std {self.std} "
                               "is not usable: it needs a C,H,W input size, crop_pct > 0 and 3 non-zero stds")
 
     @property
@@ -120,15 +122,15 @@ class ModelCard:
                               "with `edgetl train` or `edgetl export`")
         try:
             if int(data.get("schema", CARD_SCHEMA)) > CARD_SCHEMA:
-                raise EdgetlError(f"{source}: card schema {data['schema']} is newer than this edgetl supports; "
-                                  "upgrade edgetl")
+                raise EdgetlError(f"{source}: card schema {data['schema']} is newer than this "
+                                  "edgetl supports; upgrade edgetl")
             data = dict(data)
             data["preprocess"] = _preprocess(data.get("preprocess", {}), source)
             data["head"] = HeadConfig(**data.get("head", {}))
             return cls(**data)
         except (TypeError, ValueError) as exc:  # a hand-edited or damaged card
-            raise EdgetlError(f"{source}: malformed model card ({exc}); re-create it with `edgetl train` or "
-                              "`edgetl export`") from None
+            raise EdgetlError(f"{source}: malformed model card ({exc}); re-create it with "
+                              "`edgetl train` or `edgetl export`") from None
 
     def save(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())

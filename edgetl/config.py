@@ -173,7 +173,8 @@ def _recipe(model: str) -> tuple[dict[str, Any], dict[str, Any], str]:
         return _normalise(raw, str(path)), {}, str(path)
     unknown = sorted(set(raw) - set(RECIPE_SECTIONS))
     if unknown:
-        raise EdgetlError(f"{path}: unknown section(s) {', '.join(unknown)}; a recipe has {' and '.join(RECIPE_SECTIONS)}")
+        raise EdgetlError(f"{path}: unknown section(s) {', '.join(unknown)}; a recipe has "
+                          f"{' and '.join(RECIPE_SECTIONS)}")
     export = {str(k).replace("-", "_"): v for k, v in (raw.get("export") or {}).items()}
     bad = sorted(set(export) - set(EXPORT_RECIPE_KEYS))
     if bad:

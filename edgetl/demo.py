@@ -122,8 +122,8 @@ def train_configs(options: DemoOptions, data: Path, img_size: int | None) -> dic
                                 lr=options.finetune_lr, freeze_bn=True, out=str(runs / "finetune")),
     }
     if options.baseline:
-        configs["scratch"] = TrainConfig(**common, strategy="full", epochs=options.probe_epochs + options.finetune_epochs,
-                                         lr=1e-3, out=str(runs / "scratch"))
+        epochs = options.probe_epochs + options.finetune_epochs
+        configs["scratch"] = TrainConfig(**common, strategy="full", epochs=epochs, lr=1e-3, out=str(runs / "scratch"))
     return configs
 
 

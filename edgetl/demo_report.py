@@ -119,7 +119,8 @@ def artifacts_section(result: DemoResult) -> Section:
         c = parity[path]
         s = c.stats
         target = c.runner.get("int8_target")
-        rows.append([f"`{path.relative_to(result.options.out)}`", c.runner["precision"] + (f" ({target})" if target else ""),
+        precision = c.runner["precision"] + (f" ({target})" if target else "")
+        rows.append([f"`{path.relative_to(result.options.out)}`", precision,
                      f"{path.stat().st_size / 2**20:.1f}", _pct(s.cand_accuracy),
                      f"{s.accuracy_drop:+.2f}" if s.accuracy_drop is not None else "-", f"{s.top1_agreement:.2%}",
                      f"{s.max_abs_diff:.2e}", "PASS" if c.passed else "FAIL: " + "; ".join(c.fails)])
@@ -151,7 +152,8 @@ def commands(result: DemoResult) -> list[str]:
     o = result.options
     out, run, val = o.out, result.final_run, result.data / "val"
     lines = ["# train (each run's resolved settings are in its config.yaml)"]
-    lines += [f"edgetl train --config {shlex.quote(str(Path(r.run_dir) / 'config.yaml'))}" for r in result.runs.values()]
+    lines += [f"edgetl train --config {shlex.quote(str(Path(r.run_dir) / 'config.yaml'))}"
+              for r in result.runs.values()]
     lines += ["# evaluate", f"edgetl eval {run} --data {val} --out {out / 'eval'}", "# export with parity"]
     for m, folder in zip(result.manifests, (out / "export", out / "export" / "cpu"), strict=False):
         flags = ["--fp16"] if any(a.precision == "fp16" for a in m.artifacts) else []
@@ -163,7 +165,8 @@ def commands(result: DemoResult) -> list[str]:
         lines.append(shlex.join(["edgetl", "export", str(run), "--out", str(folder), *flags, "--val-data", str(val)]))
     files = [str(p) for p in result.artifacts]
     lines += ["# parity and benchmark",
-              shlex.join(["edgetl", "parity", str(run), *files, "--data", str(val), "--json", str(out / "parity.json")]),
+              shlex.join(["edgetl", "parity", str(run), *files, "--data", str(val), "--json",
+                          str(out / "parity.json")]),
               shlex.join(["edgetl", "bench", str(run), *files, "--batch", ",".join(map(str, o.bench_batches)),
                           "--duration", str(o.bench_seconds), "--json", str(out / "bench.json"), "--plot",
                           str(out / "bench.png")])]

@@ -109,9 +109,9 @@ def gate_for(precision: str, overrides: dict[str, float | None] | None = None) -
     """The default gate of ``precision`` ("mixed" is judged as fp16), with ``overrides`` applied.
 
     INT8 is gated on the accuracy drop against labels; without labels ``check_gate`` judges the top-1
-    disagreement with the reference against the same budget (1 point = 99% agreement). An override ``field: value`` changes that check in the
-    gates that have it (loosening FP32's max diff adds no diff check to INT8); ``"int8.field": value``
-    sets it for one precision, and ``None`` there drops the check.
+    disagreement with the reference against the same budget (1 point = 99% agreement). An override
+    ``field: value`` changes that check in the gates that have it (loosening FP32's max diff adds no diff
+    check to INT8); ``"int8.field": value`` sets it for one precision, and ``None`` there drops the check.
     """
     key = {"mixed": "fp16"}.get(precision, precision)
     if key not in GATES:
@@ -238,7 +238,8 @@ def run_parity(reference: Any, candidates: list[tuple[str, Any]], paths: list[An
     for artifact, runner in candidates:
         if runner.card.classes != classes:
             raise EdgetlError(f"{artifact}: its classes differ from the reference's "
-                              f"({class_difference(runner.card.classes, classes, 'it', 'the reference')}); compare artifacts of the same model")
+                              f"({class_difference(runner.card.classes, classes, 'it', 'the reference')}); compare "
+                              "artifacts of the same model")
     logits, skipped, used = collect_logits([reference, *(r for _, r in candidates)], paths, batch_size, progress)
     if not used:
         raise EdgetlError("no readable images to compare on; check --data")

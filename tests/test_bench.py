@@ -56,7 +56,8 @@ def test_schema_accepts_a_valid_document_and_names_bad_fields() -> None:
         with pytest.raises(EdgetlError, match=pattern):
             validate({**doc, **patch})
     for field, value, pattern in [("backend", "tflite", "expected one of torch"), ("batch", 0, "'batch'"),
-                                  ("latency_ms", {"mean": 1.0}, "latency_ms.min"), ("throughput_ips", "fast", "type str")]:
+                                  ("latency_ms", {"mean": 1.0}, "latency_ms.min"),
+                                  ("throughput_ips", "fast", "type str")]:
         broken = copy.deepcopy(doc)
         broken["results"][0][field] = value
         with pytest.raises(EdgetlError, match=pattern):
@@ -87,7 +88,8 @@ def test_disturbed_timings_are_marked() -> None:
 def test_interleaved_side_by_side_on_real_models(tiny_run_dir: Path, tiny_onnx: Path) -> None:
     config = BenchConfig(batches=(1, 4), iters=12, warmup_iters=2, round_s=0.01)
     with load(tiny_run_dir, device="cpu") as torch_runner, load(tiny_onnx, device="cpu") as ort_runner:
-        targets = [BenchTarget("torch", torch_runner, str(tiny_run_dir)), BenchTarget("ort", ort_runner, str(tiny_onnx))]
+        targets = [BenchTarget("torch", torch_runner, str(tiny_run_dir)),
+                   BenchTarget("ort", ort_runner, str(tiny_onnx))]
         results = bench_targets(targets, config, progress=False)
     assert [(r["label"], r["batch"]) for r in results] == [("torch", 1), ("ort", 1), ("torch", 4), ("ort", 4)]
     for r in results:
@@ -122,7 +124,8 @@ def test_cli_bench_writes_json_md_plot_and_merges(tiny_run_dir: Path, tiny_onnx:
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "b.json"
     rc = main(["bench", str(tiny_run_dir), str(tiny_onnx), "--batch", "1,2", "--iters", "8", "--warmup-iters", "1",
-               "--device", "cpu", "--threads", "1", "--json", str(out), "--md", str(tmp_path / "b.md"), "--plot", str(tmp_path / "b.png"),
+               "--device", "cpu", "--threads", "1", "--json", str(out), "--md", str(tmp_path / "b.md"),
+               "--plot", str(tmp_path / "b.png"),
                "--no-progress"])
     assert rc == 0
     doc = validate(json.loads(out.read_text()))
@@ -201,8 +204,9 @@ def test_trtexec_output_parsing() -> None:
     text = """[I] === Performance summary ===
 [I] Throughput: 2210.48 qps
 [I] Latency: min = 0.52 ms, max = 1.2 ms, mean = 0.61 ms, median = 0.6 ms, percentile(90%) = 0.63 ms
-[I] GPU Compute Time: min = 0.431 ms, max = 0.9 ms, mean = 0.4502 ms, median = 0.449 ms, percentile(90%) = 0.455 ms, percentile(95%) = 0.46 ms, percentile(99%) = 0.48 ms
-"""
+[I] GPU Compute Time: min = 0.431 ms, max = 0.9 ms, mean = 0.4502 ms, median = 0.449 ms, \
+percentile(90%) = 0.455 ms, percentile(95%) = 0.46 ms, percentile(99%) = 0.48 ms
+"""  # the backslash joins the two halves: trtexec prints it as one line
     got = parse_trtexec(text)
     assert got["qps"] == 2210.48 and got["mean"] == 0.4502 and got["p99"] == 0.48 and got["min"] == 0.431
     with pytest.raises(EdgetlError, match="could not read trtexec"):

@@ -74,7 +74,8 @@ def test_bad_yaml_and_bad_values(tmp_path: Path) -> None:
                                  ("clip_grad", -1, "--clip-grad -1(.0)?: must be >= 0")):
         with pytest.raises(EdgetlError, match=expected):
             resolve_config({key: value})
-    for two in ({"pretrained": True, "weights": "efficientnet_lite0"}, {"weights": "efficientnet_lite0", "init": "run"}):
+    for two in ({"pretrained": True, "weights": "efficientnet_lite0"},
+                {"weights": "efficientnet_lite0", "init": "run"}):
         with pytest.raises(EdgetlError, match="different starting weights; choose one"):
             resolve_config(two)
 
@@ -119,8 +120,10 @@ def test_name_lists_end_in_an_ellipsis_only_when_cut() -> None:
 
 
 @pytest.mark.parametrize(("given", "message"), [
-    ({"strategy": "linear-probe", "backbone_lr_mult": 0.1}, "--backbone-lr-mult does nothing with --strategy linear-probe"),
-    ({"strategy": "full", "unfreeze": 3}, "--unfreeze does nothing with --strategy full (it applies to --strategy partial)"),
+    ({"strategy": "linear-probe", "backbone_lr_mult": 0.1}, "--backbone-lr-mult does "
+                                                            "nothing with --strategy linear-probe"),
+    ({"strategy": "full", "unfreeze": 3}, "--unfreeze does nothing with --strategy full (it "
+                                          "applies to --strategy partial)"),
     ({"strategy": "partial", "unfreeze_every": 2}, "--unfreeze-every does nothing with --strategy partial"),
     ({"loss": "ce", "focal_alpha": "auto"}, "--focal-alpha does nothing with --loss ce"),
 ])

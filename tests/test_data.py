@@ -95,7 +95,8 @@ def test_csv_of_path_label(digits: Path, tmp_path: Path) -> None:
     split = scan_data(csv, val_split=0.25)
     assert split.classes == CLASSES and len(split.train) + len(split.val) == len(files)
     (tmp_path / "one.csv").write_text("path,label\n" + "".join(f"{p},digit_0\n" for p in files[:4]))
-    with pytest.raises(EdgetlError, match="only one class \\(digit_0\\); a classifier needs at least two labels in the CSV"):
+    with pytest.raises(EdgetlError, match="only one class \\(digit_0\\); a classifier needs "
+                                          "at least two labels in the CSV"):
         scan_data(tmp_path / "one.csv")
     (tmp_path / "bad.csv").write_text("path,label\nmissing.png,a\n")
     with pytest.raises(EdgetlError, match="do not exist"):

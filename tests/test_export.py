@@ -186,7 +186,8 @@ def test_bias_correction_removes_the_mean_shift_of_weight_rounding(tmp_path: Pat
         report: dict[str, int] = {}
         path = int8_from_onnx(fp32, tmp_path / f"dw.{corrected}.onnx", calib, config, metadata={}, report=report)
         assert report["bias_corrected_layers"] == int(corrected)
-        out = session(onnx.load(str(path)), optimize=config.eval_optimization == "all").run(None, {"input": held_out})[0]
+        sess = session(onnx.load(str(path)), optimize=config.eval_optimization == "all")
+        out = sess.run(None, {"input": held_out})[0]
         shift[corrected] = np.abs((out - ref).mean(axis=(0, 2, 3))).max()
     assert shift[False] > 0.02 and shift[True] < shift[False] / 4, shift
 
@@ -316,7 +317,8 @@ def test_fp32_onnx_reused_for_another_int8_target_and_still_checked(exported: tu
     assert manifest.artifact("fp32").details["export"]["reused"] == str(out / "model.onnx")
     assert manifest.artifact("int8").details["int8"]["target"] == "cpu"
     fp32_only = dataclasses.replace(options, int8=False)
-    for bad, why in ((dataclasses.replace(fp32_only, fp32_onnx=out / "model.fp16.onnx"), "is not an edgetl FP32 export"),
+    for bad, why in ((dataclasses.replace(fp32_only, fp32_onnx=out / "model.fp16.onnx"), "is not an edgetl FP32 "
+                                                                                         "export"),
                      (dataclasses.replace(fp32_only, static_batch=2), "has a batch shape other than this export's")):
         with pytest.raises(EdgetlError, match=why):
             export_artifacts(run, tmp_path / "bad", bad)

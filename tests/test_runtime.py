@@ -156,7 +156,8 @@ def test_options_devices_and_providers_that_do_not_fit_are_one_line_errors(tiny_
         load(tiny_onnx, half=True)
     with pytest.raises(EdgetlError, match="--provider cpu runs on the CPU but --device is cuda"):
         load(tiny_onnx, device="cuda", provider="cpu")
-    with pytest.raises(EdgetlError, match=f"{tiny_onnx.name}: ONNX Runtime provider 'AzureExecutionProvider' is not one"):
+    with pytest.raises(EdgetlError, match=f"{tiny_onnx.name}: ONNX Runtime provider "
+                                          "'AzureExecutionProvider' is not one"):
         load(tiny_onnx, provider="AzureExecutionProvider")
 
 
@@ -189,7 +190,8 @@ def test_engine_without_tensorrt_says_how_to_get_it(tmp_path: Path, tiny_run_dir
         load(engine, device="cpu")
 
 
-@pytest.mark.parametrize(("name", "pattern"), [("missing.onnx", "artifact not found"), ("x.txt", "unknown artifact type")])
+@pytest.mark.parametrize(("name", "pattern"), [("missing.onnx", "artifact not found"), ("x.txt", "unknown artifact "
+                                                                                                 "type")])
 def test_loader_rejects_unknown_paths(tmp_path: Path, name: str, pattern: str) -> None:
     if name.endswith(".txt"):
         (tmp_path / name).write_text("hi")

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _photos(root: Path, n: int = 4) -> list[Path]:
-    return sorted((root / "val" / "ants").glob("*.jpg"))[:n // 2] + sorted((root / "val" / "bees").glob("*.jpg"))[:n // 2]
+    half = n // 2
+    return sorted((root / "val" / "ants").glob("*.jpg"))[:half] + sorted((root / "val" / "bees").glob("*.jpg"))[:half]
 
 
 def test_predictor_tensor_equals_training_and_timm_transforms(tiny_onnx: Path, hymenoptera: Path) -> None:

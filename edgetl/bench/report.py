@@ -84,7 +84,8 @@ def footnote(doc: dict[str, Any]) -> str:
         text = ("Speed-up: throughput over the first artifact of the same file at the same batch size; "
                 "the merged files were measured in separate runs, so rows of different files are not compared.")
     else:
-        text = "Speed-up: throughput over the first artifact at the same batch size, all measured interleaved in one process."
+        text = ("Speed-up: throughput over the first artifact at the same batch size, all measured interleaved in one "
+                "process.")
     if any(unstable(r) for r in doc["results"]):
         text += (f" * p99 over {UNSTABLE_RATIO:g}x p50: disturbed timings (a busy machine, or more threads than free "
                  "cores: try --threads); trust p50 over mean, speed-up and img/s there.")
@@ -112,7 +113,8 @@ def markdown(doc: dict[str, Any]) -> str:
              f"Host: {host['cpu']}, {host['cores']} cores{', ' + ' '.join(host['isa']) if host.get('isa') else ''}, "
              f"GPU: {host['gpu'] or 'none'}. "
              f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(doc['versions'].items()))}.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c == "artifact" else "---:" for c in COLUMNS) + "|"]
+             "| " + " | ".join(COLUMNS) + " |",
+             "|" + "|".join("---" if c == "artifact" else "---:" for c in COLUMNS) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(doc["results"])]
     lines += ["", footnote(doc) + " Latency: " + ("CUDA events (compute mode on GPU)" if host["gpu"] else
                                                    "host perf_counter_ns") + "; warm-up excluded.", ""]
@@ -124,7 +126,8 @@ def write_markdown(doc: dict[str, Any], path: str | Path) -> None:
 
 
 def write_plot(doc: dict[str, Any], path: str | Path) -> None:
-    """Mean latency and throughput vs batch size, one line per artifact (log-2 batch axis); PNG, SVG or PDF by suffix."""
+    """Mean latency and throughput vs batch size, one line per artifact (log-2 batch axis); PNG, SVG or PDF
+    by the suffix."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -85,7 +85,8 @@ def _exit_quietly() -> None:
     """Ignore Ctrl-C from here to the end of the process, so an interrupted command exits 130.
 
     :class:`~edgetl.interrupt.CtrlC` ignores them until then, but while Python exits it puts back the default
-    SIGINT action; an impatient second Ctrl-C then kills the process by signal instead (no exit status 130, atexit cleanup cut short). Only for the program's own
-    command line: a caller of :func:`main` with arguments keeps its Ctrl-C.
+    SIGINT action; an impatient second Ctrl-C then kills the process by signal instead (no exit status 130,
+    atexit cleanup cut short). Only for the program's own command line: a caller of :func:`main` with
+    arguments keeps its Ctrl-C.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -34,19 +34,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: best available per artifact)")
     p.add_argument("--provider", default=None, help="ONNX Runtime provider for .onnx files (cpu, cuda, tensorrt)")
     warm = p.add_mutually_exclusive_group()
-    warm.add_argument("--warmup-iters", type=non_negative_int, default=None, help="warm-up calls (default: >= 5 and >= 0.5 s)")
+    warm.add_argument("--warmup-iters", type=non_negative_int, default=None, help="warm-up "
+                                                                                  "calls (default: >= 5 and >= 0.5 s)")
     warm.add_argument("--warmup-s", type=non_negative_float, default=None, help="warm-up seconds")
     p.add_argument("--iters", type=positive_int, default=None,
                    help="timed calls (default: >= 100 calls and >= 2 s); with --duration both are minimums")
     p.add_argument("--duration", type=positive_float, default=None,
                    help="timed seconds per artifact and batch (at least 20 calls)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for ONNX Runtime sessions and PyTorch (process-wide) (default: each library's)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for ONNX Runtime sessions and PyTorch (process-wide) (default: each library's)")
     p.add_argument("--half", action="store_true", help="PyTorch artifacts: FP16 (CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="PyTorch artifacts: channels-last memory format")
     p.add_argument("--compile", nargs="?", const="default", default=None,
                    help="PyTorch artifacts: torch.compile (mode: default, reduce-overhead, max-autotune, "
                         "frozen = weights as constants, BatchNorm folded, CUDA graphs on CUDA)")
-    p.add_argument("--cuda-graph", action="store_true", help="TensorRT engines and PyTorch (CUDA, eager): one CUDA graph per batch size")
+    p.add_argument("--cuda-graph", action="store_true", help="TensorRT engines and PyTorch (CUDA, "
+                                                             "eager): one CUDA graph per batch size")
     p.add_argument("--data", type=Path, default=None, help="e2e mode: folder of real images (default: synthetic)")
     p.add_argument("--json", type=output_file, default=None, help="write the edgetl.bench/1 JSON here")
     p.add_argument("--md", type=output_file, default=None, help="write a Markdown table here")
@@ -104,5 +107,6 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         print(f"trtexec {cmp['label']} batch {cmp['batch']}: edgetl/trtexec latency ratio "
               f"{cmp['latency_ratio']:.3f}, throughput ratio {cmp['throughput_ratio']:.3f}")
     if args.trtexec and not doc.get("trtexec"):
-        print("note: --trtexec compares TensorRT engines in --mode compute only; none were benchmarked", file=sys.stderr)
+        print("note: --trtexec compares TensorRT engines in --mode compute only; none were benchmarked",
+              file=sys.stderr)
     return doc

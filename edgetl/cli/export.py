@@ -29,8 +29,8 @@ def _batch(text: str) -> tuple[int, int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="RUN_DIR",
-                        help="run directory (model.json + best.safetensors), a .safetensors file, or a timm model "
-                             "name with --weights")
+                        help="run directory (model.json + best.safetensors), a .safetensors file, or a "
+                             "timm model name with --weights")
     parser.add_argument("--weights", help="for a timm model name: efficientnet_lite0, efficientnet_lite1 or a file")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: RUN_DIR/export)")
     parser.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (float32 I/O)")
@@ -123,8 +123,8 @@ def check_flags(args: argparse.Namespace) -> None:
     """A flag that would change nothing is a mistake worth saying, not something to accept silently."""
     given = [name for name in INT8_ONLY if getattr(args, name) is not None]
     if given and not args.int8:
-        raise EdgetlError(f"--{given[0].replace('_', '-')} shapes the INT8 model; add --int8 (and --calib-data) "
-                          "or drop it")
+        raise EdgetlError(f"--{given[0].replace('_', '-')} shapes the INT8 model; add "
+                          "--int8 (and --calib-data) or drop it")
     if args.max_excluded is not None and args.max_accuracy_drop is None:
         raise EdgetlError("--max-excluded limits --max-accuracy-drop's search; add --max-accuracy-drop PTS or drop it")
     if args.trt_fp16_flag and not args.fp16:
@@ -154,8 +154,9 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(
         weights=args.weights, fp16=args.fp16, int8=args.int8, calib_data=args.calib_data, calib_size=args.calib_size,
         calib_method=args.calib_method, int8_target=args.int8_target or "tensorrt", reduce_range=args.reduce_range,
-        val_data=args.val_data, parity_data=args.parity_data, parity_size=args.parity_size, max_accuracy_drop=args.max_accuracy_drop,
-        max_excluded=8 if args.max_excluded is None else args.max_excluded, engine=args.engine, batch=args.batch, static_batch=args.static_batch,
+        val_data=args.val_data, parity_data=args.parity_data, parity_size=args.parity_size,
+        max_accuracy_drop=args.max_accuracy_drop, max_excluded=8 if args.max_excluded is None else args.max_excluded,
+        engine=args.engine, batch=args.batch, static_batch=args.static_batch,
         opset=args.opset, trt=BuildSettings(
             workspace_mb=args.workspace, timing_cache=args.timing_cache, version_compatible=args.version_compatible,
             hardware_compatibility=args.hardware_compatibility, dla_core=args.dla_core,

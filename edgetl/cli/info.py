@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                         f"{' …' if info['num_classes'] > 20 else ''}")]
     pre = info["preprocess"]
     rows.append(("preprocessing", f"resize shorter side to {pre['resize']} ({pre['interpolation']}), center crop "
-                                  f"{pre['input_size'][1]}x{pre['input_size'][2]}, mean {pre['mean']}, std {pre['std']}"))
+                                  f"{pre['input_size'][1]}x{pre['input_size'][2]}, mean "
+                                  f"{pre['mean']}, std {pre['std']}"))
     for key in ("opset", "producer", "parameters", "weights_file"):
         if key in info:
             rows.append((key, _fmt(info[key])))

@@ -43,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("candidates", type=Path, nargs="+", metavar="CANDIDATE", help="artifacts to check")
     p.add_argument("--data", type=Path, required=True,
                    help="images: DIR/<class>/… (or DIR/val/<class>/…) for accuracy, or any folder of images")
-    p.add_argument("--limit", type=positive_int, default=None, help="use at most N images (a seeded, class-mixed subset)")
+    p.add_argument("--limit", type=positive_int, default=None, help="use at most N images "
+                                                                    "(a seeded, class-mixed subset)")
     p.add_argument("--json", type=output_file, default=None, help="write the report (with the worst images) here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: best available)")
     p.add_argument("--provider", default=None, help="ONNX Runtime provider for .onnx candidates")
@@ -57,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="set, add or (with 'none') drop one check of one precision's gate, e.g. "
                         "int8.max-abs-diff=0.5 or fp16.min-agreement=none; repeatable")
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--worst", type=non_negative_int, default=10, help="list this many most-different images in the JSON")
+    p.add_argument("--worst", type=non_negative_int, default=10, help="list this many "
+                                                                      "most-different images in the JSON")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -117,5 +119,6 @@ def parity_table(report: Any) -> Any:
         backend = c.runner["backend"] + (f" ({c.runner['optimization']})" if c.runner.get("optimization") else "")
         table.add_row(escape(Path(c.artifact).name), escape(backend), c.runner["precision"], f"{s.max_abs_diff:.2e}",
                       f"{s.mean_abs_diff:.2e}", f"{s.cosine:.6f}", f"{s.top1_agreement:.2%}",
-                      f"{s.top5_overlap:.2%}" if s.top5_overlap is not None else "-", *acc, "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]")
+                      f"{s.top5_overlap:.2%}" if s.top5_overlap is not None else "-", *acc,
+                      "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]")
     return table

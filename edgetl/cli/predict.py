@@ -26,8 +26,8 @@ def _check_files(images: list[str]) -> None:
     for image in images:
         path = Path(image)
         if path.is_dir():
-            raise EdgetlError(f"{path}: a folder; pass image files (e.g. {path}/*.jpg), or use `edgetl eval` on a "
-                              "labelled folder")
+            raise EdgetlError(f"{path}: a folder; pass image files (e.g. {path}/*.jpg), or use "
+                              "`edgetl eval` on a labelled folder")
         if not path.is_file():
             raise EdgetlError(f"{path}: no such file; check the path")
 
@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     for pred in predictions:
         for rank, (name, prob) in enumerate(pred.top):
             described = imagenet_description(name)
-            table.add_row(pred.source if rank == 0 else "", f"{name} ({described})" if described else name, f"{prob:.4f}",
+            label = f"{name} ({described})" if described else name
+            table.add_row(pred.source if rank == 0 else "", label, f"{prob:.4f}",
                           style="bold" if rank == 0 else None, end_section=rank == len(pred.top) - 1)
     Console().print(table)
     return code

@@ -35,7 +35,8 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         try:
             img = load_rgb(sample.path)
         except BadImage as exc:  # changed on disk since the scan
-            raise EdgetlError(f"{sample.path}: {exc}; it was readable when the run started — restore or remove it") from None
+            raise EdgetlError(f"{sample.path}: {exc}; it was readable when the run "
+                              "started — restore or remove it") from None
         return self.transform(img), sample.label
 
 

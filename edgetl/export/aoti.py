@@ -34,7 +34,8 @@ def package_metadata(card: ModelCard, max_batch: int) -> dict[str, str]:
 
 def _check_max_batch(max_batch: int) -> int:
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or not 1 <= max_batch <= MAX_AOTI_BATCH:
-        raise EdgetlError(f"max batch {max_batch!r}: the AOTInductor batch range needs an integer in 1..{MAX_AOTI_BATCH} "
+        raise EdgetlError(f"max batch {max_batch!r}: the AOTInductor batch range needs an "
+                          f"integer in 1..{MAX_AOTI_BATCH} "
                           "(edgetl export --batch MIN:OPT:MAX)")
     return max_batch
 

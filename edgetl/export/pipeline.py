@@ -121,8 +121,8 @@ class ExportOptions:
             import onnx
 
             if not 13 <= self.opset <= onnx.defs.onnx_opset_version():
-                raise EdgetlError(f"--opset {self.opset}: choose 13 to {onnx.defs.onnx_opset_version()} (this onnx's "
-                                  "newest; default 18)")
+                raise EdgetlError(f"--opset {self.opset}: choose 13 to {onnx.defs.onnx_opset_version()} "
+                                  "(this onnx's newest; default 18)")
         if self.providers:
             import onnxruntime as ort
 
@@ -242,9 +242,9 @@ def parity_record(runner: Runner, parity: ParitySet, precision: str, options: Ex
     stats = compare_logits(parity.reference, logits, parity.images.labels)
     gate = _gate(precision, options)
     failures = check_gate(stats, gate)
-    record: dict[str, Any] = {**stats.to_dict(), "gate": asdict(gate),
-                              "evaluated_with": {"backend": runner.info.backend, "device": runner.info.device,
-                                                 **{k: runner.info.details.get(k) for k in ("provider", "optimization")}}}
+    evaluated_with = {"backend": runner.info.backend, "device": runner.info.device,
+                      **{k: runner.info.details.get(k) for k in ("provider", "optimization")}}
+    record: dict[str, Any] = {**stats.to_dict(), "gate": asdict(gate), "evaluated_with": evaluated_with}
     if not np.all(np.isfinite(logits)):
         failures.append("outputs contain inf/NaN")
     if precision == "int8" and gate.max_accuracy_drop is not None:
@@ -470,7 +470,8 @@ def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Pat
         skipped["int8"] = ("model.int8.onnx is the CPU target's (U8 activations, for ONNX Runtime): TensorRT "
                            "builds symmetric S8 only; export --int8-target tensorrt for an INT8 engine")
     commands = {p: trtexec_command(path, path.with_name(f"model.{p}.engine"), eopts) for p, path in onnx_paths.items()}
-    manifest.engine_build = {"edgetl": shlex.join(["edgetl", "export", source, *_rebuild_flags(onnx_paths, out, options)]),
+    rebuild = shlex.join(["edgetl", "export", source, *_rebuild_flags(onnx_paths, out, options)])
+    manifest.engine_build = {"edgetl": rebuild,
                              "trtexec": commands, "batch": eopts.shapes(), **({"skipped": skipped} if skipped else {})}
     if not options.engine:
         manifest.engine_build["status"] = "not requested"
@@ -510,7 +511,8 @@ def _export_aoti(model: nn.Module, card: ModelCard, out: Path, parity: ParitySet
     try:
         from edgetl.export.aoti import pt2_from_model
     except ImportError:
-        raise EdgetlError("--aoti: the AOTInductor exporter (edgetl.export.aoti) is not available in this build") from None
+        raise EdgetlError("--aoti: the AOTInductor exporter (edgetl.export.aoti) "
+                          "is not available in this build") from None
     path = out / "model.pt2"
     with _stage(options, "aoti"):
         pt2_from_model(model, card, path, max_batch=options.batch[2])
@@ -577,8 +579,8 @@ def _export_into(checkpoint: str | Path, out: Path, options: ExportOptions) -> M
     from edgetl.train.checkpoint import save_checkpoint
 
     if options.fp32_onnx is not None and Path(options.fp32_onnx).resolve().parent == out.resolve():
-        raise EdgetlError(f"{options.fp32_onnx}: --fp32-onnx is in --out {out}, whose export this one replaces; "
-                          "copy it elsewhere first")
+        raise EdgetlError(f"{options.fp32_onnx}: --fp32-onnx is in --out {out}, whose export this one "
+                          "replaces; copy it elsewhere first")
     with _stage(options, "load"):
         model, card, source = load_source(checkpoint, options.weights)
         if source["kind"] == "timm":  # a run directory to bench and run parity against, as after training

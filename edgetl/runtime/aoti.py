@@ -30,7 +30,8 @@ def read_pt2_metadata(path: str | Path) -> dict[str, str]:
         with zipfile.ZipFile(p) as zf:
             names = [n for n in zf.namelist() if "/data/aotinductor/" in n and n.endswith("_metadata.json")]
             if not names:
-                raise EdgetlError(f"{p}: no AOTInductor model inside this .pt2; re-export it with `edgetl export --aoti`")
+                raise EdgetlError(f"{p}: no AOTInductor model inside this .pt2; re-export "
+                                  "it with `edgetl export --aoti`")
             meta = json.loads(zf.read(sorted(names)[-1]))
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise EdgetlError(f"{p}: not a readable AOTInductor package ({type(exc).__name__}); "

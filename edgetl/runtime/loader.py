@@ -21,7 +21,8 @@ def artifact_kind(path: str | Path) -> str:
     suffix = p.suffix.lower()
     if p.is_dir() and (p / "manifest.json").is_file() and not (p / "model.json").is_file():
         files = sorted(f.name for f in p.iterdir() if f.suffix in (".onnx", ".engine", ".plan", ".pt2"))
-        raise EdgetlError(f"{p}: an export directory, not a run; pass one of its artifacts ({', '.join(files) or 'none'})"
+        raise EdgetlError(f"{p}: an export directory, not a run; pass one of its artifacts "
+                          f"({', '.join(files) or 'none'})"
                           + (f" or its PyTorch reference {p / 'pytorch'}" if (p / "pytorch").is_dir() else ""))
     if p.is_dir() or suffix == ".safetensors":
         return "torch"

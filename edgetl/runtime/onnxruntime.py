@@ -36,7 +36,8 @@ def resolve_providers(requested: list[str] | str | None, available: list[str]) -
     for name in names:
         full = PROVIDER_ALIASES.get(name.lower(), name)
         if full not in PREFERENCE:  # e.g. Azure: a remote-call provider, every node would run on the CPU
-            raise EdgetlError(f"ONNX Runtime provider {name!r} is not one edgetl measures; choose tensorrt, cuda or cpu")
+            raise EdgetlError(f"ONNX Runtime provider {name!r} is not one edgetl "
+                              "measures; choose tensorrt, cuda or cpu")
         if full not in available:
             raise EdgetlError(f"ONNX Runtime provider {name!r} is not available here; available: "
                               f"{', '.join(available)} (install onnxruntime-gpu for CUDA / TensorRT)")
@@ -55,7 +56,8 @@ def _session_options(optimization: str, threads: int | None, spinning: bool = Tr
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
     if optimization not in levels:
-        raise EdgetlError(f"unknown ONNX Runtime optimization {optimization!r}; choose one of {', '.join(OPTIMIZATIONS)}")
+        raise EdgetlError(f"unknown ONNX Runtime optimization {optimization!r}; choose one of "
+                          f"{', '.join(OPTIMIZATIONS)}")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = levels[optimization]
     opts.log_severity_level = 3

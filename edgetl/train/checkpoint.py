@@ -49,7 +49,8 @@ def load_tensors(path: str | Path, fix: str = "restore the file or train again")
 
     p = Path(path)
     if not p.is_file():
-        raise EdgetlError(f"{p}: checkpoint not found; pass a run directory with best.safetensors or a .safetensors file")
+        raise EdgetlError(f"{p}: checkpoint not found; pass a run directory with "
+                          "best.safetensors or a .safetensors file")
     if not os.access(p, os.R_OK):
         raise EdgetlError(f"{p}: permission denied; make the checkpoint readable (chmod u+r)")
     try:
@@ -191,9 +192,11 @@ def load_init(model: nn.Module, card: ModelCard, source: str | Path) -> str:
     weights, card_file = resolve_checkpoint(source)
     old = ModelCard.load(card_file)
     if (old.arch, old.classes, old.head.hidden) != (card.arch, card.classes, card.head.hidden):
-        classes = "" if old.classes == card.classes else f" (classes: {class_difference(old.classes, card.classes, 'the --init run', 'this data')})"
+        differ = class_difference(old.classes, card.classes, "the --init run", "this data")
+        classes = "" if old.classes == card.classes else f" (classes: {differ})"
         raise EdgetlError(f"--init {source}: it is {old.arch} on {len(old.classes)} classes with --head-hidden "
-                          f"{old.head.hidden}; this run is {card.arch} on {len(card.classes)} classes with --head-hidden "
+                          f"{old.head.hidden}; this run is {card.arch} on "
+                          f"{len(card.classes)} classes with --head-hidden "
                           f"{card.head.hidden}{classes}; use the same --model, --data and --head-hidden")
     load_state(model, load_tensors(weights), source=weights, arch=card.arch)
     return f"--init {source}: started from {weights} (head included)"

@@ -56,7 +56,8 @@ def resolve_alpha(alpha: str | Sequence[float] | None, counts: Sequence[int]) ->
         try:
             values = [float(a) for a in alpha.split(",")]
         except ValueError:
-            raise EdgetlError(f"--focal-alpha {alpha!r}: give 'auto' or comma-separated weights, one per class") from None
+            raise EdgetlError(f"--focal-alpha {alpha!r}: give 'auto' or "
+                              "comma-separated weights, one per class") from None
     else:
         values = [float(a) for a in alpha]
     if len(values) != len(counts):
