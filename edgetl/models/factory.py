@@ -96,6 +96,17 @@ def _offline_hub_file(arch: str) -> dict[str, str] | None:
                       f"cache; {OFFLINE_HINT}")
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP / torch.compile wrappers (the same module objects)."""
+    from torch import nn
+
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def create_model(card: ModelCard, pretrained: bool = False) -> nn.Module:
     """The timm model named by ``card.arch`` with a head for ``card.classes``.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from edgetl.errors import EdgetlError
-from edgetl.models.factory import classifier_name
+from edgetl.models.factory import classifier_name, unwrap
 
 
 def head_param_names(model: nn.Module) -> list[str]:
@@ -74,15 +74,6 @@ def apply_freeze(model: nn.Module, n_trainable: int) -> int:
     return count
 
 
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """The model inside DDP / torch.compile wrappers (the same module objects)."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
 def frozen_bn_to_eval(model: nn.Module, all_bn: bool = False) -> None:
     """Put every BatchNorm whose parameters are all frozen (or every backbone one, ``all_bn``) in eval mode.
 
@@ -93,7 +84,7 @@ def frozen_bn_to_eval(model: nn.Module, all_bn: bool = False) -> None:
     (LP-FT) loses the head's fit in its first step (measured on the built-in digits: 88% → 48% val top-1).
     A ``--head-hidden`` head's own BatchNorm has no pretrained statistics to keep: it learns as the head does.
     """
-    inner = _unwrapped(model)
+    inner = unwrap(model)
     head = classifier_name(inner) + "."
     for name, module in inner.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):

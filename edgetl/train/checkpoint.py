@@ -20,15 +20,6 @@ if TYPE_CHECKING:
 CARD_FILE = "model.json"
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside DDP / torch.compile wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
-
-
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
     """Atomically write ``tensors`` (made contiguous, on CPU) as safetensors."""
     from safetensors import SafetensorError
@@ -63,6 +54,8 @@ def save_checkpoint(run_dir: str | Path, name: str, model: nn.Module, card: Mode
     """Write ``<run_dir>/<name>.safetensors`` and the card beside it."""
     run = Path(run_dir)
     path = run / f"{name}.safetensors"
+    from edgetl.models.factory import unwrap
+
     save_tensors(path, unwrap(model).state_dict(), meta={"arch": card.arch})
     card.save(run / CARD_FILE)
     return path
