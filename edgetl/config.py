@@ -258,6 +258,33 @@ def check_given(cfg: TrainConfig, given: Iterable[str]) -> None:
                                   f"(it applies to --{on} {' / '.join(values)}); drop it or change --{on}")
 
 
+# What --resume may change: how the run executes, not what it learns (and --epochs, to train longer or shorter).
+RESUME_MAY_CHANGE = ("epochs", "device", "workers", "patience", "amp", "channels_last", "resume")
+
+
+def check_resume(saved: TrainConfig, resumed: TrainConfig, given: Iterable[str]) -> list[str]:
+    """A flag given with ``--resume`` that would change what the run learns is an error naming it; the notes
+    to print for the changes allowed.
+
+    Epochs 1..N trained with the saved recipe; changing the learning rate, size, seed or data afterwards
+    would record a recipe the weights never followed.
+    """
+    changed = [key for key in given if key not in RESUME_MAY_CHANGE and getattr(saved, key) != getattr(resumed, key)]
+    if changed:
+        flags = ", ".join(f"--{k.replace('_', '-')} {getattr(resumed, k)} (the run has {getattr(saved, k)})"
+                          for k in changed)
+        raise EdgetlError(f"--resume {saved.out}: {flags} would change the recipe the run trained with; resume "
+                          f"without it, or start a new run from these weights with --init {saved.out}")
+    notes = []
+    if resumed.epochs != saved.epochs:
+        notes.append(f"--epochs {resumed.epochs} (the run had {saved.epochs}): the learning-rate schedule is "
+                     f"recomputed for {resumed.epochs} epochs and the remaining ones follow it")
+    if resumed.workers != saved.workers:
+        notes.append(f"--workers {resumed.workers} (the run had {saved.workers}): augmentation draws per worker, so "
+                     "the rest of the run will not match an uninterrupted one bit for bit")
+    return notes
+
+
 def config_warnings(cfg: TrainConfig) -> list[str]:
     """Settings that run but are probably not what was meant: said before training starts."""
     out = []

@@ -25,13 +25,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise EdgetlError(f"{target}: cannot write it ({exc.strerror}); choose another path") from None
-    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a written file gets the usual mode
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes 0600, and some writers (safetensors) reset the mode: give the file the usual one
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

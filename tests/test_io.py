@@ -12,14 +12,20 @@ from edgetl.io import atomic_path, atomic_write_text
 
 
 def test_atomic_write_gets_the_mode_of_a_plain_write(tmp_path: Path) -> None:
+    import torch
+
+    from edgetl.train.checkpoint import save_tensors
+
     old = os.umask(0o022)
     try:
         atomic_write_text(tmp_path / "a.json", "{}")
+        save_tensors(tmp_path / "w.safetensors", {"w": torch.zeros(2)})  # safetensors resets the mode it gets
         (tmp_path / "b.json").write_text("{}")
     finally:
         os.umask(old)
-    mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
-    assert mode == stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o644
+    for name in ("a.json", "w.safetensors"):  # a deploy service of another user can read the checkpoint
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == stat.S_IMODE((tmp_path / "b.json").stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o644
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:

@@ -232,7 +232,12 @@ def test_refused_resumes_are_one_line_and_leave_the_run_alone(digits_data: Path,
 
     refused(digits_data, "not a resumable run directory (missing config.yaml, model.json")
     refused(tmp_path / "nowhere", "no such directory")
-    refused(run, "optimizer state does not fit", f"--init {run}", flags=("--strategy", "full", "--epochs", "2"))
+    refused(run, "--strategy full (the run has linear-probe) would change the recipe the run trained with",
+            f"--init {run}", flags=("--strategy", "full", "--epochs", "2"))
+    refused(run, "--lr 0.5 (the run has 0.01)", "--img-size 64 (the run has 32)",
+            flags=("--lr", "0.5", "--img-size", "64"))
+    with pytest.raises(EdgetlError, match="optimizer state does not fit"):  # the library, without the CLI's check
+        fit(_cfg(digits_data, run, epochs=2, strategy="full", resume=str(run)), quiet=True)
     assert (run / "config.yaml").read_text() == config  # the refused resume did not rewrite the run's recipe
     for name, damage, expected in (("last.safetensors", b"\x00" * 64, "last.safetensors: not a readable"),
                                    ("train_state.json", b"{}", "not a training state (no param_groups")):
@@ -278,3 +283,66 @@ def test_a_frozen_random_backbone_is_warned_about(digits_data: Path, tmp_path: P
     err = capsys.readouterr().err
     assert "warning: no --pretrained, --weights or --init: --strategy linear-probe trains a head on a frozen " \
            "random backbone" in err
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing in edgetl catches it, so the run directory stays as the kill left it."""
+
+
+@pytest.mark.parametrize("moment", ["before the commit", "after the commit"])
+def test_a_kill_while_saving_resumes_to_the_same_weights(moment: str, digits_data: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An epoch's weights, optimizer state and counters are saved as one: a kill between their files resumes
+    to exactly the weights of an uninterrupted run (before: the epoch was silently trained twice)."""
+    import edgetl.io
+
+    kw = {"epochs": 2, "batch_size": 16, "warmup_epochs": 0}
+    full = fit(_cfg(digits_data, tmp_path / "full", **kw), quiet=True)
+    real_write = edgetl.io.atomic_write_json
+
+    def write_then_die(path: Path, data: Any) -> None:
+        if Path(path).name == "train_state.json" and data.get("epochs_done") == 2:
+            if moment == "after the commit":
+                real_write(path, data)  # committed, the new files not yet renamed into place
+            raise Killed  # before: epoch 2's weights and optimizer tensors are written, its JSON is not
+        real_write(path, data)
+
+    monkeypatch.setattr(edgetl.io, "atomic_write_json", write_then_die)
+    with pytest.raises(Killed):
+        fit(_cfg(digits_data, tmp_path / "cut", **kw), quiet=True)
+    monkeypatch.undo()
+    cut = tmp_path / "cut"
+    assert sorted(p.name for p in cut.glob("*.next.safetensors")) == ["last.next.safetensors",
+                                                                       "train_state.next.safetensors"]
+    assert json.loads((cut / "train_state.json").read_text())["epochs_done"] == (1 if "before" in moment else 2)
+    fit(_cfg(digits_data, cut, resume=str(cut), **kw), quiet=True)
+    assert not list(cut.glob("*.next.safetensors"))
+    a, b = load_tensors(full.run_dir / "last.safetensors"), load_tensors(cut / "last.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-6)
+
+
+def test_files_of_different_saves_are_refused(trained: RunResult, tmp_path: Path) -> None:
+    """A weights file from another epoch than train_state.json (copied in by hand, say) is not resumed."""
+    from edgetl.train.checkpoint import load_train_state
+
+    run = tmp_path / "run"
+    shutil.copytree(trained.run_dir, run)
+    model, card = load_model(run)
+    save_checkpoint(run, "last", model, card, meta={"epochs_done": "1"})
+    with pytest.raises(EdgetlError, match=r"last.safetensors: saved after epoch 1, but train_state.json after epoch"):
+        load_train_state(run)
+
+
+def test_resume_may_train_longer_and_says_the_schedule_changes(trained: RunResult, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli, "COMMANDS", ("train",))
+    run = tmp_path / "run"
+    shutil.copytree(trained.run_dir, run)
+    assert cli.main(["train", "--resume", str(run)]) == 0  # finished: nothing to train
+    said = capsys.readouterr()
+    assert "already complete (8/8 epochs); pass --epochs N to train longer" in "".join(said.out.split("\n"))
+    assert cli.main(["train", "--resume", str(run), "--epochs", "9", "--quiet"]) == 0
+    assert "note: --epochs 9 (the run had 8): the learning-rate schedule is recomputed" in capsys.readouterr().err
+    assert len(json.loads((run / "train_state.json").read_text())["history"]) == 9

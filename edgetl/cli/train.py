@@ -95,16 +95,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from edgetl.config import check_given, read_yaml_config, resolve_config
+    from edgetl.config import check_given, check_resume, read_yaml_config, resolve_config
     from edgetl.train.checkpoint import require_run_dir
     from edgetl.train.fit import fit
 
     base = None
+    given = _overrides(args)
     if args.resume:
         base = read_yaml_config(require_run_dir(args.resume) / "config.yaml")
-    given = _overrides(args)
     cfg = resolve_config(given, config_file=args.config, base=base)
     check_given(cfg, given)
+    if base is not None:
+        explicit = [*given, *(read_yaml_config(args.config) if args.config else {})]
+        for note in check_resume(resolve_config(base=base), cfg, explicit):
+            print(f"note: {note}", file=sys.stderr)
     result = fit(cfg, quiet=args.quiet, overwrite=args.overwrite)
     if args.quiet:
         best = result.best

@@ -50,13 +50,14 @@ def load_tensors(path: str | Path, fix: str = "restore the file or train again")
         raise EdgetlError(f"{p}: not a readable safetensors checkpoint ({exc}); {fix}") from None
 
 
-def save_checkpoint(run_dir: str | Path, name: str, model: nn.Module, card: ModelCard) -> Path:
+def save_checkpoint(run_dir: str | Path, name: str, model: nn.Module, card: ModelCard,
+                    meta: dict[str, str] | None = None) -> Path:
     """Write ``<run_dir>/<name>.safetensors`` and the card beside it."""
-    run = Path(run_dir)
-    path = run / f"{name}.safetensors"
     from edgetl.models.factory import unwrap
 
-    save_tensors(path, unwrap(model).state_dict(), meta={"arch": card.arch})
+    run = Path(run_dir)
+    path = run / f"{name}.safetensors"
+    save_tensors(path, unwrap(model).state_dict(), meta={"arch": card.arch, **(meta or {})})
     card.save(run / CARD_FILE)
     return path
 
@@ -115,14 +116,24 @@ STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 
 
-def save_train_state(run_dir: str | Path, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
-    """Optimizer state without pickle: its tensors as safetensors, everything else as JSON.
+PENDING = ".next"  # last.next.safetensors, train_state.next.safetensors: written, not yet committed
+EPOCH_KEY = "epochs_done"  # in each file's safetensors metadata, to check the three files belong together
 
-    ``meta`` holds epoch, global step, best metric, early-stopping counter and history. The JSON is
-    written last, so a state whose tensors are newer than its JSON is never read as consistent.
+
+def save_run_state(run_dir: str | Path, model: nn.Module, card: ModelCard, optimizer: torch.optim.Optimizer,
+                   meta: dict[str, Any]) -> None:
+    """Weights, optimizer state and counters as one commit, so a kill at any instant leaves a resumable run.
+
+    The weights and the optimizer tensors are written as ``*.next.safetensors``; writing ``train_state.json``
+    commits them; then they are renamed into place. A kill before the JSON leaves the previous save in
+    force; a kill after it is finished by :func:`finish_interrupted_save`. ``meta`` holds epoch, global step,
+    best metric, early-stopping counter and history; the optimizer is stored without pickle (tensors as
+    safetensors, the rest as JSON).
     """
     from edgetl.io import atomic_write_json
 
+    run, epoch = Path(run_dir), {EPOCH_KEY: str(meta[EPOCH_KEY])}
+    save_checkpoint(run, "last" + PENDING, model, card, meta=epoch)
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -132,9 +143,55 @@ def save_train_state(run_dir: str | Path, optimizer: torch.optim.Optimizer, meta
                 tensors[f"{index}.{key}"] = value
             else:
                 scalars.setdefault(str(index), {})[key] = value
-    run = Path(run_dir)
-    save_tensors(run / STATE_TENSORS, tensors)
+    save_tensors(_pending(run / STATE_TENSORS), tensors, meta=epoch)
     atomic_write_json(run / STATE_JSON, {"param_groups": state["param_groups"], "scalars": scalars, **meta})
+    finish_interrupted_save(run)
+
+
+def _pending(final: Path) -> Path:
+    return final.with_name(final.stem + PENDING + final.suffix)
+
+
+def _saved_epoch(path: Path) -> str | None:
+    """The epoch count a safetensors file was saved at (None for files of older edgetl versions)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get(EPOCH_KEY)
+    except Exception:  # unreadable: load_tensors says so with the fix
+        return None
+
+
+def finish_interrupted_save(run_dir: str | Path) -> None:
+    """Complete or drop a save a kill cut short; remove temporary files an interrupted write left behind.
+
+    Pending files of the committed epoch (``train_state.json``'s) are renamed into place; older ones,
+    never committed, are deleted. Safe to call at any time: on a settled run it only tidies.
+    """
+    from edgetl.io import read_json
+
+    run = Path(run_dir)
+    for tmp in run.glob(".*.tmp"):  # atomic writes killed before their rename
+        tmp.unlink(missing_ok=True)
+    meta = read_json(run / STATE_JSON) if (run / STATE_JSON).is_file() else None
+    committed = str(meta.get(EPOCH_KEY)) if isinstance(meta, dict) else None
+    for final in (run / "last.safetensors", run / STATE_TENSORS):
+        pending = _pending(final)
+        if pending.is_file():
+            if committed is not None and _saved_epoch(pending) == committed:
+                os.replace(pending, final)
+            else:
+                pending.unlink()
+
+
+def check_saved_together(run_dir: Path, epochs_done: int) -> None:
+    """A one-line error when the weights or optimizer file is from another save than ``train_state.json``."""
+    for final in (run_dir / "last.safetensors", run_dir / STATE_TENSORS):
+        epoch = _saved_epoch(final)
+        if epoch is not None and epoch != str(epochs_done):
+            raise EdgetlError(f"{final}: saved after epoch {epoch}, but {STATE_JSON} after epoch {epochs_done} "
+                              f"(files of different saves); {CANNOT_RESUME}")
 
 
 RUN_FILES = ("config.yaml", CARD_FILE, "last.safetensors", STATE_JSON, STATE_TENSORS)
@@ -147,6 +204,7 @@ def require_run_dir(run_dir: str | Path) -> Path:
     run = Path(run_dir)
     if not run.is_dir():
         raise EdgetlError(f"--resume {run}: no such directory; pass a run directory written by `edgetl train`")
+    finish_interrupted_save(run)
     missing = [name for name in RUN_FILES if not (run / name).is_file()]
     if missing:
         raise EdgetlError(f"--resume {run}: not a resumable run directory (missing {', '.join(missing)}); pass a "
@@ -155,16 +213,18 @@ def require_run_dir(run_dir: str | Path) -> Path:
 
 
 def load_train_state(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(optimizer state_dict, meta) written by :func:`save_train_state`."""
+    """(optimizer state_dict, meta) written by :func:`save_run_state`."""
     from edgetl.io import read_json
 
     run = Path(run_dir)
     if not (run / STATE_JSON).is_file():
         raise EdgetlError(f"{run}: no {STATE_JSON}; --resume needs a run directory written by `edgetl train`")
+    finish_interrupted_save(run)
     meta = read_json(run / STATE_JSON)
     lost = [key for key in STATE_KEYS if key not in meta] if isinstance(meta, dict) else list(STATE_KEYS)
     if lost:
         raise EdgetlError(f"{run / STATE_JSON}: not a training state (no {', '.join(lost)}); {CANNOT_RESUME}")
+    check_saved_together(run, int(meta[EPOCH_KEY]))
     tensors = load_tensors(run / STATE_TENSORS, CANNOT_RESUME)
     per_param: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():

@@ -177,8 +177,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         assert self.optimizer is not None
-        ckpt.save_checkpoint(self.run_dir, "last", self.model, self.card)
-        ckpt.save_train_state(self.run_dir, self.optimizer, {
+        ckpt.save_run_state(self.run_dir, self.model, self.card, self.optimizer, {
             "epochs_done": epochs_done, "step": self.step, "best_value": self.best_value,
             "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "history": self.history})
 
@@ -198,7 +197,11 @@ class Trainer:
                               f"--init {self.run_dir}") from None
         self.step, self.history = int(meta["step"]), list(meta["history"])
         self.best_value, self.best_epoch, self.bad_epochs = meta["best_value"], meta["best_epoch"], meta["bad_epochs"]
-        self.log(f"resuming {self.run_dir} after epoch {self.start_epoch} (step {self.step})")
+        if self.start_epoch >= self.cfg.epochs:
+            self.log(f"{self.run_dir} is already complete ({self.start_epoch}/{self.cfg.epochs} epochs); "
+                     "pass --epochs N to train longer")
+        else:
+            self.log(f"resuming {self.run_dir} after epoch {self.start_epoch} (step {self.step})")
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         self.set_stages(epoch)
@@ -279,7 +282,8 @@ def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
 
 # What a run and the commands run on it leave in its directory: --overwrite removes them with the run, so no
 # score, plot or export of the old weights sits beside the new ones.
-RUN_OUTPUTS = ("best.safetensors", "metrics.csv", "curves.png", "*eval.json", "*confusion.png", "export")
+RUN_OUTPUTS = ("best.safetensors", "metrics.csv", "curves.png", "*eval.json", "*confusion.png", "export",
+               f"*{ckpt.PENDING}.safetensors", ".*.tmp")  # the last two: saves a kill cut short
 
 
 def clear_previous_run(run_dir: Path) -> list[str]:
