@@ -108,6 +108,71 @@ def test_csv_of_path_label(digits: Path, tmp_path: Path) -> None:
     assert scan_data(tmp_path / "bom.csv", val_split=0.25).classes == CLASSES  # Excel's UTF-8 with a BOM
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("path,label\n{a},digit_0\n{b},\n", r"x.csv:3: .* has an empty label; give every row its class"),
+    ("path,label\n{a},digit_0\n{b},digit_1\n{a},digit_1\n", r"x.csv:4: .* is listed again \(first on line 2\)"),
+    ("filename,class\n{a},digit_0\n", r"x.csv:1: 'filename,class' looks like a header; it must read 'path,label'"),
+    ('path,label\n{a},digit_0\n"{b},digit_1\n{a},digit_2\n', r"x.csv:3: expected 'path,label'; got '.{60}…' "
+                                                                 r"\(a stray quote or comma\?\)"),
+])
+def test_bad_csv_rows_are_errors_naming_the_line(text: str, message: str, digits: Path, tmp_path: Path) -> None:
+    """A row that would train on an empty class, or put one photo in train and val, is refused, not read."""
+    a, b = sorted((digits / "train").rglob("*.png"))[:2]
+    (tmp_path / "x.csv").write_text(text.format(a=a, b=b))
+    with pytest.raises(EdgetlError, match=message):
+        scan_data(tmp_path / "x.csv")
+
+
+def test_hidden_folders_unsupported_formats_and_broken_links(digits: Path, tmp_path: Path) -> None:
+    data = _copy_tree(digits / "train", tmp_path / "d")
+    hidden = data / "digit_0" / ".thumbnails"
+    hidden.mkdir()
+    shutil.copy(next((data / "digit_0").glob("*.png")), hidden / "thumb.png")
+    (data / "digit_1" / "phone.heic").write_bytes(b"\x00" * 64)
+    (data / "digit_2" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    split = scan_data(data, seed=0)
+    used = {s.path for s in split.train + split.val}
+    assert not any(".thumbnails" in str(p) for p in used)  # hidden folders are left out, like hidden files
+    reasons = {p.name: r for p, r in split.skipped}
+    assert reasons["phone.heic"] == ".heic is not a format edgetl reads; convert it to JPEG or PNG"
+    assert reasons["gone.png"].startswith("broken link")
+
+
+def test_an_empty_split_names_its_unusable_files_and_a_fix_that_fits(digits: Path, tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    _copy_tree(digits / "train", data / "train")
+    for c in CLASSES:
+        (data / "val" / c).mkdir(parents=True)
+        (data / "val" / c / "x.png").write_text("not a picture")
+    with pytest.raises(EdgetlError, match=r"d/val: the val split has no usable images \(10 file\(s\) unusable, "
+                                          r"e.g. .*/x.png: not an image\); add images to .*d/val$"):
+        scan_data(data)
+
+
+def test_exif_orientation_is_applied_as_viewers_and_deploy_decoders_do(tmp_path: Path) -> None:
+    """A phone stores a portrait shot sideways with an orientation tag; the pixels must come out upright."""
+    upright = Image.new("RGB", (40, 60), "white")
+    ImageDraw.Draw(upright).rectangle((0, 0, 39, 9), fill="red")  # a red band at the top
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the sensor wrote: 60 x 40, band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    img = load_rgb(tmp_path / "phone.jpg")
+    assert img.size == (40, 60)
+    top, bottom = np.asarray(img)[:8].mean(axis=(0, 1)), np.asarray(img)[-8:].mean(axis=(0, 1))
+    assert top[0] > 200 and top[1] < 80 and bottom.min() > 200  # red at the top, white at the bottom
+
+
+def test_an_empty_file_and_an_oversized_image_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(BadImage, match=r"empty file \(0 bytes\)"):
+        load_rgb(tmp_path / "empty.jpg")
+    Image.new("RGB", (300, 300)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 90,000 pixels is then over twice the limit
+    with pytest.raises(BadImage, match="too large for PIL's safety limit .* downscale it"):
+        load_rgb(tmp_path / "big.png")
+
+
 def test_eval_folder_maps_onto_model_classes(digits: Path) -> None:
     samples, skipped = scan_eval_folder(digits, ["digit_9", *CLASSES[:9]])
     assert not skipped and {s.label for s in samples if s.path.parent.name == "digit_9"} == {0}

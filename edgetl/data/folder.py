@@ -33,16 +33,36 @@ class DataSplit:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _is_image_name(p: Path) -> bool:
-    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+# Photo formats PIL cannot decode here: listed as skipped with the fix, never dropped in silence.
+UNSUPPORTED = (".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".nef", ".arw", ".raw")
+
+
+def _visible(root: Path) -> list[Path]:
+    """Everything below ``root`` outside hidden files and folders (``.DS_Store``, ``.thumbnails/``), sorted."""
+    return sorted(p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def _images(root: Path) -> list[Path]:
+    return [p for p in _visible(root) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+def odd_files(root: Path) -> list[tuple[Path, str]]:
+    """Files below ``root`` that look like photos but cannot be used: broken links, formats PIL cannot read."""
+    out = []
+    for p in _visible(root):
+        if p.is_symlink() and not p.exists():
+            out.append((p, "broken link; point it at the image or delete it"))
+        elif p.suffix.lower() in UNSUPPORTED:
+            out.append((p, f"{p.suffix.lower()} is not a format edgetl reads; convert it to JPEG or PNG"))
+    return out
 
 
 def list_image_files(folder: str | Path) -> list[Path]:
-    """All image files below ``folder`` (recursive, sorted); an error when there are none."""
+    """All image files below ``folder`` (recursive, sorted, hidden ones left out); an error when there are none."""
     root = Path(folder)
     if not root.is_dir():
         raise EdgetlError(f"{root}: not a directory; pass a folder of images")
-    files = sorted(p for p in root.rglob("*") if _is_image_name(p))
+    files = _images(root)
     if not files:
         raise EdgetlError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}); point to a folder with images")
     return files
@@ -97,10 +117,11 @@ def _scan_class_tree(root: Path, classes: list[str] | None = None) -> tuple[list
     unreadable = [d for d in dirs if not os.access(d, os.R_OK | os.X_OK)]
     if unreadable:
         raise EdgetlError(f"{unreadable[0]}: permission denied; make the class folder readable (chmod u+rx)")
-    found = {d.name: sorted(p for p in d.rglob("*") if _is_image_name(p)) for d in dirs}
+    found = {d.name: _images(d) for d in dirs}
     empty = [name for name, files in found.items() if not files]
     if empty:
-        raise EdgetlError(f"{root / empty[0]}: class folder has no images; add images or remove the folder")
+        raise EdgetlError(f"{root / empty[0]}: class folder has no images{_unusable(odd_files(root / empty[0]))}; "
+                          "add images or remove the folder")
     names = classes if classes is not None else sorted(found)
     return names, found
 
@@ -110,19 +131,40 @@ def _samples(found: dict[str, list[Path]], classes: list[str]) -> list[Sample]:
     return [Sample(p, index[c]) for c in sorted(found) for p in found[c]]
 
 
-def _validate(split: DataSplit, source: Path) -> DataSplit:
+def _unusable(skipped: list[tuple[Path, str]], under: str = "") -> str:
+    """" (N file(s) unusable, e.g. PATH: REASON)" for the skipped files whose path contains ``under``."""
+    hits = [(p, r) for p, r in skipped if under in p.parts or not under]
+    return f" ({len(hits)} file(s) unusable, e.g. {hits[0][0]}: {hits[0][1]})" if hits else ""
+
+
+def _validate(split: DataSplit, source: Path, own_val: bool) -> DataSplit:
+    """Two classes, images in both splits, every class in training; each error names the unusable files."""
     if len(split.classes) < 2:
         what = "labels in the CSV" if source.is_file() else "class folders"
         raise EdgetlError(f"{source}: only one class ({split.classes[0] if split.classes else 'none'}); "
                           f"a classifier needs at least two {what}")
     for name, samples in (("train", split.train), ("val", split.val)):
         if not samples:
-            raise EdgetlError(f"{source}: the {name} split has no usable images; add images or change --val-split")
+            where = source / name if own_val else source
+            fix = f"add images to {where}" if own_val else "add images or change --val-split"
+            unusable = _unusable(split.skipped, name if own_val else "")
+            raise EdgetlError(f"{where}: the {name} split has no usable images{unusable}; {fix}")
     counts = {i for s in split.train for i in [s.label]}
     empty = [split.classes[i] for i in range(len(split.classes)) if i not in counts]
     if empty:
-        raise EdgetlError(f"{source}: class {empty[0]!r} has no usable training images; add some or remove the class")
+        raise EdgetlError(f"{source}: class {empty[0]!r} has no usable training images"
+                          f"{_unusable(split.skipped, empty[0])}; add some or remove the class")
     return split
+
+
+def split_warnings(split: DataSplit) -> list[str]:
+    """Classes validation cannot score: said before training, since val top-1 silently leaves them out."""
+    seen = {s.label for s in split.val}
+    missing = [c for i, c in enumerate(split.classes) if i not in seen]
+    if not missing:
+        return []
+    return [f"no validation images for class(es) {name_list(missing)}: val top-1 and best.safetensors ignore "
+            "them; add validation images of each class"]
 
 
 def _drop_bad(samples: list[Sample], bad: set[Path]) -> list[Sample]:
@@ -147,18 +189,34 @@ def _stratified_split(samples: list[Sample], val_split: float, seed: int) -> tup
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[Sample]]:
+    """``path,label`` rows (an optional ``path,label`` header); each bad row is an error naming its line."""
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise EdgetlError(f"{path}: not a UTF-8 text CSV; save it as UTF-8 lines of 'path,label'") from None
     rows: list[tuple[Path, str]] = []
-    for i, row in enumerate(csv.reader(lines)):
-        if not row or (i == 0 and [c.strip().lower() for c in row[:2]] == ["path", "label"]):
+    first_line: dict[Path, int] = {}
+    reader = csv.reader(text.splitlines(keepends=True))
+    line = 1  # where the row starts: a stray quote makes one row span many lines
+    for row in reader:
+        where, line, start = f"{path}:{line}", reader.line_num + 1, line
+        if not row:
             continue
-        if len(row) < 2:
-            raise EdgetlError(f"{path}:{i + 1}: expected 'path,label'; got {','.join(row)!r}")
-        img = Path(row[0].strip())
-        rows.append((img if img.is_absolute() else path.parent / img, row[1].strip()))
+        if start == 1 and _is_header(row, path):
+            continue
+        if len(row) != 2 or any("\n" in cell for cell in row):
+            shown = ",".join(row).replace("\n", " ")
+            raise EdgetlError(f"{where}: expected 'path,label'; got {shown[:60] + '…' if len(shown) > 60 else shown!r}"
+                              " (a stray quote or comma?)")
+        img, label = Path(row[0].strip()), row[1].strip()
+        img = img if img.is_absolute() else path.parent / img
+        if not label:
+            raise EdgetlError(f"{where}: {img.name} has an empty label; give every row its class")
+        if img in first_line:
+            raise EdgetlError(f"{where}: {img.name} is listed again (first on line {first_line[img]}); list each "
+                              "image once, or it could land in both train and val")
+        first_line[img] = start
+        rows.append((img, label))
     if not rows:
         raise EdgetlError(f"{path}: CSV has no rows; expected lines of 'path,label'")
     missing = [p for p, _ in rows if not p.exists()]
@@ -167,6 +225,18 @@ def _read_csv(path: Path) -> tuple[list[str], list[Sample]]:
     classes = sorted({label for _, label in rows})
     index = {c: i for i, c in enumerate(classes)}
     return classes, [Sample(p, index[label]) for p, label in rows]
+
+
+def _is_header(row: list[str], csv_path: Path) -> bool:
+    """The first row is a header when it names no image; only ``path,label`` is one edgetl reads."""
+    cells = [c.strip().lower() for c in row]
+    if cells[:2] == ["path", "label"] and len(cells) == 2:
+        return True
+    named = Path(row[0].strip())
+    if named.suffix.lower() in IMAGE_EXTENSIONS or (csv_path.parent / named).exists():
+        return False
+    raise EdgetlError(f"{csv_path}:1: {','.join(row)[:60]!r} looks like a header; it must read "
+                      "'path,label' (or leave it out)")
 
 
 def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -> DataSplit:
@@ -200,8 +270,9 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
         train, val = _stratified_split(_samples(found, classes), 0.2 if val_split is None else val_split, seed)
     _, bad = check_images([s.path for s in train + val])
     bad_set = {p for p, _ in bad}
-    split = DataSplit(classes, _drop_bad(train, bad_set), _drop_bad(val, bad_set), bad)
-    return _validate(split, root)
+    odd = odd_files(root) if root.is_dir() else []
+    split = DataSplit(classes, _drop_bad(train, bad_set), _drop_bad(val, bad_set), bad + odd)
+    return _validate(split, root, own_val=root.is_dir() and (root / "val").is_dir())
 
 
 def scan_eval_folder(data: str | Path, classes: list[str]) -> tuple[list[Sample], list[tuple[Path, str]]]:
@@ -219,7 +290,7 @@ def scan_eval_folder(data: str | Path, classes: list[str]) -> tuple[list[Sample]
     samples = _samples(found, classes)
     good, bad = check_images([s.path for s in samples])
     keep = set(good)
-    return [s for s in samples if s.path in keep], bad
+    return [s for s in samples if s.path in keep], bad + odd_files(root)
 
 
 def report_skipped(skipped: list[tuple[Path, str]]) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # A "flat grey graphic": at most this many distinct colours, all grey (channels within GREY_SPREAD).
 GRAPHIC_MAX_COLOURS = 64
 GREY_SPREAD = 8
@@ -23,20 +23,30 @@ def load_rgb(path: str | Path) -> Image.Image:
     Raises :class:`BadImage` for unreadable, truncated or non-image files.
     """
     try:
+        if Path(path).stat().st_size == 0:
+            raise BadImage("empty file (0 bytes); restore it or delete it")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 img.load()
                 return to_rgb(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:
+        raise BadImage(f"too large for PIL's safety limit ({Image.MAX_IMAGE_PIXELS:,} pixels); downscale it "
+                       "(the model sees a few hundred pixels a side anyway)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         reason = "not an image" if isinstance(exc, UnidentifiedImageError) else f"unreadable ({exc})"
         raise BadImage(reason) from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB copy of ``img``; transparent pixels become white, as a viewer shows them."""
+    """RGB copy of ``img``, turned upright by its EXIF orientation; transparent pixels become white.
+
+    Both as a viewer shows the photo: a phone stores a portrait shot sideways with an orientation tag, and
+    deployment decoders (OpenCV's imread, browsers) apply the tag, so training must see the same pixels.
+    """
+    img = ImageOps.exif_transpose(img)  # a copy, turned when the tag says so
     if img.mode == "RGB":
-        return img.copy()
+        return img
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16/32-bit grey: PIL's convert clips at 255
         return _deep_grey_to_rgb(img)
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):

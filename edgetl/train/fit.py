@@ -27,7 +27,7 @@ from edgetl import interrupt
 from edgetl.card import HeadConfig, ModelCard, library_versions
 from edgetl.config import TrainConfig, config_warnings, save_config
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
-from edgetl.data.folder import DataSplit, report_skipped, scan_data
+from edgetl.data.folder import DataSplit, report_skipped, scan_data, split_warnings
 from edgetl.data.transforms import eval_transform, train_transform
 from edgetl.errors import INTERRUPTED_BEFORE_START, EdgetlError, Interrupted
 from edgetl.io import dir_lock, ensure_writable_dir
@@ -100,7 +100,7 @@ class Trainer:
         self.card = self._card()
         torch.manual_seed(cfg.seed)
         if self.dist.is_main and not cfg.resume:  # said when the run started; on stderr, --quiet or not
-            for warning in config_warnings(cfg):
+            for warning in [*config_warnings(cfg), *split_warnings(self.split)]:
                 Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         self.model: nn.Module = create_model(self.card, pretrained=cfg.pretrained)
         if cfg.init and not cfg.resume:
