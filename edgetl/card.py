@@ -125,7 +125,7 @@ class ModelCard:
                 raise EdgetlError(f"{source}: card schema {data['schema']} is newer than this "
                                   "edgetl supports; upgrade edgetl")
             data = dict(data)
-            data["preprocess"] = _preprocess(data.get("preprocess", {}), source)
+            data["preprocess"] = _preprocess(data.get("preprocess"), source)
             data["head"] = HeadConfig(**data.get("head", {}))
             return cls(**data)
         except (TypeError, ValueError) as exc:  # a hand-edited or damaged card
@@ -168,7 +168,15 @@ def library_versions(*extra: str) -> dict[str, str]:
     return out
 
 
-def _preprocess(fields_: dict[str, Any], source: str) -> Preprocess:
+PREPROCESS_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct")
+
+
+def _preprocess(fields_: Any, source: str) -> Preprocess:
+    """The card's preprocessing, every key present: a default standing in for a lost one would deploy wrong."""
+    missing = [k for k in PREPROCESS_KEYS if k not in fields_] if isinstance(fields_, dict) else list(PREPROCESS_KEYS)
+    if missing:
+        raise EdgetlError(f"{source}: its preprocessing lacks {', '.join(missing)}, so deployment cannot preprocess "
+                          "as training did; re-create the card with `edgetl train` or `edgetl export`")
     try:
         return Preprocess(**fields_)
     except EdgetlError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.errors import EdgetlError
 from edgetl.io import atomic_path, atomic_write_json
 from edgetl.progress import show_progress
 
@@ -122,6 +123,10 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | N
 
     with deployed_runner(artifact, device=device) as runner:
         samples, skipped = scan_eval_folder(data, runner.card.classes)
+        if not samples:
+            first = f"; {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+            raise EdgetlError(f"{data}: none of its {len(skipped)} file(s) is a usable image{first}; "
+                              "point --data at a folder of photos in DIR/<class>/ folders")
         predictor = Predictor(runner, batch_size)
         paths = [s.path for s in samples]
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -86,11 +87,14 @@ def test_predict_table_and_bad_image(run_dir: Path, tmp_path: Path, digits_data:
     doc = json.loads(captured.out)
     assert [p["source"] for p in doc["predictions"]] == [str(image)]
     assert doc["skipped"][0]["path"] == str(tmp_path / "bad.jpg") and "bad.jpg" in captured.err
-    for path, expected in ((tmp_path / "typo.jpg", "typo.jpg: no such file; check the path"),
-                           (digits_data / "val", "val: a folder; pass image files")):
-        assert cli.main(["predict", str(run_dir), str(image), str(path)]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and expected in err and err.count("\n") == 1
+    # a typo among good paths: the others are answered and the typo listed (exit 2); a folder stops at once
+    assert cli.main(["predict", str(run_dir), str(image), str(tmp_path / "typo.jpg"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert [p["source"] for p in json.loads(captured.out)["predictions"]] == [str(image)]
+    assert "typo.jpg: no such file; check the path" in captured.err
+    assert cli.main(["predict", str(run_dir), str(image), str(digits_data / "val")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "val: a folder; pass image files" in err and err.count("\n") == 1
 
 
 def test_report_from_logits_by_hand() -> None:
@@ -121,3 +125,21 @@ def test_eval_of_an_artifact_file_names_its_reports_after_it(tiny_onnx: Path, hy
     assert cli.main(["eval", str(tiny_onnx), "--data", str(hymenoptera / "val"), "--out", str(out), "--json"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["model.confusion.png", "model.eval.json"]
     assert json.loads((out / "model.eval.json").read_text())["images"] == 153
+
+
+def test_a_card_without_its_preprocessing_and_a_folder_of_no_images_are_one_line_errors(
+        run_dir: Path, digits_data: Path, tmp_path: Path, commands: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    card = json.loads((broken / "model.json").read_text())
+    del card["preprocess"]["mean"], card["preprocess"]["std"]  # defaults would silently deploy ImageNet's
+    (broken / "model.json").write_text(json.dumps(card))
+    assert cli.main(["predict", str(broken), str(next(digits_data.rglob("*.png")))]) == 2
+    assert "preprocessing lacks mean, std" in capsys.readouterr().err
+    junk = tmp_path / "junk" / "digit_0"
+    junk.mkdir(parents=True)
+    (junk / "x.jpg").write_text("not a picture")
+    assert cli.main(["eval", str(run_dir), "--data", str(junk.parent)]) == 2
+    err = capsys.readouterr().err
+    assert "none of its 1 file(s) is a usable image" in err and "x.jpg: not an image" in err and err.count("\n") == 1

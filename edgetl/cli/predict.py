@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_files(images: list[str]) -> None:
-    """Fail before loading the model when a path is not a file (a typo, a folder, a glob that matched nothing)."""
+    """Fail before loading the model when a path is a folder (``edgetl eval`` is the command for folders)."""
     from pathlib import Path
 
     from edgetl.errors import EdgetlError
@@ -28,16 +28,19 @@ def _check_files(images: list[str]) -> None:
         if path.is_dir():
             raise EdgetlError(f"{path}: a folder; pass image files (e.g. {path}/*.jpg), or use "
                               "`edgetl eval` on a labelled folder")
-        if not path.is_file():
-            raise EdgetlError(f"{path}: no such file; check the path")
 
 
 def _readable(images: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """(images that decode, (path, reason) for those that do not)."""
+    """(images that decode, (path, reason) for those that do not: missing, unreadable, not an image)."""
+    from pathlib import Path
+
     from edgetl.data.images import BadImage, load_rgb
 
     good, bad = [], []
     for image in images:
+        if not Path(image).is_file():
+            bad.append((image, "no such file; check the path"))
+            continue
         try:
             load_rgb(image)
             good.append(image)

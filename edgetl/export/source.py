@@ -37,6 +37,11 @@ def load_source(source: str | Path, weights: str | None = None) -> tuple[nn.Modu
     from edgetl.train.checkpoint import load_model, resolve_checkpoint
 
     path = Path(source)
+    if path.is_file() and path.suffix.lower() != ".safetensors":
+        hint = (" (reuse an ONNX file with --fp32-onnx)" if path.suffix.lower() == ".onnx"
+                else " (a raw weights file: pass the timm model name with --weights FILE)")
+        raise EdgetlError(f"{path}: edgetl exports a run directory, its .safetensors checkpoint or a timm model "
+                          f"name with --weights{hint}")
     if path.exists():
         if weights is not None:
             raise EdgetlError(f"{path}: --weights is for timm model names; a run directory already holds its weights")

@@ -70,6 +70,9 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
 
     from edgetl.train.checkpoint import load_tensors
 
+    if path.is_dir():
+        raise EdgetlError(f"--weights {path}: a folder; to start from a trained run (head included) use --init "
+                          f"{path}, for its backbone only --weights {path / 'best.safetensors'}")
     if not path.is_file():
         raise EdgetlError(f"--weights {path}: file not found; pass a .safetensors/.pth file, efficientnet_lite0 or "
                           "efficientnet_lite1")

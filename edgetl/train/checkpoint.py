@@ -67,8 +67,10 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     p = Path(path)
     if p.is_dir():
         weights = p / "best.safetensors"
-        if not weights.exists():
-            weights = p / "last.safetensors"
+        if not weights.exists() and (p / "last.safetensors").exists():  # never scored as if it were the best
+            raise EdgetlError(f"{p}: no best.safetensors (the run stopped before an epoch finished, or it was "
+                              f"removed); resume with `edgetl train --resume {p}`, or pass {p / 'last.safetensors'} "
+                              "to use the latest weights")
         card = p / CARD_FILE
     else:
         weights, card = p, p.parent / CARD_FILE
