@@ -54,8 +54,8 @@ def _source(arch: str, root: Path) -> tuple[str, str | None]:
     import torch
 
     from edgetl.card import ModelCard
+    from edgetl.checkpoint import save_checkpoint
     from edgetl.models.factory import create_model, default_preprocess
-    from edgetl.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     card = ModelCard(arch=arch, classes=[f"imagenet_{i}" for i in range(1000)], preprocess=default_preprocess(arch),

@@ -51,7 +51,7 @@ def _tensor_stats(weights: Path) -> tuple[int, set[str]]:
 
 
 def _describe_torch(path: Path) -> dict[str, Any]:
-    from edgetl.train.checkpoint import resolve_checkpoint
+    from edgetl.checkpoint import resolve_checkpoint
 
     weights, card_file = resolve_checkpoint(path)
     card = ModelCard.load(card_file)

@@ -63,8 +63,8 @@ def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory (model.json + best.safetensors) of a tiny timm model with classes ants/bees."""
     import torch
 
+    from edgetl.checkpoint import save_checkpoint
     from edgetl.models.factory import card_for, create_model
-    from edgetl.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     card = card_for(TINY_ARCH, ["ants", "bees"], img_size=TINY_SIZE)

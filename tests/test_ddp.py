@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from edgetl.card import ModelCard
+from edgetl.checkpoint import load_tensors
 from edgetl.models.factory import create_model
-from edgetl.train.checkpoint import load_tensors
 
 
 def test_torchrun_two_processes_gloo(digits_data: Path, tmp_path: Path) -> None:

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import edgetl.cli as cli
+from edgetl.checkpoint import load_model
 from edgetl.cli.eval import print_report
 from edgetl.config import TrainConfig
 from edgetl.data.images import load_rgb
 from edgetl.data.transforms import eval_array
 from edgetl.evaluate import report_from_logits
-from edgetl.train.checkpoint import load_model
 from edgetl.train.fit import fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -28,8 +28,8 @@ IMG = 64
 def _run_dir(root: Path, arch: str = "test_efficientnet", classes: int = 5, seed: int = 0) -> Path:
     import torch
 
+    from edgetl.checkpoint import save_checkpoint
     from edgetl.models.factory import card_for, create_model
-    from edgetl.train.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     card = card_for(arch, [f"c{i}" for i in range(classes)], img_size=IMG)
@@ -85,8 +85,8 @@ def test_manifest_and_metadata_round_trip(exported: tuple[Path, Manifest, Path])
 def test_dynamic_batch_1_and_7(exported: tuple[Path, Manifest, Path]) -> None:
     import torch
 
+    from edgetl.checkpoint import load_model
     from edgetl.runtime.onnxruntime import OrtRunner
-    from edgetl.train.checkpoint import load_model
 
     run, _, out = exported
     model, _ = load_model(run)

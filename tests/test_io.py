@@ -14,7 +14,7 @@ from edgetl.io import atomic_path, atomic_write_text
 def test_atomic_write_gets_the_mode_of_a_plain_write(tmp_path: Path) -> None:
     import torch
 
-    from edgetl.train.checkpoint import save_tensors
+    from edgetl.checkpoint import save_tensors
 
     old = os.umask(0o022)
     try:
@@ -46,7 +46,7 @@ def test_a_checkpoint_that_cannot_be_written_is_a_one_line_error(tmp_path: Path)
     code = f"""
 import resource, signal, torch
 from edgetl.errors import EdgetlError
-from edgetl.train.checkpoint import save_tensors
+from edgetl.checkpoint import save_tensors
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 try:

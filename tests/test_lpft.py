@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
+from edgetl.checkpoint import load_tensors
 from edgetl.config import TrainConfig
 from edgetl.errors import EdgetlError
-from edgetl.train.checkpoint import load_tensors
 from edgetl.train.fit import RunResult, fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -21,11 +21,11 @@ import torch
 
 import edgetl.cli as cli
 from edgetl.card import ModelCard
+from edgetl.checkpoint import load_model, load_tensors, save_checkpoint
 from edgetl.config import TrainConfig, read_yaml_config
 from edgetl.errors import EdgetlError
 from edgetl.models.factory import card_for, create_model
 from edgetl.train import fit as fit_module
-from edgetl.train.checkpoint import load_model, load_tensors, save_checkpoint
 from edgetl.train.fit import RunResult, fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -324,7 +324,7 @@ def test_a_kill_while_saving_resumes_to_the_same_weights(moment: str, digits_dat
 
 def test_files_of_different_saves_are_refused(trained: RunResult, tmp_path: Path) -> None:
     """A weights file from another epoch than train_state.json (copied in by hand, say) is not resumed."""
-    from edgetl.train.checkpoint import load_train_state
+    from edgetl.train.state import load_train_state
 
     run = tmp_path / "run"
     shutil.copytree(trained.run_dir, run)

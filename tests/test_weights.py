@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from edgetl.card import ModelCard
+from edgetl.checkpoint import save_checkpoint, save_tensors
 from edgetl.data.images import load_rgb
 from edgetl.data.transforms import eval_array
 from edgetl.errors import EdgetlError
 from edgetl.models.factory import card_for, create_model
 from edgetl.models.weights import imagenet_lite_model, lite_package_file, load_weights
-from edgetl.train.checkpoint import save_checkpoint, save_tensors
 
 IMAGENET_ANT, IMAGENET_BEE = 310, 309
 
@@ -111,7 +111,7 @@ import time
 import torch
 from edgetl.errors import EdgetlError
 from edgetl.models.factory import card_for, create_model
-from edgetl.train.checkpoint import save_tensors
+from edgetl.checkpoint import save_tensors
 card = card_for('test_resnet', ['a', 'b'])
 t0 = time.perf_counter()
 try:

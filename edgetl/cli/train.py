@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from edgetl.config import check_given, check_resume, read_yaml_config, resolve_config
-    from edgetl.train.checkpoint import require_run_dir
     from edgetl.train.fit import fit
+    from edgetl.train.state import require_run_dir
 
     base = None
     given = _overrides(args)

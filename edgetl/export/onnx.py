@@ -165,7 +165,7 @@ def onnx_from_model(model: nn.Module, card: ModelCard, out_path: str | Path, *, 
 
 def onnx_from_checkpoint(checkpoint: str | Path, out_path: str | Path, **kw: Any) -> Path:
     """FP32 ONNX of a run directory or ``.safetensors`` checkpoint (card from ``model.json``)."""
-    from edgetl.train.checkpoint import load_model
+    from edgetl.checkpoint import load_model
 
     model, card = load_model(checkpoint)
     return onnx_from_model(model, card, out_path, **kw)

@@ -574,9 +574,9 @@ def clear_previous_export(out: Path) -> None:
 
 
 def _export_into(checkpoint: str | Path, out: Path, options: ExportOptions) -> Manifest:
+    from edgetl.checkpoint import save_checkpoint
     from edgetl.export.source import load_source
     from edgetl.runtime.torch_runner import TorchRunner
-    from edgetl.train.checkpoint import save_checkpoint
 
     if options.fp32_onnx is not None and Path(options.fp32_onnx).resolve().parent == out.resolve():
         raise EdgetlError(f"{options.fp32_onnx}: --fp32-onnx is in --out {out}, whose export this one "

@@ -17,9 +17,9 @@ def _timm_with_file(arch: str, path: Path) -> tuple[nn.Module, ModelCard]:
     """A timm model with its own (pretrained-config) head, loaded strictly from a weights file."""
     import timm
 
+    from edgetl.checkpoint import load_state
     from edgetl.models.factory import default_preprocess
     from edgetl.models.weights import read_weights_file
-    from edgetl.train.checkpoint import load_state
 
     state = read_weights_file(path)
     model = timm.create_model(arch)
@@ -33,8 +33,8 @@ def load_source(source: str | Path, weights: str | None = None) -> tuple[nn.Modu
     """(model in eval mode, card, provenance with the checkpoint's sha256)."""
     import timm
 
+    from edgetl.checkpoint import load_model, resolve_checkpoint
     from edgetl.models.weights import LITE_PACKAGES, imagenet_lite_model, lite_package_file
-    from edgetl.train.checkpoint import load_model, resolve_checkpoint
 
     path = Path(source)
     if path.is_file() and path.suffix.lower() != ".safetensors":

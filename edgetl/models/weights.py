@@ -68,7 +68,7 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
 
     import torch
 
-    from edgetl.train.checkpoint import load_tensors
+    from edgetl.checkpoint import load_tensors
 
     if path.is_dir():
         raise EdgetlError(f"--weights {path}: a folder; to start from a trained run (head included) use --init "

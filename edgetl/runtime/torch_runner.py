@@ -103,7 +103,7 @@ class TorchRunner(Runner):
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kw: Any) -> TorchRunner:
         """A runner for a run directory or ``.safetensors`` checkpoint (card from ``model.json``)."""
-        from edgetl.train.checkpoint import load_model
+        from edgetl.checkpoint import load_model
 
         model, card = load_model(path)
         runner = cls(model, card, **kw)

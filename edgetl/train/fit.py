@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from edgetl import interrupt
+from edgetl import checkpoint, interrupt
 from edgetl.card import HeadConfig, ModelCard, library_versions
 from edgetl.config import TrainConfig, config_warnings, save_config
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
@@ -35,7 +35,7 @@ from edgetl.models.factory import card_for, create_model
 from edgetl.models.freeze import apply_freeze, stage_param_names, trainable_stages
 from edgetl.models.weights import load_weights, zero_init_head
 from edgetl.progress import show_progress
-from edgetl.train import checkpoint as ckpt
+from edgetl.train import state as run_state
 from edgetl.train.distributed import DistInfo, init_distributed, wrap_ddp
 from edgetl.train.loop import StepSettings, train_one_epoch, validate
 from edgetl.train.loss import build_loss
@@ -104,7 +104,7 @@ class Trainer:
                 Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         self.model: nn.Module = create_model(self.card, pretrained=cfg.pretrained)
         if cfg.init and not cfg.resume:
-            self.log(ckpt.load_init(self.model, self.card, cfg.init))
+            self.log(run_state.load_init(self.model, self.card, cfg.init))
         else:
             if cfg.weights and not cfg.resume:
                 self.log(load_weights(self.model, cfg.model, cfg.weights).summary())
@@ -150,7 +150,7 @@ class Trainer:
                         or (f"run:{cfg.init}" if cfg.init else None))
         card.strategy, card.seed, card.versions = cfg.strategy, cfg.seed, library_versions()
         if cfg.resume:
-            old = ModelCard.load(self.run_dir / ckpt.CARD_FILE)
+            old = ModelCard.load(self.run_dir / checkpoint.CARD_FILE)
             if old.classes != card.classes or old.arch != card.arch:
                 raise EdgetlError(f"--resume {self.run_dir}: it was trained as {old.arch} on classes {old.classes}, "
                                   f"the data now gives {card.classes}; resume with the same --data and --model")
@@ -177,17 +177,18 @@ class Trainer:
         if not self.dist.is_main:
             return
         assert self.optimizer is not None
-        ckpt.save_run_state(self.run_dir, self.model, self.card, self.optimizer, {
+        run_state.save_run_state(self.run_dir, self.model, self.card, self.optimizer, {
             "epochs_done": epochs_done, "step": self.step, "best_value": self.best_value,
             "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "history": self.history})
 
     def restore(self) -> None:
         """Weights, optimizer moments and counters from ``--resume RUN_DIR``."""
-        state, meta = ckpt.load_train_state(self.run_dir)
+        state, meta = run_state.load_train_state(self.run_dir)
         self.start_epoch = int(meta["epochs_done"])
         self.set_stages(max(0, self.start_epoch - 1))
         last = self.run_dir / "last.safetensors"
-        ckpt.load_state(self.model, ckpt.load_tensors(last, ckpt.CANNOT_RESUME), source=last, arch=self.card.arch)
+        weights = checkpoint.load_tensors(last, run_state.CANNOT_RESUME)
+        checkpoint.load_state(self.model, weights, source=last, arch=self.card.arch)
         assert self.optimizer is not None
         try:
             self.optimizer.load_state_dict(state)
@@ -232,7 +233,7 @@ class Trainer:
             self.card.metrics = {"best_epoch": row["epoch"], **{k: row[k] for k in (
                 "val_top1", "val_top5", "val_loss", "train_loss", "train_top1") if row[k] is not None}}
             if self.dist.is_main:
-                ckpt.save_checkpoint(self.run_dir, "best", self.model, self.card)
+                checkpoint.save_checkpoint(self.run_dir, "best", self.model, self.card)
         else:
             self.bad_epochs += 1
         if self.dist.is_main:
@@ -264,7 +265,7 @@ class Trainer:
 def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
     """Refuse to start a new run over a finished or interrupted one, unless asked to."""
     if cfg.resume:
-        ckpt.require_run_dir(cfg.resume)
+        run_state.require_run_dir(cfg.resume)
         if not os.access(cfg.resume, os.W_OK):
             raise EdgetlError(f"--resume {cfg.resume}: the run directory is not writable; fix its permissions "
                               "(a resumed run writes its checkpoints there)")
@@ -272,10 +273,11 @@ def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
     out = Path(cfg.out) if cfg.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise EdgetlError(f"--out {out}: is a file, not a directory; choose another --out")
-    if out is not None and (out / "manifest.json").is_file() and not (out / ckpt.CARD_FILE).is_file():
+    if out is not None and (out / "manifest.json").is_file() and not (out / checkpoint.CARD_FILE).is_file():
         raise EdgetlError(f"--out {out}: an export folder (it holds manifest.json), not a run directory; choose "
                           "another --out")
-    if out is not None and not overwrite and any((out / n).exists() for n in (ckpt.CARD_FILE, ckpt.STATE_JSON)):
+    holds_run = out is not None and any((out / n).exists() for n in (checkpoint.CARD_FILE, run_state.STATE_JSON))
+    if holds_run and not overwrite:
         raise EdgetlError(f"--out {out}: already holds a training run; continue it with `edgetl train --resume {out}`, "
                           "choose another --out, or pass --overwrite to replace it")
 
@@ -283,7 +285,7 @@ def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
 # What a run and the commands run on it leave in its directory: --overwrite removes them with the run, so no
 # score, plot or export of the old weights sits beside the new ones.
 RUN_OUTPUTS = ("best.safetensors", "metrics.csv", "curves.png", "*eval.json", "*confusion.png", "export",
-               f"*{ckpt.PENDING}.safetensors", ".*.tmp")  # the last two: saves a kill cut short
+               f"*{run_state.PENDING}.safetensors", ".*.tmp")  # the last two: saves a kill cut short
 
 
 def clear_previous_run(run_dir: Path) -> list[str]:
@@ -291,7 +293,7 @@ def clear_previous_run(run_dir: Path) -> list[str]:
     import shutil
 
     removed = []
-    for pattern in (*ckpt.RUN_FILES, *RUN_OUTPUTS):
+    for pattern in (*run_state.RUN_FILES, *RUN_OUTPUTS):
         for path in sorted(run_dir.glob(pattern)):
             folder = path.is_dir()
             shutil.rmtree(path) if folder else path.unlink()
