@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgetl.cli.args import non_negative_float, non_negative_int, positive_int
 from edgetl.errors import EdgetlError, Interrupted
 from edgetl.export.int8 import CALIB_METHODS, TARGETS
 from edgetl.export.tensorrt import HARDWARE_LEVELS
+
+if TYPE_CHECKING:
+    from edgetl.export.pipeline import ExportOptions
 
 HELP = "export ONNX (FP32/FP16/INT8 Q/DQ) and TensorRT engines, with parity checks"
 
@@ -48,15 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-data", type=Path, help="labelled folder DIR/<class>/… for parity and accuracy")
     parser.add_argument("--parity-data", type=Path,
                         help="unlabelled images for parity (default: --val-data, else calibration images held out)")
-    parser.add_argument("--parity-size", type=positive_int, default=256, help="images used for parity")
+    parser.add_argument("--parity-size", type=positive_int, default=None, help="images used for parity (default 256)")
     parser.add_argument("--max-accuracy-drop", type=non_negative_float, default=None, metavar="PTS",
                         help="INT8 budget in top-1 points; sensitive layers stay in float until it holds")
     parser.add_argument("--max-excluded", type=non_negative_int, default=None,
                         help="most layers --max-accuracy-drop may keep in float (default 8)")
     parser.add_argument("--engine", action="store_true", help="build TensorRT engines (where tensorrt imports)")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--batch", type=_batch, default=(1, 8, 32), metavar="MIN:OPT:MAX",
-                       help="dynamic batch range / TensorRT optimization profile")
+    group.add_argument("--batch", type=_batch, default=None, metavar="MIN:OPT:MAX",
+                       help="dynamic batch range / TensorRT optimization profile (default 1:8:32)")
     group.add_argument("--static-batch", type=positive_int, default=None, metavar="N", help="fixed batch size")
     parser.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default 18; torch writes 18 "
                         "and converts, which works upwards)")
@@ -145,23 +148,12 @@ def run(args: argparse.Namespace) -> int:
     import json
     import logging
 
-    from edgetl.export.pipeline import ExportOptions, export_artifacts
-    from edgetl.export.tensorrt import BuildSettings
+    from edgetl.export.pipeline import export_artifacts
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     check_flags(args)
     out = args.out or default_out(args.source)
-    options = ExportOptions(
-        weights=args.weights, fp16=args.fp16, int8=args.int8, calib_data=args.calib_data, calib_size=args.calib_size,
-        calib_method=args.calib_method, int8_target=args.int8_target or "tensorrt", reduce_range=args.reduce_range,
-        val_data=args.val_data, parity_data=args.parity_data, parity_size=args.parity_size,
-        max_accuracy_drop=args.max_accuracy_drop, max_excluded=8 if args.max_excluded is None else args.max_excluded,
-        engine=args.engine, batch=args.batch, static_batch=args.static_batch,
-        opset=args.opset, trt=BuildSettings(
-            workspace_mb=args.workspace, timing_cache=args.timing_cache, version_compatible=args.version_compatible,
-            hardware_compatibility=args.hardware_compatibility, dla_core=args.dla_core,
-            legacy_fp16=args.trt_fp16_flag, profiles=args.profiles),
-        aoti=args.aoti, fp32_onnx=args.fp32_onnx, providers=args.provider, quiet=args.json)
+    options = _options(args)
     try:
         manifest = export_artifacts(args.source, out, options)
     except KeyboardInterrupt:
@@ -177,3 +169,21 @@ def run(args: argparse.Namespace) -> int:
         if "reference_run" in manifest.source:
             print(f"PyTorch reference for edgetl bench / parity: {out / manifest.source['reference_run']}")
     return 0 if manifest.passed else 1
+
+
+def _options(args: argparse.Namespace) -> ExportOptions:
+    """The flags as ExportOptions; a flag not given (None) leaves the library's default in place."""
+    from edgetl.export.pipeline import ExportOptions
+    from edgetl.export.tensorrt import BuildSettings
+
+    trt = BuildSettings(workspace_mb=args.workspace, timing_cache=args.timing_cache,
+                        version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
+                        dla_core=args.dla_core, legacy_fp16=args.trt_fp16_flag, profiles=args.profiles)
+    given = {"weights": args.weights, "fp16": args.fp16, "int8": args.int8, "calib_data": args.calib_data,
+             "calib_size": args.calib_size, "calib_method": args.calib_method, "int8_target": args.int8_target,
+             "reduce_range": args.reduce_range, "val_data": args.val_data, "parity_data": args.parity_data,
+             "parity_size": args.parity_size, "max_accuracy_drop": args.max_accuracy_drop,
+             "max_excluded": args.max_excluded, "engine": args.engine, "batch": args.batch,
+             "static_batch": args.static_batch, "opset": args.opset, "trt": trt, "aoti": args.aoti,
+             "fp32_onnx": args.fp32_onnx, "providers": args.provider, "quiet": args.json}
+    return ExportOptions(**{k: v for k, v in given.items() if v is not None})
