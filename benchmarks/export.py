@@ -182,9 +182,9 @@ def judge_int8(path: Path, optimization: str, images: np.ndarray, labels: np.nda
 def _legacy_int8(prepared: Path, out: Path, images: np.ndarray) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from edgetl.export.int8 import _reader
+    from edgetl.export.int8 import calibration_reader
 
-    quantize_static(str(prepared), str(out), _reader(images, "input", None), quant_format=QuantFormat.QDQ,
+    quantize_static(str(prepared), str(out), calibration_reader(images, "input", None), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=LEGACY_TRT_OPS, reduce_range=False,
                     extra_options={"WeightSymmetric": True, "ActivationSymmetric": True})

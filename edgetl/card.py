@@ -88,6 +88,12 @@ class HeadConfig:
 
 @dataclass
 class ModelCard:
+    """What travels with every artifact: architecture, classes, preprocessing, head and provenance.
+
+    Saved as ``model.json`` beside checkpoints, in ONNX ``metadata_props`` and in engine sidecars, so each
+    runtime preprocesses exactly as training did.
+    """
+
     arch: str
     classes: list[str]
     preprocess: Preprocess = field(default_factory=Preprocess)

@@ -36,6 +36,8 @@ class Mistake:
 
 @dataclass
 class EvalReport:
+    """An artifact scored on a labelled folder: top-1/5, loss, per-class figures, confusion and worst mistakes."""
+
     artifact: str
     data: str
     images: int

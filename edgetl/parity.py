@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgetl.errors import EdgetlError, class_difference
 from edgetl.progress import show_progress
+
+if TYPE_CHECKING:
+    from edgetl.runtime.base import Runner
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ GATES: dict[str, Gate] = {
 
 @dataclass
 class ParityStats:
+    """How closely a candidate's logits follow the reference's, and accuracy against labels when known."""
+
     n: int
     max_abs_diff: float
     mean_abs_diff: float
@@ -155,6 +160,8 @@ class CandidateResult:
 
 @dataclass
 class ParityReport:
+    """Every candidate judged against the reference on the same images; ``passed`` when all gates hold."""
+
     reference: dict[str, Any]
     candidates: list[CandidateResult]
     images: int
@@ -176,14 +183,14 @@ class ParityReport:
                 **({"note": self.note} if self.note else {})}
 
 
-def describe_runner(runner: Any, artifact: str) -> dict[str, Any]:
+def describe_runner(runner: Runner, artifact: str) -> dict[str, Any]:
     info = runner.info
     return {"artifact": artifact, "backend": info.backend, "precision": info.precision, "device": info.device,
             "provider": info.details.get("provider"), "optimization": info.details.get("optimization"),
             "int8_target": info.details.get("int8_target")}
 
 
-def collect_logits(runners: list[Any], paths: list[Any], batch_size: int = 32,
+def collect_logits(runners: list[Runner], paths: list[Any], batch_size: int = 32,
                    progress: bool = True) -> tuple[list[np.ndarray], list[tuple[str, str]], list[int]]:
     """Logits of every runner over ``paths``; each image decoded once, preprocessed per runner's card.
 
@@ -230,7 +237,7 @@ def _worst_images(stats: ParityStats, ref: np.ndarray, cand: np.ndarray, paths: 
     return out
 
 
-def run_parity(reference: Any, candidates: list[tuple[str, Any]], paths: list[Any], labels: list[int] | None,
+def run_parity(reference: Runner, candidates: list[tuple[str, Runner]], paths: list[Any], labels: list[int] | None,
                reference_artifact: str = "reference", overrides: dict[str, float | None] | None = None,
                batch_size: int = 32, n_worst: int = 10, progress: bool = True) -> ParityReport:
     """Run ``reference`` and each (artifact, runner) candidate over ``paths`` and judge each against its gate."""

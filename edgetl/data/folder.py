@@ -21,12 +21,16 @@ from edgetl.progress import show_progress
 
 @dataclass(frozen=True)
 class Sample:
+    """One image file and its class index."""
+
     path: Path
     label: int
 
 
 @dataclass
 class DataSplit:
+    """The classes, training and validation samples of a data set, and the files left out with why."""
+
     classes: list[str]
     train: list[Sample]
     val: list[Sample]

@@ -91,6 +91,8 @@ BIAS_CORRECTION_IMAGES = 64  # mean input images for bias correction (more chang
 
 @dataclass
 class Int8Config:
+    """How a model is quantized: target numerics, calibration method, ranges, layers kept in float."""
+
     target: str = "tensorrt"
     method: str = "minmax"
     reduce_range: bool = False
@@ -120,8 +122,9 @@ class Int8Config:
         return asdict(self)
 
 
-def _reader(images: np.ndarray, input_name: str, progress: Callable[[int], None] | None,
-            fixed_batch: int | None = None) -> Any:
+def calibration_reader(images: np.ndarray, input_name: str, progress: Callable[[int], None] | None,
+                       fixed_batch: int | None = None) -> Any:
+    """ONNX Runtime's calibration feed over ``images``, in batches the quantizer's calibrators can stack."""
     from onnxruntime.quantization import CalibrationDataReader
 
     if fixed_batch:  # a static-batch model takes whole batches only: tile up to one, then drop the remainder
@@ -352,7 +355,7 @@ def _quantize(source: str | Path, out: Path, images: np.ndarray, config: Int8Con
               fixed_batch: int | None, cache: Path, progress: Callable[[int], None] | None) -> None:
     from onnxruntime.quantization import QuantFormat, quantize_static
 
-    reader = _reader(images, input_name, progress, fixed_batch)
+    reader = calibration_reader(images, input_name, progress, fixed_batch)
     quantize_static(str(source), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                     nodes_to_exclude=list(config.nodes_to_exclude), calibration_cache_path=cache,
                     **_quant_args(config))

@@ -23,6 +23,8 @@ ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 6: "int32", 7: "int64
 
 @dataclass
 class Artifact:
+    """One exported file: format, precision, I/O, size, sha256 and its parity record."""
+
     file: str
     format: str  # onnx | tensorrt | aoti
     precision: str  # fp32 | fp16 | int8
@@ -36,6 +38,8 @@ class Artifact:
 
 @dataclass
 class Manifest:
+    """``manifest.json`` of an export folder: the card, every artifact and how it was judged and built."""
+
     card: dict[str, Any]
     source: dict[str, Any]
     batch: dict[str, Any]

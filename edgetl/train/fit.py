@@ -45,6 +45,8 @@ from edgetl.train.outputs import epoch_line, plot_curves, print_summary, write_m
 
 @dataclass
 class RunResult:
+    """What a finished ``fit`` hands back: the run directory, its card and per-epoch history."""
+
     run_dir: Path
     card: ModelCard
     history: list[dict[str, Any]] = field(default_factory=list)
