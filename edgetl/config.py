@@ -269,9 +269,12 @@ def check_resume(saved: TrainConfig, resumed: TrainConfig, given: Iterable[str])
     Epochs 1..N trained with the saved recipe; changing the learning rate, size, seed or data afterwards
     would record a recipe the weights never followed.
     """
-    changed = [key for key in given if key not in RESUME_MAY_CHANGE and getattr(saved, key) != getattr(resumed, key)]
+    def shown(cfg: TrainConfig, key: str) -> object:
+        return cfg.base_lr if key == "lr" else getattr(cfg, key)  # lr None: the strategy's default, say which
+
+    changed = [key for key in given if key not in RESUME_MAY_CHANGE and shown(saved, key) != shown(resumed, key)]
     if changed:
-        flags = ", ".join(f"--{k.replace('_', '-')} {getattr(resumed, k)} (the run has {getattr(saved, k)})"
+        flags = ", ".join(f"--{k.replace('_', '-')} {shown(resumed, k)} (the run has {shown(saved, k)})"
                           for k in changed)
         raise EdgetlError(f"--resume {saved.out}: {flags} would change the recipe the run trained with; resume "
                           f"without it, or start a new run from these weights with --init {saved.out}")
@@ -294,8 +297,9 @@ def config_warnings(cfg: TrainConfig) -> list[str]:
     if not (cfg.pretrained or cfg.weights or cfg.init):  # from scratch: fine at full speed only
         hint = "add --pretrained (timm hub) or --weights FILE for transfer learning"
         if cfg.strategy != "full":
-            out.append(f"no --pretrained, --weights or --init: --strategy {cfg.strategy} trains a head on a "
-                       f"frozen random backbone; {hint}")
+            frozen = "all of" if cfg.strategy == "linear-probe" else "most of"
+            out.append(f"no --pretrained, --weights or --init: --strategy {cfg.strategy} keeps {frozen} a random "
+                       f"backbone frozen; {hint}")
         elif cfg.backbone_lr_mult < 1:
             out.append(f"no --pretrained, --weights or --init: the random backbone learns at lr x "
                        f"{cfg.backbone_lr_mult:g} (--backbone-lr-mult, the recipe's default for pretrained weights); "

@@ -145,4 +145,4 @@ def test_config_warnings() -> None:
     (slow,) = config_warnings(TrainConfig(data="d", backbone_lr_mult=0.1))
     assert "the random backbone learns at lr x 0.1" in slow and "--backbone-lr-mult 1" in slow
     warmup, frozen = config_warnings(TrainConfig(data="d", strategy="partial", warmup_epochs=3, epochs=3))
-    assert "only climbs and never decays" in warmup and "frozen random backbone" in frozen
+    assert "only climbs and never decays" in warmup and "keeps most of a random backbone frozen" in frozen

@@ -281,8 +281,8 @@ def test_a_frozen_random_backbone_is_warned_about(digits_data: Path, tmp_path: P
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     fit(_cfg(digits_data, tmp_path / "r", strategy="linear-probe", epochs=1), quiet=True)
     err = capsys.readouterr().err
-    assert "warning: no --pretrained, --weights or --init: --strategy linear-probe trains a head on a frozen " \
-           "random backbone" in err
+    assert "warning: no --pretrained, --weights or --init: --strategy linear-probe keeps all of a random " \
+           "backbone frozen" in err
 
 
 class Killed(BaseException):

@@ -25,7 +25,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or action.default == []:
             return text
         if isinstance(action.default, (list, tuple)):  # as typed: 1,8 for a list, 1:8:32 for MIN:OPT:MAX
             sep = ":" if isinstance(action.default, tuple) else ","

@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifacts", nargs="*", metavar="ARTIFACT", type=Path,
                    help="run dir, .safetensors, .onnx, .engine/.plan or .pt2; the first is the speed-up baseline")
     p.add_argument("--batch", type=batch_sizes, default=[1], help="batch sizes, comma-separated (e.g. 1,8,32)")
-    p.add_argument("--mode", choices=("compute", "e2e"), default="compute")
+    p.add_argument("--mode", choices=("compute", "e2e"), default="compute",
+                   help="compute: inference on device-resident input; e2e: with preprocessing and copies")
     p.add_argument("--device", default=None, help="cpu or cuda (default: best available per artifact)")
     p.add_argument("--provider", default=None, help="ONNX Runtime provider for .onnx files (cpu, cuda, tensorrt)")
     warm = p.add_mutually_exclusive_group()

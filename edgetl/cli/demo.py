@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input size (default: 128 for the built-in digits, the model's own otherwise)")
     p.add_argument("--probe-epochs", type=non_negative_int, default=3, help="linear-probe epochs")
     p.add_argument("--finetune-epochs", type=non_negative_int, default=2, help="full fine-tune epochs after the probe")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="training batch size")
     p.add_argument("--calib-size", type=positive_int, default=256, help="INT8 calibration images (from train/)")
     p.add_argument("--int8-budget", type=non_negative_float, default=1.0, metavar="PTS",
                    help="top-1 points INT8 may lose; sensitive layers stay in float until it holds")

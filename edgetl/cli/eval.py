@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="DIR/<class>/images (or DIR/val/<class>/images)")
     p.add_argument("--out", help="where eval.json and confusion.png go (default: beside the artifact)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference call")
     p.add_argument("--worst", type=non_negative_int, default=10, help="how many confident mistakes to list")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
 

@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directory (model.json + best.safetensors), a .safetensors file, or a "
                              "timm model name with --weights")
     parser.add_argument("--weights", help="for a timm model name: efficientnet_lite0, efficientnet_lite1 or a file")
-    parser.add_argument("--out", type=Path, default=None, help="output directory (default: RUN_DIR/export)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default: RUN_DIR/export; export/ beside a .safetensors file; "
+                             "export/NAME for a timm name)")
     parser.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (float32 I/O)")
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (Q/DQ, needs --calib-data)")
     parser.add_argument("--calib-data", type=Path, help="folder of calibration images (recursive)")
@@ -66,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", type=positive_int, default=None, metavar="MB", help="TensorRT workspace limit")
     parser.add_argument("--timing-cache", default=None, help="TensorRT timing cache file, reused across builds")
     parser.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine")
-    parser.add_argument("--hardware-compatibility", default="none", choices=HARDWARE_LEVELS)
+    parser.add_argument("--hardware-compatibility", default="none", choices=HARDWARE_LEVELS,
+                        help="TensorRT engines portable across GPU generations (slower)")
     parser.add_argument("--dla-core", type=non_negative_int, default=None, help="Jetson DLA core (GPU fallback on)")
     parser.add_argument("--profiles", type=positive_int, default=1, metavar="N",
                         help="identical batch profiles, one per execution context run at once (throughput mode)")

@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate", type=gate_setting, action="append", default=[], metavar="PRECISION.CHECK=VALUE",
                    help="set, add or (with 'none') drop one check of one precision's gate, e.g. "
                         "int8.max-abs-diff=0.5 or fp16.min-agreement=none; repeatable")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference call")
     p.add_argument("--worst", type=non_negative_int, default=10, help="list this many "
                                                                       "most-different images in the JSON")
     p.add_argument("--no-progress", action="store_true")

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--img-size", type=int, help="square input size (default: the model's pretrained size)")
     d.add_argument("--augment", choices=AUGMENTS, help="extra augmentation")
     d.add_argument("--sampler", choices=SAMPLERS, help="balanced draws each class equally often")
-    d.add_argument("--batch-size", type=int, help="per process")
+    d.add_argument("--batch-size", type=int, help="per process (default 32; the recipes in models/ use 64)")
     d.add_argument("--workers", type=int, help="data loader processes")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="any timm classifier, e.g. tf_efficientnet_lite0, efficientnet_b0, resnet50")
@@ -51,8 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--backbone-lr-mult", type=float, help="backbone lr = lr x this (discriminative fine-tuning)")
     t.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the backbone's BatchNorm running statistics while its layers train (small data, LP-FT)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    t.add_argument("--epochs", type=int, help="(default 10)")
+    t.add_argument("--lr", type=float,
+                   help="peak learning rate (AdamW) (default 1e-2 for linear-probe, else 1e-3)")
     t.add_argument("--weight-decay", type=float, help="decoupled; never on norms and biases")
     t.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay")
     t.add_argument("--clip-grad", type=float, help="max gradient norm (0 = off)")

@@ -42,6 +42,7 @@ class BuildSettings:
     def cli_flags(self) -> list[str]:
         """The ``edgetl export`` flags that give these settings, for the printed rebuild-on-target line."""
         flags = ["--workspace", str(self.workspace_mb)] if self.workspace_mb else []
+        flags += ["--timing-cache", str(self.timing_cache)] if self.timing_cache else []  # made when missing
         flags += ["--version-compatible"] if self.version_compatible else []
         if self.hardware_compatibility != "none":
             flags += ["--hardware-compatibility", self.hardware_compatibility]
