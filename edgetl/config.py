@@ -260,9 +260,10 @@ def check_given(cfg: TrainConfig, given: Iterable[str]) -> None:
 
 # What --resume may change: how the run executes, not what it learns (and --epochs, to train longer or shorter).
 RESUME_MAY_CHANGE = ("epochs", "device", "workers", "patience", "amp", "channels_last", "resume")
+PATH_KEYS = ("data", "init", "weights")
 
 
-def check_resume(saved: TrainConfig, resumed: TrainConfig, given: Iterable[str]) -> list[str]:
+def check_resume(run: str | Path, saved: TrainConfig, resumed: TrainConfig, given: Iterable[str]) -> list[str]:
     """A flag given with ``--resume`` that would change what the run learns is an error naming it; the notes
     to print for the changes allowed.
 
@@ -272,12 +273,18 @@ def check_resume(saved: TrainConfig, resumed: TrainConfig, given: Iterable[str])
     def shown(cfg: TrainConfig, key: str) -> object:
         return cfg.base_lr if key == "lr" else getattr(cfg, key)  # lr None: the strategy's default, say which
 
-    changed = [key for key in given if key not in RESUME_MAY_CHANGE and shown(saved, key) != shown(resumed, key)]
+    def same(key: str) -> bool:
+        a, b = shown(saved, key), shown(resumed, key)
+        if key in PATH_KEYS and isinstance(a, str) and isinstance(b, str) and Path(a).exists():
+            return Path(a).resolve() == Path(b).resolve()  # ../data/ and /abs/data are one folder
+        return a == b
+
+    changed = [key for key in given if key not in RESUME_MAY_CHANGE and not same(key)]
     if changed:
         flags = ", ".join(f"--{k.replace('_', '-')} {shown(resumed, k)} (the run has {shown(saved, k)})"
                           for k in changed)
-        raise EdgetlError(f"--resume {saved.out}: {flags} would change the recipe the run trained with; resume "
-                          f"without it, or start a new run from these weights with --init {saved.out}")
+        raise EdgetlError(f"--resume {run}: {flags} would change the recipe the run trained with; resume "
+                          f"without it, or start a new run from these weights with --init {run}")
     notes = []
     if resumed.epochs != saved.epochs:
         notes.append(f"--epochs {resumed.epochs} (the run had {saved.epochs}): the learning-rate schedule is "

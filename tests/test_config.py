@@ -146,3 +146,14 @@ def test_config_warnings() -> None:
     assert "the random backbone learns at lr x 0.1" in slow and "--backbone-lr-mult 1" in slow
     warmup, frozen = config_warnings(TrainConfig(data="d", strategy="partial", warmup_epochs=3, epochs=3))
     assert "only climbs and never decays" in warmup and "keeps most of a random backbone frozen" in frozen
+
+
+def test_resume_compares_folders_not_spellings_and_names_the_run(tmp_path: Path) -> None:
+    from edgetl.config import check_resume
+
+    (tmp_path / "data").mkdir()
+    saved = resolve_config({"data": str(tmp_path / "data"), "lr": 0.01})
+    same = resolve_config({"data": str(tmp_path / "data") + "/", "lr": 0.01})
+    assert check_resume("runs/r", saved, same, ["data", "lr"]) == []
+    with pytest.raises(EdgetlError, match=r"--resume runs/r: --lr 0.1 \(the run has 0.01\).*--init runs/r"):
+        check_resume("runs/r", saved, resolve_config({"data": str(tmp_path / "data"), "lr": 0.1}), ["lr"])

@@ -111,9 +111,10 @@ def test_csv_of_path_label(digits: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("path,label\n{a},digit_0\n{b},\n", r"x.csv:3: .* has an empty label; give every row its class"),
     ("path,label\n{a},digit_0\n{b},digit_1\n{a},digit_1\n", r"x.csv:4: .* is listed again \(first on line 2\)"),
-    ("filename,class\n{a},digit_0\n", r"x.csv:1: 'filename,class' looks like a header; it must read 'path,label'"),
+    ("filename,class\n{a},digit_0\n", r"x.csv:1: 'filename,class' is neither an image row nor the header"),
     ('path,label\n{a},digit_0\n"{b},digit_1\n{a},digit_2\n', r"x.csv:3: expected 'path,label'; got '.{60}…' "
-                                                                 r"\(a stray quote or comma\?\)"),
+                                                                 r"\(a stray quote\?\)"),
+    ("path,label\n{a},digit_0,train\n", r"x.csv:2: expected 'path,label'; got .* \(3 columns\)"),
 ])
 def test_bad_csv_rows_are_errors_naming_the_line(text: str, message: str, digits: Path, tmp_path: Path) -> None:
     """A row that would train on an empty class, or put one photo in train and val, is refused, not read."""

@@ -264,6 +264,11 @@ def test_a_finished_run_is_not_overwritten_and_a_busy_one_not_shared(digits_data
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(EdgetlError, match="another edgetl process is training in it"):
             fit(_cfg(digits_data, run, epochs=1, strategy="linear-probe"), quiet=True, overwrite=True)
+        (run / "last.next.safetensors").write_bytes(b"the live run's save in progress")
+        with pytest.raises(EdgetlError, match="another edgetl process is training in it"):
+            fit(_cfg(digits_data, run, epochs=2, strategy="linear-probe", resume=str(run)), quiet=True)
+        assert (run / "last.next.safetensors").is_file()  # a refused resume touches nothing of the live run
+        (run / "last.next.safetensors").unlink()
     (run / "export").mkdir()  # what eval and export left from the old weights goes with them
     for name in ("eval.json", "confusion.png", "export/model.onnx", "export/manifest.json", "notes.txt"):
         (run / name).write_text("from the old run")
@@ -289,8 +294,9 @@ class Killed(BaseException):
     """Stands in for SIGKILL: nothing in edgetl catches it, so the run directory stays as the kill left it."""
 
 
-@pytest.mark.parametrize("moment", ["before the commit", "after the commit"])
-def test_a_kill_while_saving_resumes_to_the_same_weights(moment: str, digits_data: Path, tmp_path: Path,
+@pytest.mark.parametrize(("moment", "epoch"), [("before the commit", 2), ("after the commit", 2),
+                                              ("after the commit", 0)])  # 0: the first save, before any epoch
+def test_a_kill_while_saving_resumes_to_the_same_weights(moment: str, epoch: int, digits_data: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """An epoch's weights, optimizer state and counters are saved as one: a kill between their files resumes
     to exactly the weights of an uninterrupted run (before: the epoch was silently trained twice)."""
@@ -301,7 +307,7 @@ def test_a_kill_while_saving_resumes_to_the_same_weights(moment: str, digits_dat
     real_write = edgetl.io.atomic_write_json
 
     def write_then_die(path: Path, data: Any) -> None:
-        if Path(path).name == "train_state.json" and data.get("epochs_done") == 2:
+        if Path(path).name == "train_state.json" and data.get("epochs_done") == epoch:
             if moment == "after the commit":
                 real_write(path, data)  # committed, the new files not yet renamed into place
             raise Killed  # before: epoch 2's weights and optimizer tensors are written, its JSON is not
@@ -314,8 +320,11 @@ def test_a_kill_while_saving_resumes_to_the_same_weights(moment: str, digits_dat
     cut = tmp_path / "cut"
     assert sorted(p.name for p in cut.glob("*.next.safetensors")) == ["last.next.safetensors",
                                                                        "train_state.next.safetensors"]
-    assert json.loads((cut / "train_state.json").read_text())["epochs_done"] == (1 if "before" in moment else 2)
+    assert json.loads((cut / "train_state.json").read_text())["epochs_done"] == epoch - ("before" in moment)
+    (cut / ".eval.json.x1.tmp").write_text("another command's write in progress")
+    (cut / ".last.safetensors.x2.tmp").write_text("a killed write of training's own")
     fit(_cfg(digits_data, cut, resume=str(cut), **kw), quiet=True)
+    assert sorted(p.name for p in cut.glob(".*.tmp")) == [".eval.json.x1.tmp"]  # only training's own tidied
     assert not list(cut.glob("*.next.safetensors"))
     a, b = load_tensors(full.run_dir / "last.safetensors"), load_tensors(cut / "last.safetensors")
     for key in a:
@@ -346,3 +355,22 @@ def test_resume_may_train_longer_and_says_the_schedule_changes(trained: RunResul
     assert cli.main(["train", "--resume", str(run), "--epochs", "9", "--quiet"]) == 0
     assert "note: --epochs 9 (the run had 8): the learning-rate schedule is recomputed" in capsys.readouterr().err
     assert len(json.loads((run / "train_state.json").read_text())["history"]) == 9
+
+
+def test_resume_keeps_the_cards_best_metrics_and_an_early_stop(digits_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "es"
+    first = fit(_cfg(digits_data, run, epochs=8, patience=1, lr=0.5, batch_size=16), quiet=True)  # lr 0.5: it stalls
+    assert first.stopped_early and len(first.history) < 8
+    best = ModelCard.load(run / "model.json").metrics
+    again = fit(_cfg(digits_data, run, epochs=8, patience=1, lr=0.5, batch_size=16, resume=str(run)), quiet=True)
+    assert len(again.history) == len(first.history)  # stopped early: nothing more to train
+    assert ModelCard.load(run / "model.json").metrics == best and best["best_epoch"] == first.best_epoch
+
+
+def test_clip_grad_zero_turns_clipping_off() -> None:
+    from edgetl.cli import build_parser
+    from edgetl.cli.train import _overrides
+    from edgetl.config import resolve_config
+
+    args = build_parser().parse_args(["train", "--data", "d", "--clip-grad", "0"])
+    assert resolve_config(_overrides(args)).clip_grad == 0  # not dropped as "not given" (the default is 1.0)

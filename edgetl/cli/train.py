@@ -78,10 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     from edgetl.config import VALID_KEYS
 
-    given = {k: getattr(args, k) for k in VALID_KEYS if getattr(args, k, None) is not None}
-    if given.get("clip_grad") == 0:
-        given["clip_grad"] = None
-    return given
+    return {k: getattr(args, k) for k in VALID_KEYS if getattr(args, k, None) is not None}  # --clip-grad 0: off
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
     check_given(cfg, given)
     if base is not None:
         explicit = [*given, *(read_yaml_config(args.config) if args.config else {})]
-        for note in check_resume(resolve_config(base=base), cfg, explicit):
+        for note in check_resume(args.resume, resolve_config(base=base), cfg, explicit):
             print(f"note: {note}", file=sys.stderr)
     result = fit(cfg, quiet=args.quiet, overwrite=args.overwrite)
     if args.quiet:

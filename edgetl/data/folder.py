@@ -210,8 +210,9 @@ def _read_csv(path: Path) -> tuple[list[str], list[Sample]]:
             continue
         if len(row) != 2 or any("\n" in cell for cell in row):
             shown = ",".join(row).replace("\n", " ")
+            why = "a stray quote?" if any("\n" in cell for cell in row) else f"{len(row)} columns"
             raise EdgetlError(f"{where}: expected 'path,label'; got {shown[:60] + '…' if len(shown) > 60 else shown!r}"
-                              " (a stray quote or comma?)")
+                              f" ({why})")
         img, label = Path(row[0].strip()), row[1].strip()
         img = img if img.is_absolute() else path.parent / img
         if not label:
@@ -239,8 +240,8 @@ def _is_header(row: list[str], csv_path: Path) -> bool:
     named = Path(row[0].strip())
     if named.suffix.lower() in IMAGE_EXTENSIONS or (csv_path.parent / named).exists():
         return False
-    raise EdgetlError(f"{csv_path}:1: {','.join(row)[:60]!r} looks like a header; it must read "
-                      "'path,label' (or leave it out)")
+    raise EdgetlError(f"{csv_path}:1: {','.join(row)[:60]!r} is neither an image row nor the header edgetl reads; "
+                      "the header, if any, is 'path,label' (two columns)")
 
 
 def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -> DataSplit:

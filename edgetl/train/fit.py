@@ -200,7 +200,14 @@ class Trainer:
                               f"--init {self.run_dir}") from None
         self.step, self.history = int(meta["step"]), list(meta["history"])
         self.best_value, self.best_epoch, self.bad_epochs = meta["best_value"], meta["best_epoch"], meta["bad_epochs"]
-        if self.start_epoch >= self.cfg.epochs:
+        best = [row for row in self.history if row["epoch"] == self.best_epoch]
+        if best:  # the card is rebuilt on resume: keep what best.safetensors scored
+            self.card.metrics = _best_metrics(best[0])
+        if self.cfg.patience is not None and self.bad_epochs >= self.cfg.patience:
+            self.log(f"{self.run_dir} stopped early after epoch {self.start_epoch} ({self.cfg.monitor} did not "
+                     f"improve for {self.cfg.patience} epochs); pass a larger --patience to train on")
+            self.start_epoch = self.cfg.epochs  # nothing left to run
+        elif self.start_epoch >= self.cfg.epochs:
             self.log(f"{self.run_dir} is already complete ({self.start_epoch}/{self.cfg.epochs} epochs); "
                      "pass --epochs N to train longer")
         else:
@@ -232,8 +239,7 @@ class Trainer:
         value = row[self.cfg.monitor]
         if _improved(value, self.best_value, self.cfg.monitor):
             self.best_value, self.best_epoch, self.bad_epochs = value, row["epoch"], 0
-            self.card.metrics = {"best_epoch": row["epoch"], **{k: row[k] for k in (
-                "val_top1", "val_top5", "val_loss", "train_loss", "train_top1") if row[k] is not None}}
+            self.card.metrics = _best_metrics(row)
             if self.dist.is_main:
                 checkpoint.save_checkpoint(self.run_dir, "best", self.model, self.card)
         else:
@@ -303,6 +309,34 @@ def clear_previous_run(run_dir: Path) -> list[str]:
     return removed
 
 
+def _best_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """The card's record of the best epoch (what best.safetensors scored)."""
+    return {"best_epoch": row["epoch"], **{k: row[k] for k in ("val_top1", "val_top5", "val_loss", "train_loss",
+                                                                "train_top1") if row.get(k) is not None}}
+
+
+def _start(tr: Trainer, cfg: TrainConfig) -> None:
+    """A new run writes its recipe, then epoch 0's state; a resume finishes a save a kill cut short, then loads.
+
+    The recipe saved is the run's, not how it was launched: as ``--config`` it must start a run, not resume this
+    one. A new run writes it first, so a kill during the first save leaves a run ``--resume`` can read; a resume
+    rewrites it last, so a refused resume leaves the run as it was.
+    """
+    recipe, path = replace(cfg, resume=None), tr.run_dir / "config.yaml"
+    if not cfg.resume:
+        if tr.dist.is_main:
+            save_config(recipe, path)
+        tr.set_stages(0)
+        tr.save_state(0)  # epoch 0's starting point, so even a Ctrl-C in epoch 1 resumes exactly
+        return
+    if tr.dist.is_main:
+        run_state.finish_interrupted_save(tr.run_dir)  # rank 0, holding the lock: nothing else writes here
+    tr.dist.barrier()
+    tr.restore()
+    if tr.dist.is_main:
+        save_config(recipe, path)
+
+
 def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
         list_skipped: bool = True, overwrite: bool = False) -> RunResult:
     """Train ``cfg.model`` on ``cfg.data`` and write the run directory (rank 0 only under DDP).
@@ -333,15 +367,7 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
             tr.log(f"{cfg.model}: {len(tr.split.train)} train / {len(tr.split.val)} val images, {tr.num_classes} "
                    f"classes, strategy {cfg.strategy}, device {tr.dist.device}, world {tr.dist.world} → {tr.run_dir}")
             with ctrl_c.held():  # state without config.yaml could not be resumed
-                if cfg.resume:
-                    tr.restore()  # before config.yaml is rewritten: a refused resume leaves the run as it was
-                else:
-                    tr.set_stages(0)
-                    tr.save_state(0)  # epoch 0's starting point, so even a Ctrl-C in epoch 1 resumes exactly
-                if tr.dist.is_main:
-                    # the run's recipe, not how it was launched: as --config it must start a run,
-                    # not resume this one
-                    save_config(replace(cfg, resume=None), tr.run_dir / "config.yaml")
+                _start(tr, cfg)
                 tr.resumable = True
             t0 = time.perf_counter()
             for epoch in range(tr.start_epoch, cfg.epochs):

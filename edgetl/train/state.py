@@ -57,7 +57,7 @@ def save_run_state(run_dir: str | Path, model: nn.Module, card: ModelCard, optim
                 scalars.setdefault(str(index), {})[key] = value
     save_tensors(_pending(run / STATE_TENSORS), tensors, meta=epoch)
     atomic_write_json(run / STATE_JSON, {"param_groups": state["param_groups"], "scalars": scalars, **meta})
-    finish_interrupted_save(run)
+    _settle_pending(run)
 
 
 def _pending(final: Path) -> Path:
@@ -79,13 +79,20 @@ def finish_interrupted_save(run_dir: str | Path) -> None:
     """Complete or drop a save a kill cut short; remove temporary files an interrupted write left behind.
 
     Pending files of the committed epoch (``train_state.json``'s) are renamed into place; older ones,
-    never committed, are deleted. Safe to call at any time: on a settled run it only tidies.
+    never committed, are deleted, as are the temporary files of training's own writes (not other commands':
+    an ``edgetl eval`` may be writing beside it). Call it holding the run's lock, on one process only.
     """
+    run = Path(run_dir)
+    for name in (*TRAIN_WRITES, f"last{PENDING}.safetensors", _pending(run / STATE_TENSORS).name):
+        for tmp in run.glob(f".{name}.*.tmp"):  # an atomic write killed before its rename
+            tmp.unlink(missing_ok=True)
+    _settle_pending(run)
+
+
+def _settle_pending(run: Path) -> None:
+    """Rename the committed epoch's pending files into place; delete uncommitted ones."""
     from edgetl.io import read_json
 
-    run = Path(run_dir)
-    for tmp in run.glob(".*.tmp"):  # atomic writes killed before their rename
-        tmp.unlink(missing_ok=True)
     meta = read_json(run / STATE_JSON) if (run / STATE_JSON).is_file() else None
     committed = str(meta.get(EPOCH_KEY)) if isinstance(meta, dict) else None
     for final in (run / "last.safetensors", run / STATE_TENSORS):
@@ -107,6 +114,8 @@ def check_saved_together(run_dir: Path, epochs_done: int) -> None:
 
 
 RUN_FILES = ("config.yaml", CARD_FILE, "last.safetensors", STATE_JSON, STATE_TENSORS)
+# Every file training writes atomically (their temp files are training's to clean up).
+TRAIN_WRITES = (*RUN_FILES, "best.safetensors", "metrics.csv", "curves.png")
 STATE_KEYS = ("param_groups", "scalars", "epochs_done", "step", "best_value", "best_epoch", "bad_epochs", "history")
 CANNOT_RESUME = "this run cannot be resumed; start a new one with --out (--init RUN_DIR starts from its best weights)"
 
@@ -116,8 +125,7 @@ def require_run_dir(run_dir: str | Path) -> Path:
     run = Path(run_dir)
     if not run.is_dir():
         raise EdgetlError(f"--resume {run}: no such directory; pass a run directory written by `edgetl train`")
-    finish_interrupted_save(run)
-    missing = [name for name in RUN_FILES if not (run / name).is_file()]
+    missing = [name for name in RUN_FILES if not (run / name).is_file() and not _pending(run / name).is_file()]
     if missing:
         raise EdgetlError(f"--resume {run}: not a resumable run directory (missing {', '.join(missing)}); pass a "
                           "directory written by `edgetl train`")
@@ -131,7 +139,6 @@ def load_train_state(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any
     run = Path(run_dir)
     if not (run / STATE_JSON).is_file():
         raise EdgetlError(f"{run}: no {STATE_JSON}; --resume needs a run directory written by `edgetl train`")
-    finish_interrupted_save(run)
     meta = read_json(run / STATE_JSON)
     lost = [key for key in STATE_KEYS if key not in meta] if isinstance(meta, dict) else list(STATE_KEYS)
     if lost:
