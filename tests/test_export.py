@@ -237,11 +237,11 @@ def test_the_rebuild_line_carries_what_shapes_the_int8_budget_search(tmp_path: P
     import shlex
 
     from edgetl.cli import build_parser
-    from edgetl.export.pipeline import _rebuild_flags
+    from edgetl.export.options import rebuild_flags
 
     options = ExportOptions(int8=True, calib_data=tmp_path, calib_size=64, calib_method="minmax", parity_size=48,
                             parity_data=tmp_path / "photos", max_accuracy_drop=0.5, max_excluded=1, opset=20)
-    flags = _rebuild_flags({"fp32": tmp_path / "model.onnx", "int8": tmp_path / "model.int8.onnx"}, tmp_path, options)
+    flags = rebuild_flags({"fp32": tmp_path / "model.onnx", "int8": tmp_path / "model.int8.onnx"}, tmp_path, options)
     args = build_parser().parse_args(["export", "run", *shlex.split(shlex.join(flags))])
     assert (args.max_accuracy_drop, args.max_excluded, args.parity_size) == (0.5, 1, 48)
     assert (args.parity_data, args.opset) == (tmp_path / "photos", 20)

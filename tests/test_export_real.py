@@ -136,7 +136,7 @@ def test_failed_int8_gate_says_how_many_photos_and_the_fix(lite0: tuple[Manifest
     from onnx import numpy_helper
 
     from edgetl.export.calib import labelled_images
-    from edgetl.export.pipeline import ParitySet, infer_all, parity_record
+    from edgetl.export.verify import ParitySet, infer_all, parity_record
     from edgetl.runtime.onnxruntime import OrtRunner
 
     _, out = lite0
