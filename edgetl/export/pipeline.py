@@ -43,7 +43,10 @@ from edgetl.parity import GATES
 from edgetl.runtime.onnx_graph import onnx_opset
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
+
+    from edgetl.export.int8 import Int8Config
 
 log = logging.getLogger(__name__)
 FP16_SEARCH_IMAGES = 128
@@ -140,65 +143,86 @@ def _export_fp16(fp32: Path, out: Path, calib: ImageSet, parity: ParitySet, opti
     return path
 
 
+@dataclasses.dataclass
+class _Int8Job:
+    """What the INT8 budget search works on: the prepared FP32 model and the nodes it may keep in float."""
+
+    prepared: Path
+    cache: Path  # calibration ranges, computed once and reused by every retry
+    kept: list[str]  # nodes the user's --int8-keep-float roles keep in float
+    candidates: set[str]  # nodes the search may keep in float
+    means: dict[str, np.ndarray] | None  # per-input means for bias correction
+
+
 def _export_int8(fp32: Path, card: ModelCard, out: Path, calib: ImageSet, parity: ParitySet, options: ExportOptions,
                  manifest: Manifest) -> Path:
-    import onnx
-
-    from edgetl.export.int8 import (
-        BIAS_CORRECTION_IMAGES,
-        Int8Config,
-        input_means,
-        int8_from_onnx,
-        most_sensitive_node,
-        prepare_for_quantization,
-        quantizable_nodes,
-    )
-    from edgetl.export.roles import nodes_for_roles
+    from edgetl.export.int8 import Int8Config
 
     config = Int8Config.for_target(options.int8_target, options.calib_method or "minmax", options.reduce_range,
                                    bias_correction=options.bias_correction)
     path = out / "model.int8.onnx"
-    excluded: list[dict[str, Any]] = []
-    report: dict[str, Any] = {}
     roles = list(options.int8_keep_float or [])
+    report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix=".int8.", dir=out) as tmp:
-        prepared = prepare_for_quantization(fp32, Path(tmp) / "prepared.onnx")
-        cache = Path(tmp) / "calibration.json"
-        model = onnx.load(str(prepared))
-        kept = nodes_for_roles(model, roles)
-        config.nodes_to_exclude = list(kept)
-        candidates = quantizable_nodes(prepared, config) - set(kept)
-        with _stage(options, "onnx_int8"):
-            means = input_means(model, calib.array[:BIAS_CORRECTION_IMAGES]) if config.bias_correction else None
-        del model
-        meta = {k: v for k, v in card.to_metadata().items()}
-        while True:
-            with _stage(options, "onnx_int8"), progress_bar("Calibrating", len(calib), options.quiet) as advance:
-                int8_from_onnx(prepared, path, calib.array, config, metadata=meta, cache=cache, progress=advance,
-                               means=means, report=report)
-            with _stage(options, "parity_int8"):
-                record = ort_parity(path, parity, "int8", options, config.eval_optimization)
-            if record["passed"] or options.max_accuracy_drop is None or len(excluded) >= options.max_excluded:
-                break
-            # ranked on calibration images: the held-out parity images only judge
-            with _stage(options, "int8_sensitivity"):
-                worst = most_sensitive_node(prepared, path, calib.array[:SENSITIVITY_IMAGES],
-                                            candidates - set(config.nodes_to_exclude), config.target)
-            if worst is None:
-                break
-            config.nodes_to_exclude.append(worst[0])
-            excluded.append({"node": worst[0], "op": worst[1], "introduced_error": worst[2],
-                             "drop_before": record.get("drop")})
-            log.info("INT8 drop %.2f pts > budget: keeping %s (%s) in float", record.get("drop", 0.0), *worst[:2])
+        job = _int8_job(fp32, Path(tmp), roles, calib, config, options)
+        record, excluded = _int8_within_budget(job, path, card, calib, parity, config, options, report)
     if not record["passed"] and options.max_accuracy_drop is not None:
         record["failures"].append(f"budget {options.max_accuracy_drop} pts not met after keeping {len(excluded)} "
                                   f"layer(s) in float (limit --max-excluded {options.max_excluded})")
     details = {"int8": {**config.to_dict(), "calibration_images": len(calib), "calibration_source": calib.source,
                         "calibration_skipped": [f"{p}: {reason}" for p, reason in calib.skipped],
-                        "kept_float": {"roles": roles, "nodes": kept}, **report,
+                        "kept_float": {"roles": roles, "nodes": job.kept}, **report,
                         "excluded_for_accuracy": excluded}}
     _record(manifest, onnx_artifact(path, "int8", details), record)
     return path
+
+
+def _int8_job(fp32: Path, tmp: Path, roles: list[str], calib: ImageSet, config: Int8Config,
+              options: ExportOptions) -> _Int8Job:
+    """Prepare the FP32 model for quantization; keep the user's roles in float (``config`` is updated)."""
+    import onnx
+
+    from edgetl.export.int8 import BIAS_CORRECTION_IMAGES, input_means, prepare_for_quantization, quantizable_nodes
+    from edgetl.export.roles import nodes_for_roles
+
+    prepared = prepare_for_quantization(fp32, tmp / "prepared.onnx")
+    model = onnx.load(str(prepared))
+    kept = nodes_for_roles(model, roles)
+    config.nodes_to_exclude = list(kept)
+    candidates = quantizable_nodes(prepared, config) - set(kept)
+    with _stage(options, "onnx_int8"):
+        means = input_means(model, calib.array[:BIAS_CORRECTION_IMAGES]) if config.bias_correction else None
+    return _Int8Job(prepared, tmp / "calibration.json", kept, candidates, means)
+
+
+def _int8_within_budget(job: _Int8Job, path: Path, card: ModelCard, calib: ImageSet, parity: ParitySet,
+                        config: Int8Config, options: ExportOptions,
+                        report: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Quantize and check parity; while over ``--max-accuracy-drop``, keep the most harmful node in float.
+
+    Returns the last parity record and the nodes kept in float for accuracy, in order.
+    """
+    from edgetl.export.int8 import int8_from_onnx, most_sensitive_node
+
+    excluded: list[dict[str, Any]] = []
+    while True:
+        with _stage(options, "onnx_int8"), progress_bar("Calibrating", len(calib), options.quiet) as advance:
+            int8_from_onnx(job.prepared, path, calib.array, config, metadata=card.to_metadata(), cache=job.cache,
+                           progress=advance, means=job.means, report=report)
+        with _stage(options, "parity_int8"):
+            record = ort_parity(path, parity, "int8", options, config.eval_optimization)
+        if record["passed"] or options.max_accuracy_drop is None or len(excluded) >= options.max_excluded:
+            return record, excluded
+        # ranked on calibration images: the held-out parity images only judge
+        with _stage(options, "int8_sensitivity"):
+            worst = most_sensitive_node(job.prepared, path, calib.array[:SENSITIVITY_IMAGES],
+                                        job.candidates - set(config.nodes_to_exclude), config.target)
+        if worst is None:
+            return record, excluded
+        config.nodes_to_exclude.append(worst[0])
+        excluded.append({"node": worst[0], "op": worst[1], "introduced_error": worst[2],
+                         "drop_before": record.get("drop")})
+        log.info("INT8 drop %.2f pts > budget: keeping %s (%s) in float", record.get("drop", 0.0), *worst[:2])
 
 
 def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Path, parity: ParitySet,
