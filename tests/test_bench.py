@@ -213,6 +213,15 @@ percentile(90%) = 0.455 ms, percentile(95%) = 0.46 ms, percentile(99%) = 0.48 ms
         parse_trtexec("[E] Engine deserialization failed")
 
 
+def test_trtexec_times_a_dla_engine_on_its_core() -> None:
+    from edgetl.bench.trtexec import timing_command
+
+    gpu = timing_command("trtexec", "m.engine", "input", (8, 3, 224, 224), 3.0, None)
+    assert "--shapes=input:8x3x224x224" in gpu and "--noDataTransfers" in gpu
+    assert not [a for a in gpu if a.startswith("--useDLACore")]
+    assert timing_command("trtexec", "m.engine", "input", (1, 3, 224, 224), 3.0, 1)[-1] == "--useDLACore=1"
+
+
 def test_host_records_the_cpu_features_that_decide_int8_speed(tmp_path: Path) -> None:
     """The same INT8 file runs 5.5x or 3.8x faster than PyTorch depending on VNNI: results say which CPU had what."""
     from edgetl.bench.schema import ISA_FLAGS, host_info, host_label

@@ -78,13 +78,14 @@ def stubs_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "[mypy-numpy,numpy.*,torch,torch.*]\nfollow_imports = skip\n\n"  # 30 s of stubs the check does not need
         "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\nignore_errors = True\n\n"
         "[mypy-edgetl.*]\nignore_errors = True\n\n"  # `mypy edgetl` checks the rest; here, the TensorRT modules
-        "[mypy-edgetl.export.tensorrt,edgetl.runtime.tensorrt,bad_trt]\ndisallow_untyped_defs = True\n"
+        "[mypy-edgetl.export.tensorrt,edgetl.runtime.tensorrt,bad_trt,bad_runner]\ndisallow_untyped_defs = True\n"
         "ignore_errors = False\n")
     return config
 
 
 def test_mypy_with_stubs_passes_exporter_and_rejects_wrong_names(stubs_config: Path, tmp_path: Path) -> None:
-    """One mypy run: the engine builder and the engine runner are clean; a misspelled TensorRT name is not."""
+    """One mypy run: the engine builder and the engine runner are clean; a misspelled TensorRT name is not,
+    in a test file or in a copy of the runner (whose TensorRT calls must be typed, not ``Any``)."""
     bad = tmp_path / "bad_trt.py"
     bad.write_text(
         "import tensorrt as trt\n\n\n"
@@ -93,14 +94,20 @@ def test_mypy_with_stubs_passes_exporter_and_rejects_wrong_names(stubs_config: P
         "    config.set_memory_pool_limitt(trt.MemoryPoolType.WORKSPACE, 1 << 30)\n"  # misspelled on purpose
         "    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPE)\n"  # misspelled on purpose
     )
+    runner = (ROOT / "edgetl/runtime/tensorrt.py").read_text()  # the runner, with one TensorRT name misspelled
+    assert runner.count("trt.TensorIOMode.OUTPUT") == 1
+    bad_runner = tmp_path / "bad_runner.py"
+    bad_runner.write_text(runner.replace("trt.TensorIOMode.OUTPUT", "trt.TensorIOMode.OUTPUTT"))
     modules = ["edgetl/export/tensorrt.py", "edgetl/runtime/tensorrt.py"]
-    result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(stubs_config), *modules, str(bad)],
+    result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(stubs_config), *modules, str(bad),
+                             str(bad_runner)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in result.stdout.splitlines() if ": error:" in ln]
     assert not [ln for ln in lines if ln.startswith("edgetl/")], result.stdout
     assert any("set_memory_pool_limitt" in ln for ln in lines), result.stdout
     assert any("STRONGLY_TYPE" in ln for ln in lines), result.stdout
-    assert len(lines) == 2, result.stdout  # the correct call type-checks: the stubs really are in effect
+    assert any("bad_runner.py" in ln and "OUTPUTT" in ln for ln in lines), result.stdout  # the runner is checked
+    assert len(lines) == 3, result.stdout  # the correct call type-checks: the stubs really are in effect
 
 
 def test_importing_exporter_does_not_import_tensorrt() -> None:

@@ -120,6 +120,8 @@ def test_engine_runs_and_matches_onnx(tiny_onnx: Path, tmp_path: Path) -> None:
         outs = trt.infer_pipelined([batch[:8], batch[:3], batch[2:6]])  # type: ignore[attr-defined]
         np.testing.assert_allclose(outs[1], expected[:3], atol=1e-2)
         np.testing.assert_allclose(outs[2], expected[2:6], atol=1e-2)
+        whole = trt.infer_pipelined([batch])  # type: ignore[attr-defined]  # 10 > max batch 8: split like infer
+        np.testing.assert_allclose(whole[0], expected, atol=1e-2)
 
 
 @pytest.mark.parametrize(("options", "trt_here", "cc_here", "runs"), [
@@ -135,6 +137,35 @@ def test_compatibility_options_recorded_at_build_are_honoured(options: dict, trt
     meta = {"tensorrt": "10.13.0.35", "gpu": "NVIDIA H100", "compute_capability": "9.0", "options": options}
     reason = compatibility_error(Path("m.engine"), meta, trt_here, "some GPU", cc_here)
     assert (reason is None) == runs, reason
+
+
+@pytest.mark.parametrize(("meta", "here", "runs"), [
+    ({"tensorrt": "10.3.0.30"}, "10.3.0.26", False),  # same release, other build: TensorRT refuses it
+    ({"tensorrt": "10.3.0"}, "10.3.0.30", True),  # a record without the build compares what it has
+    ({"tensorrt": "10.3.0.30", "options": {"hardware_compatibility": "ampere+"}, "compute_capability": "8.6"},
+     "10.3.0.30", False),  # a desktop Ampere+ engine on a Jetson Orin (sm 8.7, integrated)
+    ({"tensorrt": "10.3.0.30", "options": {"hardware_compatibility": "ampere+"}, "compute_capability": "8.7",
+      "integrated": True}, "10.3.0.30", True),  # its own Orin's engine
+])
+def test_build_number_and_jetson_hardware_compatibility(meta: dict, here: str, runs: bool) -> None:
+    meta = {"gpu": "Orin", "compute_capability": "8.7", **meta}
+    reason = compatibility_error(Path("m.engine"), meta, here, "Orin", "8.7", integrated=True)
+    assert (reason is None) == runs, reason
+    if reason and "ampere" in str(meta.get("options")):
+        assert "a Jetson runs only engines built for its own GPU" in reason
+
+
+def test_rebuild_hint_gives_the_exports_own_lines(tmp_path: Path) -> None:
+    """The refusal's fix carries the export's batch profile, not a bare trtexec line that builds batch 1 only."""
+    engine = tmp_path / "model.fp16.engine"
+    line = "trtexec --onnx=model.fp16.onnx --saveEngine=model.fp16.engine --stronglyTyped --minShapes=input:1x3x8x8"
+    (tmp_path / "manifest.json").write_text(json.dumps({"engine_build": {
+        "edgetl": "edgetl export runs/a --engine --max-batch 64", "trtexec": {"fp16": line}}}))
+    reason = compatibility_error(engine, {"tensorrt": "10.3.0.30"}, "10.13.0.35", "H100", "9.0")
+    assert reason is not None and "`edgetl export runs/a --engine --max-batch 64`" in reason and line in reason
+    (tmp_path / "manifest.json").unlink()
+    reason = compatibility_error(engine, {"tensorrt": "10.3.0.30"}, "10.13.0.35", "H100", "9.0")
+    assert reason is not None and "--onnx=model.fp16.onnx --saveEngine=model.fp16.engine" in reason
 
 
 def test_every_cuda_runtime_call_exists_in_cuda_bindings() -> None:

@@ -105,8 +105,9 @@ def _trtexec(targets: list[BenchTarget], results: list[dict[str, Any]]) -> list[
             continue
         for r in results:
             if r["label"] == t.label and r["mode"] == "compute":
-                out.append({"label": t.label, **trtexec_comparison(r, t.artifact, t.runner.info.input_name,
-                                                                   t.runner.input_shape)})
+                out.append({"label": t.label, **trtexec_comparison(
+                    r, t.artifact, t.runner.info.input_name, t.runner.input_shape,
+                    dla_core=t.runner.info.details.get("dla_core"))})
     return out
 
 

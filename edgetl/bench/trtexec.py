@@ -42,13 +42,22 @@ def parse_trtexec(output: str) -> dict[str, Any]:
     return out
 
 
-def run_trtexec(engine: str | Path, input_name: str, shape: tuple[int, ...], duration_s: float = 3.0,
-                timeout_s: float = 600.0) -> dict[str, Any]:
-    """Run trtexec on ``engine`` at ``shape`` (CUDA graphs off, no data transfers) and parse its figures."""
-    exe = find_trtexec()
+def timing_command(exe: str, engine: str | Path, input_name: str, shape: tuple[int, ...], duration_s: float,
+                   dla_core: int | None) -> list[str]:
+    """trtexec timing ``engine`` as edgetl's compute mode does: device-resident data, after a warm-up."""
     dims = "x".join(map(str, shape))
     cmd = [exe, f"--loadEngine={engine}", f"--shapes={input_name}:{dims}", "--noDataTransfers",
            f"--duration={max(1, int(duration_s))}", "--warmUp=500", "--useSpinWait"]
+    return cmd + ([f"--useDLACore={dla_core}"] if dla_core is not None else [])
+
+
+def run_trtexec(engine: str | Path, input_name: str, shape: tuple[int, ...], duration_s: float = 3.0,
+                timeout_s: float = 600.0, dla_core: int | None = None) -> dict[str, Any]:
+    """Run trtexec on ``engine`` at ``shape`` (CUDA graphs off, no data transfers) and parse its figures.
+
+    A DLA engine loads only on the DLA core it was built for (``dla_core``, from its build record).
+    """
+    cmd = timing_command(find_trtexec(), engine, input_name, shape, duration_s, dla_core)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
@@ -60,11 +69,11 @@ def run_trtexec(engine: str | Path, input_name: str, shape: tuple[int, ...], dur
 
 
 def trtexec_comparison(result: dict[str, Any], engine: str | Path, input_name: str,
-                       input_shape: tuple[int, ...]) -> dict[str, Any]:
+                       input_shape: tuple[int, ...], dla_core: int | None = None) -> dict[str, Any]:
     """trtexec's figures beside one edgetl compute-mode result, with latency and throughput ratios."""
     batch = int(result["batch"])
     shape = (batch, *input_shape)
-    ref = run_trtexec(engine, input_name, shape)
+    ref = run_trtexec(engine, input_name, shape, dla_core=dla_core)
     ips = ref["qps"] * batch
     return {"batch": batch, "trtexec": ref, "trtexec_ips": ips,
             "latency_ratio": result["latency_ms"]["mean"] / ref["mean"],

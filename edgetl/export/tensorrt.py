@@ -12,6 +12,7 @@ executed on machines without TensorRT and a GPU.
 
 from __future__ import annotations
 
+import logging
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from edgetl.errors import EdgetlError
 from edgetl.io import atomic_write_bytes
-from edgetl.runtime.tensorrt import tensorrt_module
+from edgetl.runtime.tensorrt import Gpu, tensorrt_module
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
+log = logging.getLogger(__name__)
 HARDWARE_LEVELS = ("none", "ampere+", "same-cc")
 
 
@@ -74,6 +76,7 @@ class EngineRecord:
     gpu: str
     compute_capability: str
     strongly_typed: bool
+    integrated: bool = False  # a Jetson's GPU: its engines run only on its own compute capability
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,9 +164,7 @@ def _config(builder: trt.Builder, options: EngineOptions, legacy_fp16: bool) -> 
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if options.hardware_compatibility != "none":
-        levels = {"ampere+": trt.HardwareCompatibilityLevel.AMPERE_PLUS,
-                  "same-cc": trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY}
-        config.hardware_compatibility_level = levels[options.hardware_compatibility]
+        config.hardware_compatibility_level = _hardware_level(options.hardware_compatibility)
     if options.dla_core is not None:
         if builder.num_DLA_cores <= options.dla_core:
             raise EdgetlError(f"--dla-core {options.dla_core}: this device has {builder.num_DLA_cores} DLA core(s); "
@@ -174,28 +175,53 @@ def _config(builder: trt.Builder, options: EngineOptions, legacy_fp16: bool) -> 
     return config
 
 
+def _hardware_level(name: str) -> trt.HardwareCompatibilityLevel:
+    """The builder's level for ``--hardware-compatibility`` (same-cc exists from TensorRT 10.9 on)."""
+    import tensorrt as trt
+
+    member = {"ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}[name]
+    level = getattr(trt.HardwareCompatibilityLevel, member, None)
+    if level is None:
+        raise EdgetlError(f"--hardware-compatibility {name} needs TensorRT 10.9 or later (this is {trt.__version__}); "
+                          "use ampere+ or drop the flag")
+    return level  # type: ignore[no-any-return]
+
+
 def _load_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> trt.ITimingCache:
+    """The timing cache at ``path`` when TensorRT accepts it; one from another version or GPU starts afresh."""
     blob = path.read_bytes() if path is not None and path.is_file() else b""
     cache = config.create_timing_cache(blob)
-    config.set_timing_cache(cache, False)
+    if not config.set_timing_cache(cache, False):
+        log.warning("%s: TensorRT refused this timing cache (another TensorRT version or GPU); starting a new one",
+                    path)
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
     return cache
 
 
-def _save_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> None:
+def _save_timing_cache(cache: trt.ITimingCache, path: Path | None) -> None:
     if path is None:
         return
-    serialized = config.get_timing_cache().serialize()
-    atomic_write_bytes(path, bytes(memoryview(serialized)))
+    atomic_write_bytes(path, bytes(memoryview(cache.serialize())))
 
 
-def gpu_identity() -> tuple[str, str]:
-    """(GPU name, compute capability) of the current CUDA device, via torch (already an export dependency)."""
+def gpu_identity() -> Gpu:
+    """The GPU an engine is built on: read with cuda-python when installed, else torch; checked before the build."""
+    from edgetl.runtime.tensorrt import gpu_identity as cuda_gpu
+    from edgetl.runtime.tensorrt import set_device
+
+    try:
+        set_device(0)
+        return cuda_gpu(0)
+    except EdgetlError:  # no cuda-python (or its driver check failed): torch knows the device too
+        pass
     import torch
 
     if not torch.cuda.is_available():
-        raise EdgetlError("building a TensorRT engine needs a CUDA GPU visible to PyTorch; build on the target")
-    major, minor = torch.cuda.get_device_capability()
-    return str(torch.cuda.get_device_name()), f"{major}.{minor}"
+        raise EdgetlError("building a TensorRT engine needs a CUDA GPU visible to cuda-python or PyTorch; "
+                          "install edgetl[gpu] (cuda-python) on the target and build there")
+    props = torch.cuda.get_device_properties(0)
+    return Gpu(str(props.name), f"{props.major}.{props.minor}", bool(props.is_integrated))
 
 
 def engine_from_onnx(onnx_path: str | Path, engine_path: str | Path, options: EngineOptions) -> EngineRecord:
@@ -210,20 +236,24 @@ def engine_from_onnx(onnx_path: str | Path, engine_path: str | Path, options: En
     if options.legacy_fp16 and (_major(version) >= 11 or not legacy_fp16):
         raise EdgetlError(f"--trt-fp16-flag needs TensorRT 10.x (this is {version}, which only builds strongly "
                           "typed networks); drop it — model.fp16.onnx carries the FP16 precision")
+    gpu = gpu_identity()  # before minutes of building: an engine with no record of its GPU cannot be checked
+    if gpu.integrated and options.hardware_compatibility != "none":
+        raise EdgetlError(f"--hardware-compatibility {options.hardware_compatibility}: JetPack supports no "
+                          f"hardware-compatible engines ({gpu.name} is integrated); drop the flag")
     logger = _make_logger()
     builder = trt.Builder(logger)
     network = _network(builder, strongly_typed=not legacy_fp16)
     _parse(network, logger, Path(onnx_path))
     config = _config(builder, options, legacy_fp16)
     cache_path = Path(options.timing_cache) if options.timing_cache else None
-    _load_timing_cache(config, cache_path)
+    cache = _load_timing_cache(config, cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         errors: list[str] = getattr(logger, "errors", [])
         raise EdgetlError(f"{onnx_path}: TensorRT {version} failed to build an engine "
                           f"({'; '.join(errors)[:300] or 'see TensorRT log'})")
     atomic_write_bytes(engine_path, bytes(memoryview(serialized)))
-    _save_timing_cache(config, cache_path)
-    gpu, capability = gpu_identity()
-    return EngineRecord(Path(engine_path).name, version, gpu, capability, strongly_typed=not legacy_fp16,
+    _save_timing_cache(cache, cache_path)
+    return EngineRecord(Path(engine_path).name, version, gpu.name, gpu.capability, strongly_typed=not legacy_fp16,
+                        integrated=gpu.integrated,
                         options={k: v for k, v in asdict(options).items() if k != "input_chw"})

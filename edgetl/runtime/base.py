@@ -96,12 +96,24 @@ class Runner(abc.ABC):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Logits (float32, N x classes) for a float32 NCHW batch of any size."""
         batch = self.check_input(batch)
-        n = batch.shape[0]
-        if n == 0:
+        if batch.shape[0] == 0:
             return np.zeros((0, self.card.num_classes), np.float32)
-        hi = self.info.max_batch or n
-        outs = [self._infer_fitted(batch[i:i + hi]) for i in range(0, n, hi)]
-        return np.concatenate(outs, axis=0)
+        return np.concatenate([np.asarray(self._infer(piece), np.float32)[:rows]
+                               for piece, rows in self.fitted_chunks(batch)], axis=0)
+
+    def fitted_chunks(self, batch: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        """``batch`` cut at the artifact's max batch, each piece zero-padded to a size it takes: (piece, real rows)."""
+        n, hi = batch.shape[0], self.info.max_batch or batch.shape[0]
+        static = self.info.max_batch if self.info.static_batch else None
+        out = []
+        for start in range(0, n, hi):
+            chunk = batch[start:start + hi]
+            rows = chunk.shape[0]
+            target = static or max(rows, self.info.min_batch)
+            if target > rows:
+                chunk = np.concatenate([chunk, np.zeros((target - rows, *chunk.shape[1:]), np.float32)])
+            out.append((chunk, rows))
+        return out
 
     def runs_as(self, n: int) -> str | None:
         """How a batch of ``n`` really runs when the artifact's batch range does not take it as is (for reports)."""
@@ -115,13 +127,3 @@ class Runner(abc.ABC):
         if not self.info.static_batch:
             return f"{calls} calls of up to {size}"
         return f"{calls} calls of {size}" + (f", padded to {calls * size}" if calls * size > n else "")
-
-    def _infer_fitted(self, chunk: np.ndarray) -> np.ndarray:
-        n = chunk.shape[0]
-        target = max(n, self.info.min_batch)
-        if self.info.static_batch and self.info.max_batch:
-            target = self.info.max_batch
-        if target > n:
-            pad = np.zeros((target - n, *chunk.shape[1:]), np.float32)
-            return np.asarray(self._infer(np.concatenate([chunk, pad])), np.float32)[:n]
-        return np.asarray(self._infer(chunk), np.float32)

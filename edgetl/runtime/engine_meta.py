@@ -22,8 +22,23 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def rebuild_hint(path: Path) -> str:
-    return (f"rebuild it on this machine: `edgetl export <run> --engine` "
-            f"(or `trtexec --onnx={path.with_suffix('.onnx').name} --saveEngine={path.name} --stronglyTyped`)")
+    """How to build ``path`` again here: the export's own rebuild lines when its manifest is beside it."""
+    build = _engine_build(path)
+    edgetl = build.get("edgetl") or "edgetl export <run> --engine"
+    precision = path.name.removeprefix("model.").removesuffix(path.suffix)
+    trtexec = (build.get("trtexec") or {}).get(precision) or (
+        f"trtexec --onnx={path.with_suffix('.onnx').name} --saveEngine={path.name} --stronglyTyped")
+    return f"rebuild it on this machine: `{edgetl}` (or, in the export folder, `{trtexec}`)"
+
+
+def _engine_build(path: Path) -> dict[str, Any]:
+    """The ``engine_build`` entry of the manifest beside ``path`` (empty when there is none or it is unreadable)."""
+    try:
+        data = json.loads((path.parent / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    build = data.get("engine_build") if isinstance(data, dict) else None
+    return build if isinstance(build, dict) else {}
 
 
 def _dicts(obj: Any) -> Iterator[dict[str, Any]]:
@@ -43,7 +58,8 @@ def _flatten(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+    """major.minor.patch[.build] as numbers."""
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:4])
 
 
 def build_options(meta: dict[str, Any]) -> dict[str, Any]:
@@ -106,11 +122,14 @@ def card_from_engine_metadata(path: Path, meta: dict[str, Any]) -> ModelCard:
                       "keep the files `edgetl export` wrote beside the engine, or re-export it")
 
 
-def compatibility_error(path: Path, meta: dict[str, Any], trt_version: str, gpu: str, capability: str) -> str | None:
+def compatibility_error(path: Path, meta: dict[str, Any], trt_version: str, gpu: str, capability: str,
+                        integrated: bool = False) -> str | None:
     """Why the engine cannot run here (None when it can): TensorRT version or GPU architecture differ.
 
+    TensorRT's standard runtime needs the same major.minor.patch.build (build compared when both record it).
     An engine built with ``--version-compatible`` runs on the TensorRT it was built with or a later one;
-    ``--hardware-compatibility ampere+`` runs on any GPU of sm 8.0 or newer. Others need an exact match.
+    ``--hardware-compatibility ampere+`` runs on any discrete GPU of sm 8.0 or newer (JetPack supports no
+    hardware compatibility, so a Jetson needs its own compute capability). Others need an exact match.
     """
     opts = build_options(meta)
     built_trt = str(meta.get("tensorrt") or "")
@@ -119,13 +138,16 @@ def compatibility_error(path: Path, meta: dict[str, Any], trt_version: str, gpu:
         if opts.get("version_compatible") and here < built:
             return (f"{path}: version-compatible engine built with TensorRT {built_trt} runs on that version or "
                     f"later, this machine has {trt_version}; " + rebuild_hint(path))
-        if not opts.get("version_compatible") and built != here:
+        same = min(len(built), len(here))
+        if not opts.get("version_compatible") and built[:same] != here[:same]:
             return (f"{path}: engine built with TensorRT {built_trt}, this machine has {trt_version}; "
                     + rebuild_hint(path))
     built_cc = str(meta.get("compute_capability") or "")
     if not built_cc or built_cc == capability:
         return None
-    if opts.get("hardware_compatibility") == "ampere+" and _version(capability) >= (8, 0):
+    portable = not integrated and not meta.get("integrated")
+    if opts.get("hardware_compatibility") == "ampere+" and portable and _version(capability) >= (8, 0):
         return None
     return (f"{path}: engine built for {meta.get('gpu', 'another GPU')} (sm {built_cc}), this GPU is {gpu} "
-            f"(sm {capability}); " + rebuild_hint(path))
+            f"(sm {capability}{', integrated: a Jetson runs only engines built for its own GPU' if integrated else ''}"
+            "); " + rebuild_hint(path))

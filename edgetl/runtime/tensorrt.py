@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -72,12 +72,42 @@ def cuda_check(result: Any) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def gpu_identity(device: int) -> tuple[str, str]:
-    """(GPU name, compute capability 'major.minor') of ``device``."""
+class Gpu(NamedTuple):
+    """What an engine is bound to: the GPU's name and compute capability, and whether it is a Jetson's."""
+
+    name: str
+    capability: str  # "major.minor"
+    integrated: bool  # Jetson (integrated) GPUs support no hardware-compatible engines
+
+
+def gpu_identity(device: int) -> Gpu:
+    """The GPU ``device`` is, read with cuda-python."""
     cudart = import_cudart()
     prop = cuda_check(cudart.cudaGetDeviceProperties(device))
     name = prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
-    return name, f"{prop.major}.{prop.minor}"
+    return Gpu(name, f"{prop.major}.{prop.minor}", bool(prop.integrated))
+
+
+def set_device(device: int) -> None:
+    """Make ``device`` current; a cuda-python too new for the driver gets the fix, not a bare error code."""
+    cudart = import_cudart()
+    err = cudart.cudaSetDevice(device)[0]
+    if err == cudart.cudaError_t.cudaErrorInsufficientDriver:
+        raise EdgetlError(f"cuda-python {_cuda_python_version()} needs a newer NVIDIA driver than this machine has; "
+                          "install the cuda-python of its CUDA (JetPack 6, CUDA 12.6: "
+                          "pip install 'cuda-python>=12.6.1,<13')")
+    cuda_check((err,))
+
+
+def _cuda_python_version() -> str:
+    from importlib import metadata
+
+    for dist in ("cuda-python", "cuda-bindings"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "(unknown version)"
 
 
 @dataclass
@@ -115,33 +145,17 @@ class TrtRunner(Runner):
             raise EdgetlError(f"{self.path}: engine file not found; " + rebuild_hint(self.path))
         meta = engine_metadata(self.path)
         self.card = card_from_engine_metadata(self.path, meta)
-        try:
-            trt_mod, cudart = import_tensorrt(), import_cudart()
-        except EdgetlError as exc:  # the libraries are missing here: say which file wanted them
-            raise EdgetlError(f"{self.path}: {exc}") from None
-        cuda_check(cudart.cudaSetDevice(device))
-        gpu, capability = gpu_identity(device)
-        reason = compatibility_error(self.path, meta, str(trt_mod.__version__), gpu, capability)
-        if reason:
-            raise EdgetlError(reason)
-        self._trt = trt_mod
-        self._logger: trt.ILogger = trt_mod.Logger(trt_mod.Logger.ERROR)
-        self._runtime: trt.Runtime = trt_mod.Runtime(self._logger)
-        # a version-compatible plan embeds its lean runtime: host code, allowed for engines edgetl recorded
-        self._runtime.engine_host_code_allowed = bool(build_options(meta).get("version_compatible"))
-        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if engine is None:
-            raise EdgetlError(f"{self.path}: TensorRT {trt_mod.__version__} cannot deserialize it (not an engine, "
-                              "or built for another TensorRT version / GPU); " + rebuild_hint(self.path))
-        self.engine: trt.ICudaEngine = engine
+        gpu = self._check_machine(meta, device)
+        import tensorrt as trt
+
+        self.dla_core: int | None = build_options(meta).get("dla_core")
+        self.engine = self._deserialize(meta)
         self._in_name, self._out_name = self._io_names()
-        self._in_dtype = np.dtype(trt_mod.nptype(engine.get_tensor_dtype(self._in_name)))
-        self._out_dtype = np.dtype(trt_mod.nptype(engine.get_tensor_dtype(self._out_name)))
+        self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self._in_name)))
+        self._out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self._out_name)))
+        self._check_output()
         lo, hi = self._batch_range()
-        if lo != hi and contexts > engine.num_optimization_profiles:
-            raise EdgetlError(f"{self.path}: {contexts} execution contexts need {contexts} optimization profiles and "
-                              f"this engine has {engine.num_optimization_profiles}; rebuild it with "
-                              f"`edgetl export --engine --profiles {contexts}` or use contexts=1")
+        self._check_options(contexts, lo != hi, cuda_graph)
         self.cuda_graph = cuda_graph
         self._graph: tuple[int, Any, Any] | None = None  # (batch, graph, executable) of context 0
         self._shape: int | None = None
@@ -150,24 +164,73 @@ class TrtRunner(Runner):
         try:  # a failure part-way frees what was allocated
             for i in range(contexts):
                 self.buffers.append(self._allocate(hi))
-                self.contexts.append(self._context(i, self.buffers[i]))
+                self.contexts.append(self._context(i, self.buffers[i], profile=i if lo != hi else 0))
         except BaseException:
             self.close()
             raise
         self.info = RunnerInfo(
             backend="tensorrt", precision=str(meta.get("precision", "unknown")), device="cuda",
             input_name=self._in_name, output_name=self._out_name, min_batch=lo, max_batch=hi,
-            static_batch=lo == hi, details={"tensorrt": str(trt_mod.__version__), "gpu": gpu,
-                                            "compute_capability": capability, "built_on": meta.get("gpu"),
-                                            "cuda_graph": cuda_graph, "contexts": contexts, "path": str(self.path)},
+            static_batch=lo == hi, details={"tensorrt": str(trt.__version__), "gpu": gpu.name,
+                                            "compute_capability": gpu.capability, "built_on": meta.get("gpu"),
+                                            "cuda_graph": cuda_graph, "contexts": contexts, "dla_core": self.dla_core,
+                                            "path": str(self.path)},
         )
-        if meta.get("gpu") and meta.get("gpu") != gpu:
-            self.info.details["warning"] = f"built on {meta.get('gpu')}, running on {gpu} (sm {capability})"
+        if meta.get("gpu") and meta.get("gpu") != gpu.name:
+            self.info.details["warning"] = f"built on {meta.get('gpu')}, running on {gpu.name} (sm {gpu.capability})"
+
+    def _check_machine(self, meta: dict[str, Any], device: int) -> Gpu:
+        """TensorRT and cuda-python present, ``device`` current, and the engine built for this TensorRT and GPU."""
+        try:
+            trt_mod = import_tensorrt()
+            import_cudart()
+            set_device(device)
+        except EdgetlError as exc:  # say which file wanted them
+            raise EdgetlError(f"{self.path}: {exc}") from None
+        gpu = gpu_identity(device)
+        reason = compatibility_error(self.path, meta, str(trt_mod.__version__), gpu.name, gpu.capability,
+                                     integrated=gpu.integrated)
+        if reason:
+            raise EdgetlError(reason)
+        return gpu
+
+    def _deserialize(self, meta: dict[str, Any]) -> trt.ICudaEngine:
+        import tensorrt as trt
+
+        self._logger = trt.Logger(trt.Logger.ERROR)
+        self._runtime = trt.Runtime(self._logger)
+        # a version-compatible plan embeds its lean runtime: host code, allowed for engines edgetl recorded
+        self._runtime.engine_host_code_allowed = bool(build_options(meta).get("version_compatible"))
+        if self.dla_core is not None:
+            self._runtime.DLA_core = int(self.dla_core)  # the core it was built for (default: none)
+        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise EdgetlError(f"{self.path}: TensorRT {trt.__version__} cannot deserialize it (not an engine, "
+                              "or built for another TensorRT version / GPU); " + rebuild_hint(self.path))
+        return engine
+
+    def _check_options(self, contexts: int, dynamic: bool, cuda_graph: bool) -> None:
+        if dynamic and contexts > self.engine.num_optimization_profiles:
+            raise EdgetlError(f"{self.path}: {contexts} execution contexts need {contexts} optimization profiles and "
+                              f"this engine has {self.engine.num_optimization_profiles}; rebuild it with "
+                              f"`edgetl export --engine --profiles {contexts}` or use contexts=1")
+        if cuda_graph and self.dla_core is not None:
+            raise EdgetlError(f"{self.path}: a DLA engine cannot be replayed as a CUDA graph; drop cuda_graph")
+
+    def _check_output(self) -> None:
+        dims = self.engine.get_tensor_shape(self._out_name)
+        shape = [int(dims[i]) for i in range(len(dims))]
+        if len(shape) != 2 or shape[1] != self.card.num_classes:
+            raise EdgetlError(f"{self.path}: output {self._out_name!r} has shape {shape} but its metadata names "
+                              f"{self.card.num_classes} classes; the engine and its record do not belong together "
+                              "— re-export it")
 
     def _io_names(self) -> tuple[str, str]:
+        import tensorrt as trt
+
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == self._trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if self.engine.get_tensor_mode(n) == self._trt.TensorIOMode.OUTPUT]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
             raise EdgetlError(f"{self.path}: expected one input and one output tensor, found {inputs} -> {outputs}; "
                               "it is not an edgetl classifier engine")
@@ -182,23 +245,37 @@ class TrtRunner(Runner):
         return int(lo[0]), int(hi[0])
 
     def _allocate(self, max_batch: int) -> _Buffers:
+        """One context's buffers; what was allocated is freed again if a later allocation fails."""
         cudart = import_cudart()
         c, h, w = self.input_shape
         n_in, n_out = max_batch * c * h * w, max_batch * self.card.num_classes
         in_bytes, out_bytes = n_in * self._in_dtype.itemsize, n_out * self._out_dtype.itemsize
-        d_in = int(cuda_check(cudart.cudaMalloc(in_bytes)))
-        d_out = int(cuda_check(cudart.cudaMalloc(out_bytes)))
-        h_in_ptr, h_in = _pinned(in_bytes, self._in_dtype, n_in)
-        h_out_ptr, h_out = _pinned(out_bytes, self._out_dtype, n_out)
-        stream = cuda_check(cudart.cudaStreamCreate())
+        undo: list[tuple[Callable[[Any], Any], Any]] = []
+        try:
+            d_in = int(cuda_check(cudart.cudaMalloc(in_bytes)))
+            undo.append((cudart.cudaFree, d_in))
+            d_out = int(cuda_check(cudart.cudaMalloc(out_bytes)))
+            undo.append((cudart.cudaFree, d_out))
+            h_in_ptr, h_in = _pinned(in_bytes, self._in_dtype, n_in)
+            undo.append((cudart.cudaFreeHost, h_in_ptr))
+            h_out_ptr, h_out = _pinned(out_bytes, self._out_dtype, n_out)
+            undo.append((cudart.cudaFreeHost, h_out_ptr))
+            stream = cuda_check(cudart.cudaStreamCreate())
+        except BaseException:
+            for free, ptr in reversed(undo):
+                free(ptr)
+            raise
         return _Buffers(d_in, d_out, h_in, h_out, h_in_ptr, h_out_ptr, stream)
 
-    def _context(self, i: int, buf: _Buffers) -> trt.IExecutionContext:
-        """Context ``i`` on profile ``i`` (dynamic batch), bound to its own buffers."""
+    def _context(self, i: int, buf: _Buffers, profile: int) -> trt.IExecutionContext:
+        """Context ``i`` on optimization ``profile``, bound to its own buffers."""
         cudart = import_cudart()
-        ctx = self.engine.create_execution_context()
-        if i and not ctx.set_optimization_profile_async(i, int(buf.stream)):
-            raise EdgetlError(f"{self.path}: cannot select optimization profile {i}; " + rebuild_hint(self.path))
+        ctx: trt.IExecutionContext | None = self.engine.create_execution_context()
+        if ctx is None:
+            raise EdgetlError(f"{self.path}: TensorRT could not create execution context {i} (out of GPU memory?); "
+                              "free the GPU or use fewer contexts")
+        if profile and not ctx.set_optimization_profile_async(profile, int(buf.stream)):
+            raise EdgetlError(f"{self.path}: cannot select optimization profile {profile}; " + rebuild_hint(self.path))
         cuda_check(cudart.cudaStreamSynchronize(buf.stream))
         ctx.set_tensor_address(self._in_name, buf.d_in)
         ctx.set_tensor_address(self._out_name, buf.d_out)
@@ -209,32 +286,48 @@ class TrtRunner(Runner):
             raise EdgetlError(f"{self.path}: batch {n} is outside the engine's profile "
                               f"[{self.info.min_batch}, {self.info.max_batch}]; rebuild with a wider --max-batch")
 
+    def _execute(self, i: int, n: int) -> None:
+        if not self.contexts[i].execute_async_v3(int(self.buffers[i].stream)):
+            raise EdgetlError(f"{self.path}: TensorRT execution failed for batch {n}")
+
     def _enqueue(self, i: int, n: int) -> None:
         """Run context ``i`` on its stream for batch ``n`` (through its CUDA graph when enabled)."""
         cudart = import_cudart()
-        ctx, buf = self.contexts[i], self.buffers[i]
         if self._shape != n or i:
-            self._set_batch(ctx, n)
+            self._set_batch(self.contexts[i], n)
             self._shape = n if i == 0 else self._shape
         if not self.cuda_graph or i:
-            if not ctx.execute_async_v3(int(buf.stream)):
-                raise EdgetlError(f"{self.path}: TensorRT execution failed for batch {n}")
+            self._execute(i, n)
             return
         if self._graph is None or self._graph[0] != n:
-            self._drop_graph()
-            ctx.execute_async_v3(int(buf.stream))  # TensorRT needs one run after a shape change before capture
-            cuda_check(cudart.cudaStreamSynchronize(buf.stream))
-            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-            cuda_check(cudart.cudaStreamBeginCapture(buf.stream, mode))
-            ctx.execute_async_v3(int(buf.stream))
-            graph = cuda_check(cudart.cudaStreamEndCapture(buf.stream))
-            self._graph = (n, graph, cuda_check(cudart.cudaGraphInstantiate(graph, 0)))
-        cuda_check(cudart.cudaGraphLaunch(self._graph[2], buf.stream))
+            self._capture(n)
+        assert self._graph is not None
+        cuda_check(cudart.cudaGraphLaunch(self._graph[2], self.buffers[0].stream))
 
-    def _drop_graph(self) -> None:
+    def _capture(self, n: int) -> None:
+        """Capture context 0's enqueue at batch ``n`` as a CUDA graph; a refused enqueue is an error, not a
+        silently empty graph that would hand back stale logits."""
+        cudart = import_cudart()
+        stream = self.buffers[0].stream
+        self._drop_graph()
+        self._execute(0, n)  # TensorRT needs one run after a shape change before capture
+        cuda_check(cudart.cudaStreamSynchronize(stream))
+        cuda_check(cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+        captured = self.contexts[0].execute_async_v3(int(stream))
+        graph = cuda_check(cudart.cudaStreamEndCapture(stream))  # always end the capture
+        if not captured:
+            cudart.cudaGraphDestroy(graph)
+            raise EdgetlError(f"{self.path}: TensorRT cannot run under CUDA graph capture at batch {n}; "
+                              "run it without cuda_graph")
+        self._graph = (n, graph, cuda_check(cudart.cudaGraphInstantiate(graph, 0)))
+
+    def _drop_graph(self, checked: bool = True) -> None:
+        """Free context 0's graph; ``checked=False`` (closing) never raises, so nothing else is left unfreed."""
         if self._graph is not None:
             cudart = import_cudart()
-            cuda_check(cudart.cudaStreamSynchronize(self.buffers[0].stream))  # a launched graph may still run
+            synced = cudart.cudaStreamSynchronize(self.buffers[0].stream)  # a launched graph may still run
+            if checked:
+                cuda_check(synced)
             cudart.cudaGraphExecDestroy(self._graph[2])
             cudart.cudaGraphDestroy(self._graph[1])
             self._graph = None
@@ -266,25 +359,32 @@ class TrtRunner(Runner):
         return self._result(0, n)
 
     def infer_pipelined(self, batches: list[np.ndarray]) -> list[np.ndarray]:
-        """Throughput mode: alternate batches over the contexts so copies of one overlap compute of another."""
+        """Throughput mode: alternate batches over the contexts so copies of one overlap compute of another.
+
+        Each batch is cut and padded to the engine's range as :meth:`infer` does; one logits array per batch.
+        """
         k = len(self.contexts)
         self._drop_graph()  # context 0 changes shape below: its graph would be stale
-        out: list[np.ndarray] = []
-        pending: list[tuple[int, int]] = []
-        for j, raw in enumerate(batches):
-            batch = self.check_input(raw)
-            i = j % k
+        pieces = [(j, piece, rows) for j, raw in enumerate(batches)
+                  for piece, rows in self.fitted_chunks(self.check_input(raw))]
+        done: list[tuple[int, np.ndarray]] = []
+        pending: list[tuple[int, int, int, int]] = []  # (batch index, context, size run, real rows)
+        for step, (j, piece, rows) in enumerate(pieces):
+            i = step % k
             if len(pending) == k:
-                out.append(self._result(*pending.pop(0)))
-            self._copy_in(i, batch)
-            self._set_batch(self.contexts[i], batch.shape[0])
-            if not self.contexts[i].execute_async_v3(int(self.buffers[i].stream)):
-                raise EdgetlError(f"{self.path}: TensorRT execution failed")
-            self._copy_out(i, batch.shape[0])
-            pending.append((i, batch.shape[0]))
-        out += [self._result(i, n) for i, n in pending]
+                done.append(self._collect(*pending.pop(0)))
+            self._copy_in(i, piece)
+            self._set_batch(self.contexts[i], piece.shape[0])
+            self._execute(i, piece.shape[0])
+            self._copy_out(i, piece.shape[0])
+            pending.append((j, i, piece.shape[0], rows))
+        done += [self._collect(*p) for p in pending]
         self._shape = None
-        return out
+        empty: np.ndarray = np.zeros((0, self.card.num_classes), np.float32)
+        return [np.concatenate([out for j, out in done if j == b] or [empty]) for b in range(len(batches))]
+
+    def _collect(self, j: int, i: int, n: int, rows: int) -> tuple[int, np.ndarray]:
+        return j, self._result(i, n)[:rows]
 
     def compute_call(self, batch: np.ndarray) -> Callable[[], object]:
         """Input copied to the device once; each call enqueues inference only (timed with CUDA events)."""
@@ -317,10 +417,11 @@ class TrtRunner(Runner):
         return "cuda-events"
 
     def close(self) -> None:
+        """Free everything, unchecked: after a CUDA error, a raise here would leak the rest and hide the cause."""
         if not hasattr(self, "buffers"):
             return
         cudart = import_cudart()
-        self._drop_graph()
+        self._drop_graph(checked=False)
         for buf in self.buffers:
             cudart.cudaStreamSynchronize(buf.stream)
             cudart.cudaFree(buf.d_in)
@@ -330,4 +431,4 @@ class TrtRunner(Runner):
             cudart.cudaStreamDestroy(buf.stream)
         del self.buffers
         self.contexts.clear()
-        del self.engine
+        self.__dict__.pop("engine", None)
