@@ -117,6 +117,11 @@ def test_duration_mode_times_at_least_that_long(edgetl_bench: Path, tiny_pt2: tu
     assert proc.returncode == 0, proc.stderr
     (result,) = validate(json.loads(out.read_text()))["results"]
     assert sum(result["times_ms"]) >= 300 and result["iters"] == len(result["times_ms"]) >= 1
+    # a tiny --duration alone still takes 20 calls, as edgetl bench does; --warmup-iters is edgetl bench's name
+    proc = _run(edgetl_bench, tiny_pt2[0], "--duration", "0.001", "--warmup-iters", "2", "--json", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    (result,) = validate(json.loads(out.read_text()))["results"]
+    assert result["iters"] >= 20 and result["warmup_iters"] == 2
 
 
 def test_merge_through_bench_command(edgetl_bench: Path, tiny_pt2: tuple, tmp_path: Path) -> None:
@@ -171,6 +176,7 @@ def test_bad_input_is_one_line_error(edgetl_bench: Path, tiny_pt2: tuple, tmp_pa
         ([tmp_path / "model.onnx"], "unknown artifact type"),
         ([path, "--batch", str(AOTI_MAX_BATCH + 1)], "outside this artifact's batch range 1..8"),
         ([path, "--batch", "1,x"], "expected positive integers"),
+        ([path, "--iters", "0"], "--iters 0: expected one positive integer"),
         ([path, "--device", "cuda"], "compiled for cpu, not cuda"),
         ([path, "--bogus"], "unknown option"),
         ([path, "--input", good], "go together"),
@@ -187,6 +193,33 @@ def test_bad_input_is_one_line_error(edgetl_bench: Path, tiny_pt2: tuple, tmp_pa
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, proc.stderr)
     assert not out.exists()
+
+
+def _cuda_runtime_header_dir() -> Path | None:
+    """cuda_runtime_api.h: the CUDA toolkit's, or the copy PyTorch's CUDA wheels install (nvidia/cu*/include)."""
+    dirs = [Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"]
+    try:
+        import nvidia
+
+        dirs += [d for root in nvidia.__path__ for d in sorted(Path(root).glob("*/include"))]
+    except ImportError:
+        pass
+    return next((d for d in dirs if (d / "cuda_runtime_api.h").is_file()), None)
+
+
+def test_trt_backend_compiles_against_tensorrt_10_declarations() -> None:
+    """TensorRT cannot be installed here, so trt_backend.cpp is compiled (syntax and types only, never linked)
+    against tests/trt_api/NvInfer.h: the TensorRT 10 calls it makes, declared from NVIDIA's API docs. This caught
+    code that had never compiled (a vexing parse); it cannot catch a call TensorRT lacks but the file declares."""
+    cxx = next((shutil.which(c) for c in ("g++", "clang++", "c++") if shutil.which(c)), None)
+    include = _cuda_runtime_header_dir()
+    if cxx is None or include is None:
+        pytest.skip("needs a C++ compiler and cuda_runtime_api.h (CUDA toolkit or PyTorch's nvidia wheels)")
+    proc = subprocess.run([cxx, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
+                           f"-I{ROOT / 'tests' / 'trt_api'}", f"-I{include}", f"-I{ROOT / 'cpp_bench' / 'src'}",
+                           '-DEDGETL_BENCH_VERSION="test"', str(ROOT / "cpp_bench" / "src" / "trt_backend.cpp")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @requires_trt

@@ -54,7 +54,7 @@ std::pair<int, double> warm_up(Backend& backend, const BenchConfig& config) {
 
 std::vector<BenchResult> run_benchmark(Backend& backend, const BenchConfig& config) {
   const bool defaults = !config.iters && !config.duration_s;
-  const int min_n = defaults ? 100 : config.iters.value_or(1);
+  const int min_n = defaults ? 100 : config.iters.value_or(20);  // --duration alone: still >= 20 calls, as in Python
   const double min_s = defaults ? 2.0 : config.duration_s.value_or(0.0);
   const bool exact = config.iters && !config.duration_s;
 

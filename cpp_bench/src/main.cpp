@@ -20,7 +20,7 @@ const char kUsage[] =
     "\n"
     "ARTIFACT      model.pt2 (AOTInductor package) or a TensorRT engine (.engine/.plan/.trt)\n"
     "--batch       batch sizes to time, within the artifact's batch range (default 1)\n"
-    "--warmup      warm-up calls per batch size (default: at least 5 calls and 0.5 s)\n"
+    "--warmup      warm-up calls per batch size, at least 1 (default: at least 5 calls and 0.5 s)\n"
     "--iters       timed calls per batch size; --duration: timed seconds (default: >= 100 calls and 2 s)\n"
     "--device      cpu or cuda (default: the device the artifact was built for)\n"
     "--cuda-graph  TensorRT: replay each batch as a CUDA graph\n"
@@ -40,9 +40,11 @@ struct Args {
 };
 
 int parse_positive(const std::string& text, const std::string& flag) {
-  const std::vector<int> values = parse_int_list(text, flag);
-  if (values.size() != 1) throw UserError(flag + " " + text + ": expected one positive integer");
-  return values[0];
+  if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(text) < 1) {
+    throw UserError(flag + " " + text + ": expected one positive integer (at most 999999999)");
+  }
+  return std::stoi(text);
 }
 
 Args parse_args(int argc, char** argv) {
@@ -61,7 +63,7 @@ Args parse_args(int argc, char** argv) {
       std::exit(0);
     } else if (arg == "--batch") {
       a.bench.batches = parse_int_list(value(), arg);
-    } else if (arg == "--warmup") {
+    } else if (arg == "--warmup" || arg == "--warmup-iters") {  // --warmup-iters: edgetl bench's name
       const std::string v = value();
       a.bench.warmup_iters = v == "0" ? 0 : parse_positive(v, arg);
     } else if (arg == "--iters") {

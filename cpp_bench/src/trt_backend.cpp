@@ -55,18 +55,32 @@ size_t volume(const nvinfer1::Dims& d) {
   return n;
 }
 
-// Precision recorded by the exporter in <engine>.json ("precision": "fp16"); TensorRT does not store it.
-std::string sidecar_precision(const std::string& path) {
+// The exporter's record beside the engine (<engine>.json): precision and build options, which TensorRT does not
+// store in a way the runtime can read. Only flat keys with string or boolean values are looked up.
+std::string sidecar_text(const std::string& path) {
   std::ifstream in(path + ".json");
-  if (!in) return "";
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t at = text.find("\"precision\"");
-  if (at == std::string::npos) return "";
-  at = text.find('"', text.find(':', at) + 1);
-  if (at == std::string::npos) return "";
+  return in ? std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()) : "";
+}
+
+// The text after "key": (spaces skipped), or npos.
+size_t json_value_at(const std::string& text, const std::string& key) {
+  const size_t at = text.find("\"" + key + "\"");
+  if (at == std::string::npos) return at;
+  const size_t colon = text.find(':', at);
+  return colon == std::string::npos ? colon : text.find_first_not_of(" \t\r\n", colon + 1);
+}
+
+std::string sidecar_precision(const std::string& text) {
+  const size_t at = json_value_at(text, "precision");
+  if (at == std::string::npos || text[at] != '"') return "";
   const size_t end = text.find('"', at + 1);
   const std::string value = end == std::string::npos ? "" : text.substr(at + 1, end - at - 1);
   return value == "fp32" || value == "fp16" || value == "int8" || value == "mixed" ? value : "";
+}
+
+bool sidecar_true(const std::string& text, const std::string& key) {
+  const size_t at = json_value_at(text, key);
+  return at != std::string::npos && text.compare(at, 4, "true") == 0;
 }
 
 struct Context {
@@ -80,34 +94,47 @@ class TrtBackend : public Backend {
  public:
   TrtBackend(const std::string& path, const BackendOptions& options) : path_(path), options_(options) {
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw UserError(path + ": file not found; pass an engine built by `edgetl export --trt` or trtexec");
+    if (!in) throw UserError(path + ": file not found; pass an engine built by `edgetl export --engine` or trtexec");
     const std::string blob((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (!options.device.empty() && options.device != "cuda") {
       throw UserError(path + ": TensorRT engines run on a CUDA GPU only; use --device cuda or the .pt2/.onnx file");
     }
     int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      throw UserError(path + ": no CUDA GPU visible; TensorRT engines need the GPU they were built for");
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess || count == 0) {
+      throw UserError(path + ": no usable CUDA GPU (" +
+                      (status == cudaSuccess ? std::string("none visible") : cudaGetErrorString(status)) +
+                      "); TensorRT engines need the GPU they were built for");
     }
     cudaDeviceProp prop{};
     cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
 
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
     if (!runtime_) throw std::runtime_error("cannot create the TensorRT runtime");
+    const std::string record = sidecar_text(path);
+    // a version-compatible plan embeds its lean runtime: host code, allowed for engines edgetl recorded as such
+    if (sidecar_true(record, "version_compatible")) runtime_->setEngineHostCodeAllowed(true);
     engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
     if (!engine_) {
       throw UserError(path + ": TensorRT " + std::to_string(NV_TENSORRT_MAJOR) + "." +
                       std::to_string(NV_TENSORRT_MINOR) + " on " + prop.name +
                       " cannot load it (built with another TensorRT version or for another GPU?): " +
-                      first_line(logger_.last_error) + "; rebuild it on this machine with `edgetl export --trt`");
+                      first_line(logger_.last_error) + "; rebuild it on this machine with `edgetl export --engine`");
     }
     find_io();
-    if (options.contexts > 1 && engine_->getNbOptimizationProfiles() < options.contexts) {
+    // with a dynamic batch one profile serves one context at a time; a static engine's contexts share profile 0
+    const bool dynamic = info_.min_batch != info_.max_batch;
+    if (dynamic && options.contexts > 1 && engine_->getNbOptimizationProfiles() < options.contexts) {
       throw UserError(path + ": --contexts " + std::to_string(options.contexts) + " needs an engine with " +
                       std::to_string(options.contexts) + " optimization profiles (it has " +
                       std::to_string(engine_->getNbOptimizationProfiles()) + "); use --contexts 1");
     }
-    for (int k = 0; k < options.contexts; ++k) contexts_.push_back(make_context(k));
+    try {  // a failure part-way frees the contexts made so far, before the engine they belong to
+      for (int k = 0; k < options.contexts; ++k) contexts_.push_back(make_context(dynamic ? k : 0));
+    } catch (...) {
+      release();
+      throw;
+    }
 
     info_.backend = "cpp-trt";
     info_.device = "cuda";
@@ -117,7 +144,7 @@ class TrtBackend : public Backend {
     const size_t slash = path.find_last_of('/');
     const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
     info_.model = options.model.empty() ? name.substr(0, name.find_last_of('.')) : options.model;
-    const std::string recorded = sidecar_precision(path);
+    const std::string recorded = sidecar_precision(record);
     info_.precision = !options.precision.empty() ? options.precision : recorded.empty() ? "mixed" : recorded;
     info_.versions = {{"edgetl_bench", EDGETL_BENCH_VERSION},
                       {"tensorrt", std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) +
@@ -127,15 +154,7 @@ class TrtBackend : public Backend {
                       {"compiler", __VERSION__}};
   }
 
-  ~TrtBackend() override {
-    for (Context& c : contexts_) {
-      if (c.graph) cudaGraphExecDestroy(c.graph);
-      for (void* b : c.buffers) cudaFree(b);
-      if (c.stream) cudaStreamDestroy(c.stream);
-      delete c.ctx;
-    }
-    for (cudaEvent_t e : events_) cudaEventDestroy(e);
-  }
+  ~TrtBackend() override { release(); }
 
   const BackendInfo& info() const override { return info_; }
 
@@ -182,7 +201,7 @@ class TrtBackend : public Backend {
       cuda_check(cudaEventRecord(events_[2 * i + 1], main.stream), "cudaEventRecord");
     }
     cuda_check(cudaStreamSynchronize(main.stream), "inference");
-    std::vector<double> out(size_t(n));
+    std::vector<double> out(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) {
       float ms = 0;
       cuda_check(cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]), "cudaEventElapsedTime");
@@ -223,6 +242,23 @@ class TrtBackend : public Backend {
     void operator()(T* p) const { delete p; }
   };
 
+  // Contexts before the engine (TensorRT: a context must not outlive its engine); unchecked, never throws.
+  void release() noexcept {
+    for (Context& c : contexts_) release(c);
+    contexts_.clear();
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+    events_.clear();
+  }
+
+  static void release(Context& c) noexcept {
+    if (c.stream) cudaStreamSynchronize(c.stream);
+    if (c.graph) cudaGraphExecDestroy(c.graph);
+    for (void* b : c.buffers) cudaFree(b);
+    if (c.stream) cudaStreamDestroy(c.stream);
+    delete c.ctx;
+    c = Context{};
+  }
+
   size_t image_size() const { return size_t(info_.input_shape[0] * info_.input_shape[1] * info_.input_shape[2]); }
 
   // The classifier has one input (N, C, H, W) and one output (N, classes).
@@ -252,7 +288,18 @@ class TrtBackend : public Backend {
   }
 
   Context make_context(int profile) {
+    logger_.last_error.clear();  // an error message below is this context's, not an earlier one's
     Context c;
+    try {
+      fill_context(c, profile);
+    } catch (...) {
+      release(c);
+      throw;
+    }
+    return c;
+  }
+
+  void fill_context(Context& c, int profile) {
     c.ctx = engine_->createExecutionContext();
     if (!c.ctx) throw std::runtime_error("createExecutionContext failed: " + logger_.last_error);
     cuda_check(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -270,10 +317,10 @@ class TrtBackend : public Backend {
         throw std::runtime_error("setTensorAddress failed for " + names_[i]);
       }
     }
-    return c;
   }
 
   void set_shape(Context& c, int batch) {
+    logger_.last_error.clear();
     nvinfer1::Dims d = engine_->getTensorShape(names_[in_index_].c_str());
     d.d[0] = batch;
     if (!c.ctx->setInputShape(names_[in_index_].c_str(), d)) {

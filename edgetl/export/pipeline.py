@@ -259,12 +259,13 @@ def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Pat
                                       dataclasses.replace(eopts, legacy_fp16=legacy))
         artifact = Artifact(file=engine.name, format="tensorrt", precision=precision, sha256=sha256_file(engine),
                             bytes=engine.stat().st_size, details=record.to_dict())
-        _write_engine_sidecar(engine, record.to_dict(), card)
+        _write_engine_sidecar(engine, {**record.to_dict(), "precision": precision}, card)
         artifact.parity = _engine_parity(engine, precision, parity, options)
         _record(manifest, artifact)
 
 
 def _write_engine_sidecar(engine: Path, record: dict[str, Any], card: ModelCard) -> None:
+    """``<engine>.json``: all an engine needs to be run and checked alone (cpp_bench reads it too)."""
     from edgetl.io import atomic_write_json
 
     atomic_write_json(engine.with_name(engine.name + ".json"), {**record, "card": card.to_dict()})
