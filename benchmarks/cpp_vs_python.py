@@ -40,14 +40,15 @@ def build_cpp_bench() -> Path:
     return BUILD / "edgetl_bench"
 
 
-def default_pt2(arch: str, img_size: int, max_batch: int) -> Path:
-    """A randomly initialised timm model (the speed does not depend on the weights), compiled once."""
+def default_pt2(arch: str, img_size: int, max_batch: int, threads: int) -> Path:
+    """A randomly initialised timm model (the speed does not depend on the weights), compiled once per thread count:
+    inductor compiles the thread count in (a package made under one thread has no OpenMP regions)."""
     import torch
 
     from edgetl.export.aoti import pt2_from_model
     from edgetl.models.factory import card_for, create_model
 
-    out = CACHE / f"{arch}_{img_size}px_b{max_batch}.pt2"
+    out = CACHE / f"{arch}_{img_size}px_b{max_batch}_t{threads}.pt2"
     if not out.exists():
         torch.manual_seed(0)
         card = card_for(arch, [f"class{i}" for i in range(10)], img_size=img_size)
@@ -121,7 +122,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batch.split(",")]
     exe = build_cpp_bench()
-    pt2 = args.pt2 or default_pt2(args.arch, args.img_size, max(batches))
+    pt2 = args.pt2 or default_pt2(args.arch, args.img_size, max(batches), args.threads)
     rounds: list[list[dict[str, Any]]] = []
     with AotiRunner(pt2) as runner:
         for i in range(args.rounds):

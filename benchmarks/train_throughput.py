@@ -5,8 +5,8 @@ plain, …) so machine noise hits both alike. The ratio edgetl / plain is the nu
 
     python benchmarks/train_throughput.py --model resnet18 --img-size 64 --batch 32 --steps 8 --rounds 9
 
-The committed result was taken with OMP_NUM_THREADS=1 on a shared 2-core box (two OpenMP threads
-stall under contention and make both loops' numbers noise).
+The committed result was taken with 2 threads (``host.torch_threads``) on a shared 2-core box; when other work
+contends for the cores, OMP_NUM_THREADS=1 keeps both loops' numbers from turning into noise.
 """
 
 from __future__ import annotations
