@@ -38,7 +38,8 @@ cpp-bench: $(STAMP)
 	cmake -S cpp_bench -B build/cpp_bench -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$$prefix"
 	cmake --build build/cpp_bench -j 2
 
-# Wheels the GPU machines' image lacks (Python 3.12, no network): carried to them for benchmarks/gpu_device.sh.
+# Wheels a GPU image may lack (Python 3.12, no network): carried for benchmarks/gpu_device.sh. The H100 image of
+# Nov 2026 already has onnxslim; this is for one that does not.
 gpu-wheels: $(STAMP)
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \

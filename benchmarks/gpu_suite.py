@@ -12,7 +12,7 @@ For each model (default resnet50, efficientnet_b0, tf_efficientnet_lite0 at 224 
   trt-fp16 / trt-int8     TensorRT engines via edgetl's exporter     (when TensorRT is installed)
 Variants whose library is missing are listed as skipped with the reason, never faked.
 
-Before timing, every variant's logits on 32 real photos are compared with eager FP32's (relative error,
+Before timing, every variant's logits on 32 photos are compared with eager FP32's (relative error,
 top-1 agreement); a variant that is fast because it is wrong does not count toward the goal.
 It also checks the harness against a hand-written CUDA-event loop around the same call (goal: within
 2%), and the goal "best edgetl backend >= 4x PyTorch eager FP32 throughput at batch 256 for resnet50".
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import re
@@ -52,6 +53,8 @@ BASELINE, STRICT_BASELINE = "torch-eager-fp32", "torch-eager-fp32-ieee"
 # ‖out − ref‖ / ‖ref‖ against eager FP32 (itself TF32 under PyTorch's defaults) above which a variant's speed
 # does not count: TF32 vs TF32 lands near 1e-3, FP16 near 1e-2; INT8 on random weights is loose by nature.
 FIDELITY_TOLERANCE = {"fp32": 0.01, "fp16": 0.05, "mixed": 0.05, "int8": 0.25}
+VARIANT_NAMES = (BASELINE, STRICT_BASELINE, "torch-fp16-cl", "torch-fp16-cl-cudagraph", "torch-compiled-fp16-cl",
+                 "torch-frozen-fp16-cl", "ort-cuda-fp32", "ort-cpu-fp32", "ort-cuda-fp16", "trt-fp16", "trt-int8")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true",
                    help="CPU smoke run: tiny model, 64 px, batch 1,2, few iterations; checks the pipeline only")
     args = p.parse_args(argv)
+    unknown = sorted(set((args.variants or "").split(",")) - set(VARIANT_NAMES) - {""})
+    if unknown:  # a misspelt name would silently cost the variant a lent GPU's only run
+        p.error(f"--variants {','.join(unknown)}: no such variant; choose from {', '.join(VARIANT_NAMES)}")
     if args.dry_run:
         args.models = args.models or "test_resnet"
         args.batch = args.batch or "1,2"
@@ -89,9 +95,10 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
-def calibration_images(card: Any, n: int = 64) -> np.ndarray:
+def calibration_images(card: Any, n: int = 64) -> tuple[np.ndarray, str]:
     """Real photos when present ($EDGETL_HYMENOPTERA, else the shared set beside the checkout), else smooth
-    synthetic images: better INT8 ranges and BatchNorm statistics, and a fidelity check on real content."""
+    synthetic images: better INT8 ranges and BatchNorm statistics, and a fidelity check on real content.
+    Returns the images and what they are, which every result records."""
     from edgetl.bench.harness import synthetic_images
     from edgetl.data.images import load_rgb
     from edgetl.data.transforms import eval_array
@@ -101,7 +108,8 @@ def calibration_images(card: Any, n: int = 64) -> np.ndarray:
     files = sorted(photos.rglob("*.jpg")) if photos.is_dir() else []
     files = files[::max(1, len(files) // n)][:n]  # spread over the classes, not the first one's files
     images = [load_rgb(f) for f in files] or synthetic_images(n)
-    return np.stack([eval_array(im, card.preprocess) for im in images])
+    source = f"{len(files)} real photos ({photos})" if files else f"{n} synthetic images (no photos found)"
+    return np.stack([eval_array(im, card.preprocess) for im in images]), source
 
 
 def settle_batchnorm(model: Any, images: np.ndarray, chunk: int = 16) -> None:
@@ -250,18 +258,24 @@ def _why(exc: Exception) -> str:
 
 
 def check_fidelity(targets: list[Any], images: np.ndarray, chunk: int = 8) -> list[dict[str, Any]]:
-    """Every variant's logits on real photos against eager FP32's, in chunks of different photos.
+    """Every variant's logits on the photos against eager FP32's, in chunks of different photos.
 
     A variant that is fast because it is wrong (NaN, half precision overflow, a replayed CUDA graph that kept
-    its first input) is marked ``ok: false`` here and left out of the goal.
+    its first input) is marked ``ok: false`` here and left out of the goal. Every call is at batch ``chunk``
+    (the last one zero-padded), a size the suite measures anyway: another size would cost each compiled
+    variant a compile and each CUDA-graph variant a capture.
     """
     base = next((t for t in targets if t.label == BASELINE), None)
     if base is None:
         return []
 
     def logits(runner: Any) -> np.ndarray:
-        return np.concatenate([runner.infer(images[i:i + chunk]) for i in range(0, len(images), chunk)]).astype(
-            np.float64)
+        outs = []
+        for i in range(0, len(images), chunk):
+            part = images[i:i + chunk]
+            padded = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
+            outs.append(runner.infer(padded)[:len(part)])
+        return np.concatenate(outs).astype(np.float64)
 
     ref = logits(base.runner)
     rows = []
@@ -384,13 +398,15 @@ class ModelRun:
         self.arch, self.device = arch, device
         card = card_for(arch, [f"class_{i}" for i in range(1000)], img_size=args.img_size)
         model = create_model(card)  # speed does not depend on the weights' values; their scale is set here
-        photos = calibration_images(card)
+        photos, self.images = calibration_images(card)
         settle_batchnorm(model, photos)
         cache: dict[str, dict[str, Path]] = {}
 
         def onnx_paths() -> dict[str, Path]:
             if "paths" not in cache:
-                cache["paths"] = onnx_artifacts(model, card, args.work / f"{arch}_{args.img_size}", photos)
+                # the weights' BatchNorm statistics come from the photos: an export from other images is another model
+                digest = hashlib.sha1(photos.tobytes()).hexdigest()[:10]
+                cache["paths"] = onnx_artifacts(model, card, args.work / f"{arch}_{args.img_size}_{digest}", photos)
             return cache["paths"]
 
         self.targets, self.skipped = [], []
@@ -402,7 +418,7 @@ class ModelRun:
                 print(f"  skip {v.name}: {why}", file=sys.stderr)
                 continue
             self.targets.append(BenchTarget(v.name, runner, v.name))
-        self.fidelity = check_fidelity(self.targets, photos[:32])
+        self.fidelity = check_fidelity(self.targets, photos[:32], chunk=min(args.batch))
         self.results: list[dict[str, Any]] = []
         self.checks: list[dict[str, Any]] = []
         self.left_out: list[int] = []
@@ -427,7 +443,8 @@ class ModelRun:
 
         doc = make_document(self.results, gpu=torch.cuda.get_device_name() if self.device != "cpu" else None)
         doc["skipped_variants"] = self.skipped
-        doc["fidelity"] = {"reference": BASELINE, "metric": "||out - ref|| / ||ref|| on real photos",
+        doc["images"] = self.images  # BatchNorm statistics, ONNX calibration and the fidelity check
+        doc["fidelity"] = {"reference": BASELINE, "metric": "||out - ref|| / ||ref||", "images": self.images,
                            "variants": self.fidelity}
         doc["torch_flags"] = torch_flags()
         doc["batches_left_out"] = self.left_out
@@ -483,6 +500,7 @@ def summary_lines(run: ModelRun) -> list[str]:
                                   if run.results else [])
     if arch == GOAL_MODEL:
         lines += [f"- {goal_line(doc, b)}" for b in (BASELINE, STRICT_BASELINE)] + [""]
+    lines.append(f"- images (BatchNorm statistics, fidelity): {run.images}")
     if run.left_out:
         lines.append(f"- not measured (time budget): batch {', '.join(map(str, sorted(run.left_out)))}")
     lines += [f"- skipped {s['variant']}: {s['reason']}" for s in run.skipped]
@@ -506,11 +524,14 @@ def harness_lines(checks: list[dict[str, Any]]) -> list[str]:
 
 
 def measure_model(run: ModelRun, batches: list[int], args: argparse.Namespace, out: Path, budget: Budget,
-                  write_summary: Callable[..., None]) -> list[dict[str, Any]]:
-    """Each batch the budget allows, written as soon as it is measured; the harness checks, if made."""
+                  write_summary: Callable[..., None], started: float) -> list[dict[str, Any]]:
+    """Each batch the budget allows, written as soon as it is measured; the harness checks, if made.
+
+    ``started`` is when building the model began: its first unit includes the build, exports and compiles.
+    """
     from edgetl.io import atomic_write_json
 
-    started, opening = time.monotonic(), True  # the model's first unit includes building it
+    opening = True
     for batch in batches:
         if not budget.allows():
             run.left_out.append(batch)
@@ -565,8 +586,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {arch}", file=sys.stderr)
         run = None
         try:
+            started = time.monotonic()
             run = ModelRun(arch, args, device, batches[0])
-            checks = measure_model(run, batches, args, out, budget, write_summary) or checks
+            checks = measure_model(run, batches, args, out, budget, write_summary, started) or checks
             report.console().print(report.rich_table(run.document()))
             done += summary_lines(run)
         except Exception as exc:  # one model's failure is reported; the others are still measured

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import requires_trt
+from conftest import requires_gpu, requires_trt
 
 from edgetl.card import ModelCard
 from edgetl.errors import EdgetlError
@@ -185,3 +185,46 @@ def test_every_cuda_runtime_call_exists_in_cuda_bindings() -> None:
     assert not missing, f"not in cuda.bindings.runtime: {missing}"
     err, _ = cudart.cudaGetDeviceCount()  # callable without a GPU: an error code, never a crash
     assert isinstance(err, cudart.cudaError_t)
+
+
+@requires_gpu
+@pytest.mark.gpu
+def test_cuda_python_half_of_the_engine_runner_on_a_gpu() -> None:
+    """What TrtRunner does with cuda-python, run on a GPU without TensorRT: the device's identity, pinned host
+    buffers, copies both ways on a stream, and CUDA-event timing, with every result tuple checked."""
+    cudart = pytest.importorskip("cuda.bindings.runtime")
+    import torch
+
+    from edgetl.runtime.tensorrt import _pinned, cuda_check, gpu_identity, set_device
+
+    set_device(0)
+    gpu = gpu_identity(0)
+    major, minor = torch.cuda.get_device_capability(0)
+    assert (gpu.name, gpu.capability) == (torch.cuda.get_device_name(0), f"{major}.{minor}")
+    data = np.arange(4096, dtype=np.float16)
+    in_ptr, h_in = _pinned(data.nbytes, np.dtype(np.float16), data.size)
+    out_ptr, h_out = _pinned(data.nbytes, np.dtype(np.float16), data.size)
+    device = int(cuda_check(cudart.cudaMalloc(data.nbytes)))
+    stream = cuda_check(cudart.cudaStreamCreate())
+    start, end = cuda_check(cudart.cudaEventCreate()), cuda_check(cudart.cudaEventCreate())
+    try:
+        h_in[:] = data
+        h_out[:] = 0
+        cuda_check(cudart.cudaEventRecord(start, stream))
+        cuda_check(cudart.cudaMemcpyAsync(device, in_ptr, data.nbytes,
+                                          cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
+        cuda_check(cudart.cudaMemcpyAsync(out_ptr, device, data.nbytes,
+                                          cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
+        cuda_check(cudart.cudaEventRecord(end, stream))
+        cuda_check(cudart.cudaStreamSynchronize(stream))
+        np.testing.assert_array_equal(h_out, data)
+        assert float(cuda_check(cudart.cudaEventElapsedTime(start, end))) > 0
+        with pytest.raises(EdgetlError, match="CUDA error"):
+            cuda_check(cudart.cudaSetDevice(999))
+    finally:
+        for event in (start, end):
+            cudart.cudaEventDestroy(event)
+        cudart.cudaStreamDestroy(stream)
+        cudart.cudaFree(device)
+        cudart.cudaFreeHost(in_ptr)
+        cudart.cudaFreeHost(out_ptr)

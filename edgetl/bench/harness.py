@@ -186,10 +186,9 @@ def bench_targets(targets: Sequence[BenchTarget], config: BenchConfig,
             calls, chunk, warm, peak = {}, {}, {}, {}
             for t in targets:
                 bar.update(task, description=f"warm-up {t.label} @ batch {batch}", refresh=True)
-                t.runner.reset_peak_memory()
                 calls[t.label] = _make_call(t, config, batch, images)
                 warm[t.label], per_call = _warm_up(t, calls[t.label], config)
-                peak[t.label] = t.runner.peak_memory_mb()  # read before other targets allocate
+                peak[t.label] = _steady_peak(t.runner, calls[t.label])  # before other targets allocate
                 chunk[t.label] = max(MIN_CHUNK, int(config.round_s * 1000 / max(per_call, 1e-3)))
                 t.times[batch] = []
             spent = dict.fromkeys(calls, 0.0)
@@ -217,6 +216,15 @@ def bench_targets(targets: Sequence[BenchTarget], config: BenchConfig,
                 bar.advance(task)
                 bar.refresh()
     return results
+
+
+def _steady_peak(runner: Runner, call: Callable[[], object], calls: int = 3) -> float | None:
+    """Peak device memory of a few calls after warm-up: what running the model takes, without one-time costs
+    (cuDNN's algorithm search tries workspaces of gigabytes at a new shape; compiling allocates too)."""
+    runner.reset_peak_memory()
+    for _ in range(calls):
+        call()
+    return runner.peak_memory_mb()
 
 
 def _keep_memory_for_torch_cpu(targets: Sequence[BenchTarget]) -> bool:

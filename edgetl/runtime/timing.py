@@ -27,7 +27,7 @@ def time_host(fn: Callable[[], object], n: int) -> list[float]:
 
 
 def time_torch_cuda(fn: Callable[[], object], n: int, stream: Any = None) -> list[float]:
-    """Milliseconds of each of ``n`` back-to-back calls, from CUDA events on the current torch stream.
+    """Milliseconds of each of ``n`` back-to-back calls, from CUDA events on ``stream`` (default: the current one).
 
     One event marks each boundary (n + 1 in all), so call i's time runs from the mark before it to the
     mark after it and the times add up to the loop's whole span: host work between calls (Python's garbage
@@ -43,5 +43,5 @@ def time_torch_cuda(fn: Callable[[], object], n: int, stream: Any = None) -> lis
     for mark in marks[1:]:
         fn()
         mark.record(stream)
-    torch.cuda.synchronize()
+    stream.synchronize()
     return [float(a.elapsed_time(b)) for a, b in zip(marks, marks[1:], strict=False)]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "frozen")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune", "frozen")  # on CUDA these replay CUDA graphs
 # "frozen": inductor's freezing (weights become constants, BatchNorm folds into the convolutions), for
 # inference only, with CUDA graphs on CUDA as in reduce-overhead. torch.compile takes a mode or options.
 FROZEN_OPTIONS = {"freezing": True}
@@ -79,6 +80,8 @@ class TorchRunner(Runner):
         self.cuda_graph = cuda_graph
         self.tf32 = tf32
         self.compiled = mode is not None
+        # memory of a CUDA graph's private pool is allocated at capture and cannot be told apart from other models'
+        self._graph_pool = self.device != "cpu" and (cuda_graph or mode in CUDA_GRAPH_MODES)
         self._compiled_batches: set[int] = set()
         self._others: int | None = None
         self._graphs: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = {}
@@ -138,17 +141,18 @@ class TorchRunner(Runner):
         import torch
 
         if n not in self._graphs:
-            static_in = torch.zeros((n, *self.input_shape), device=self.device, dtype=self.dtype)
-            static_in = static_in.contiguous(memory_format=self.memory_format)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.inference_mode(), torch.cuda.stream(side), self._math():
-                for _ in range(3):  # warm-up on a side stream, as torch.cuda.graphs requires
-                    self.model(static_in)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(graph), self._math():
-                static_out = self.model(static_in)
+            with torch.cuda.device(self.device):  # streams and capture on this runner's GPU, not the current one
+                static_in = torch.zeros((n, *self.input_shape), device=self.device, dtype=self.dtype)
+                static_in = static_in.contiguous(memory_format=self.memory_format)
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.inference_mode(), torch.cuda.stream(side), self._math():
+                    for _ in range(3):  # warm-up on a side stream, as torch.cuda.graphs requires
+                        self.model(static_in)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.inference_mode(), torch.cuda.graph(graph), self._math():
+                    static_out = self.model(static_in)
             self._graphs[n] = (graph, static_in, static_out)
         return self._graphs[n]
 
@@ -198,7 +202,11 @@ class TorchRunner(Runner):
     def time_calls(self, fn: Callable[[], object], n: int) -> list[float]:
         from edgetl.runtime.timing import time_host, time_torch_cuda
 
-        return time_torch_cuda(fn, n) if self.device != "cpu" else time_host(fn, n)
+        if self.device == "cpu":
+            return time_host(fn, n)
+        import torch
+
+        return time_torch_cuda(fn, n, torch.cuda.current_stream(torch.device(self.device)))
 
     @property
     def timer_name(self) -> str:
@@ -208,11 +216,12 @@ class TorchRunner(Runner):
         """This model's weights plus its peak activations since ``reset_peak_memory`` (CUDA only).
 
         PyTorch's peak counts every live tensor in the process, so the other models' memory present at
-        the reset is subtracted.
+        the reset is subtracted. None where a CUDA graph replays: its pool, allocated at capture, would be
+        subtracted with the other models' memory and the figure would be too low.
         """
         import torch
 
-        if self.device == "cpu" or self._others is None:
+        if self.device == "cpu" or self._others is None or self._graph_pool:
             return None
         return float(torch.cuda.max_memory_allocated(self.device) - self._others) / 2**20
 
