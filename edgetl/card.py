@@ -27,6 +27,7 @@ ARCH_KEY = "edgetl.arch"
 SHAPE_KEY = "edgetl.input_shape"  # "C,H,W"
 MIN_BATCH_KEY = "edgetl.min_batch"
 MAX_BATCH_KEY = "edgetl.max_batch"
+CPU_FEATURES_KEY = "edgetl.cpu_features"  # AOTInductor CPU packages: the exporting CPU's features (edgetl.host)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
 
 

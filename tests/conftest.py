@@ -120,6 +120,29 @@ def tiny_pt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, ob
     return path, model, card
 
 
+def pt2_for_another_cpu(pt2: Path, out: Path) -> tuple[Path, str] | None:
+    """A copy of ``pt2`` whose metadata says it was compiled on a CPU with a feature this one lacks, and that
+    feature; None on a CPU with every feature edgetl knows (or without /proc/cpuinfo)."""
+    import json
+    import zipfile
+
+    from edgetl.host import ISA_FLAGS, cpuinfo
+
+    have = cpuinfo()[1]
+    lacking = next((f for f in ISA_FLAGS if f not in have), None)
+    if not have or lacking is None:
+        return None
+    with zipfile.ZipFile(pt2) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("_metadata.json"):
+                meta = json.loads(data)
+                meta["edgetl.cpu_features"] = ",".join([*meta["edgetl.cpu_features"].split(","), lacking])
+                data = json.dumps(meta).encode()
+            dst.writestr(item, data)
+    return out, lacking
+
+
 @pytest.fixture(scope="module")
 def single_thread() -> Iterator[None]:
     """One intra-op thread for tiny-model training tests: on 2 shared cores, OpenMP spin-waiting with

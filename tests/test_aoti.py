@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import AOTI_MAX_BATCH, has_cuda
+from conftest import AOTI_MAX_BATCH, has_cuda, pt2_for_another_cpu
 
 from edgetl.errors import EdgetlError
 from edgetl.export.aoti import pt2_from_model
+from edgetl.host import cpu_features
 from edgetl.runtime.aoti import AotiRunner, read_pt2_metadata
 from edgetl.runtime.loader import runner_from_artifact
 
@@ -27,6 +28,7 @@ def test_pt2_carries_card_and_batch_range(tiny_pt2: tuple) -> None:
     assert meta["edgetl.input_shape"] == "3,32,32"
     assert (meta["edgetl.min_batch"], meta["edgetl.max_batch"]) == ("1", str(AOTI_MAX_BATCH))
     assert meta["AOTI_DEVICE_KEY"] == "cpu"
+    assert meta["edgetl.cpu_features"] == ",".join(cpu_features())  # compiled for this CPU (-march=native)
     with AotiRunner(path) as runner:
         assert runner.card == card
         assert runner.info.backend == "aoti"
@@ -57,6 +59,17 @@ def test_loader_dispatches_pt2(tiny_pt2: tuple) -> None:
 def test_cpu_package_refuses_cuda(tiny_pt2: tuple) -> None:
     with pytest.raises(EdgetlError, match="compiled for cpu, not cuda"):
         AotiRunner(tiny_pt2[0], "cuda")
+
+
+def test_package_from_a_cpu_with_more_features_is_refused_not_crashed(tiny_pt2: tuple, tmp_path: Path) -> None:
+    """Inductor compiles with -march=native: on a CPU without the exporting CPU's features the package would die
+    of an illegal instruction. The runner refuses it first, naming what is missing."""
+    other = pt2_for_another_cpu(tiny_pt2[0], tmp_path / "model.pt2")
+    if other is None:
+        pytest.skip("this CPU has every feature edgetl records: no CPU it lacks to pretend")
+    path, lacking = other
+    with pytest.raises(EdgetlError, match=f"compiled for a CPU with {lacking}, which this CPU lacks"):
+        AotiRunner(path)
 
 
 def test_bad_packages_are_one_line_errors(tmp_path: Path, tiny_pt2: tuple) -> None:

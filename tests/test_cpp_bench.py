@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import AOTI_MAX_BATCH, requires_trt
+from conftest import AOTI_MAX_BATCH, pt2_for_another_cpu, requires_trt
 
 from edgetl.bench.schema import validate
 from edgetl.bench.stats import latency_stats
@@ -185,6 +185,9 @@ def test_bad_input_is_one_line_error(edgetl_bench: Path, tiny_pt2: tuple, tmp_pa
         ([path, "--input", too_big, "--output", out], "outside this artifact's batch range"),
         ([tmp_path / "model.engine"], "model.engine: "),  # no trt backend here; no file on GPU CI
     ]
+    other_cpu = pt2_for_another_cpu(path, tmp_path / "other_cpu.pt2")
+    if other_cpu is not None:  # a package from a CPU with a feature this one lacks: refused, not a crash
+        cases.append(([other_cpu[0]], f"compiled for a CPU with {other_cpu[1]}, which this CPU lacks"))
     cases += [([path, "--input", p, "--output", out], "not a float32 .npy file")
               for p in _bad_npy_files(tmp_path).values()]
     for args, message in cases:

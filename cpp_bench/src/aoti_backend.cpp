@@ -90,6 +90,11 @@ class AotiBackend : public Backend {
       throw UserError(path + ": package was compiled for " + built_for + ", not " + device + "; use --device " +
                       built_for + " or re-export with `edgetl export --aoti` on a " + device + " machine");
     }
+    const std::string missing = device == "cpu" ? missing_cpu_features(meta_or(meta, "edgetl.cpu_features", "")) : "";
+    if (!missing.empty()) {  // its code would hit an illegal instruction: refuse before loading it
+      throw UserError(path + ": compiled for a CPU with " + missing + ", which this CPU lacks (AOTInductor compiles "
+                      "for the exporting CPU); re-export it with `edgetl export --aoti` on this machine");
+    }
     if (device == "cuda" && !torch::cuda::is_available()) {
       throw UserError(path + ": --device cuda but no CUDA GPU is visible to LibTorch; run it on the GPU machine");
     }

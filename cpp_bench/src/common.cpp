@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <fstream>
 #include <random>
 #include <sstream>
 
@@ -25,6 +26,29 @@ std::vector<int> parse_int_list(const std::string& text, const std::string& flag
   }
   if (values.empty()) throw UserError(flag + ": expected positive integers separated by commas, e.g. 1,8,32");
   return values;
+}
+
+const std::string& cpu_flags() {
+  static const std::string flags = [] {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("flags", 0) == 0 || line.rfind("Features", 0) == 0) return line.substr(line.find(':') + 1) + " ";
+    }
+    return std::string();
+  }();
+  return flags;
+}
+
+std::string missing_cpu_features(const std::string& required) {
+  if (cpu_flags().empty()) return "";
+  std::string missing, flag;
+  std::stringstream ss(required);
+  while (std::getline(ss, flag, ',')) {
+    if (flag.empty() || cpu_flags().find(" " + flag + " ") != std::string::npos) continue;
+    missing += (missing.empty() ? "" : ", ") + flag;
+  }
+  return missing;
 }
 
 bool ends_with(const std::string& text, const std::string& suffix) {

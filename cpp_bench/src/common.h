@@ -20,4 +20,12 @@ std::vector<int> parse_int_list(const std::string& text, const std::string& flag
 
 bool ends_with(const std::string& text, const std::string& suffix);
 
+// This CPU's feature flags from /proc/cpuinfo (x86 "flags", Arm "Features"), space-padded: " avx2 fma ... ";
+// empty where there is no /proc/cpuinfo.
+const std::string& cpu_flags();
+
+// Which of `required` (comma-separated, as edgetl.cpu_features records them) this CPU lacks, ", "-joined;
+// empty when it has them all or cannot tell.
+std::string missing_cpu_features(const std::string& required);
+
 }  // namespace edgetl

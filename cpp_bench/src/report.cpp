@@ -62,17 +62,9 @@ std::string cpu_name() {
 std::string cpu_isa() {
   static const char* kFlags[] = {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
                                  "amx_int8", "amx_bf16", "asimddp", "i8mm", "sve"};
-  std::ifstream in("/proc/cpuinfo");
-  std::string line, have;
-  while (std::getline(in, line)) {
-    if (line.rfind("flags", 0) == 0 || line.rfind("Features", 0) == 0) {
-      have = line.substr(line.find(':') + 1) + " ";
-      break;
-    }
-  }
   std::string out = "[";
   for (const char* flag : kFlags) {
-    if (have.find(" " + std::string(flag) + " ") == std::string::npos) continue;
+    if (cpu_flags().find(" " + std::string(flag) + " ") == std::string::npos) continue;
     out += (out.size() > 1 ? ", " : "") + quote(flag);
   }
   return out + "]";

@@ -11,6 +11,7 @@ import platform
 from typing import Any
 
 from edgetl.errors import EdgetlError
+from edgetl.host import ISA_FLAGS, cpuinfo
 
 SCHEMA = "edgetl.bench/1"
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "aoti", "cpp-trt", "cpp-aoti")
@@ -74,33 +75,9 @@ def _validate_result(r: Any, where: str) -> None:
         raise _fail(where, "'latency_ms' is not ordered (min <= p50 <= p99 <= max)")
 
 
-# CPU features that decide how fast (and, for INT8 without a dot-product instruction, how exactly) a CPU runs
-# these models: the same ONNX file is measured 5.5x faster than PyTorch with AVX-512 VNNI and 3.8x with AVX2 alone.
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
-             "asimddp", "i8mm", "sve")
-
-
-def _cpuinfo() -> tuple[str | None, set[str]]:
-    """Model name and feature flags from /proc/cpuinfo (x86 "flags", Arm "Features"); (None, {}) elsewhere."""
-    name: str | None = None
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for ln in fh:
-                key, _, value = ln.partition(":")
-                key = key.strip()
-                if key == "model name" and name is None:
-                    name = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return name, flags
-
-
 def host_info(gpu: str | None = None) -> dict[str, Any]:
     """CPU model, core count, the CPU features of :data:`ISA_FLAGS` it has, and the GPU (None when unused)."""
-    name, flags = _cpuinfo()
+    name, flags = cpuinfo()
     return {"cpu": name or platform.processor() or platform.machine(), "cores": os.cpu_count() or 1,
             "isa": [f for f in ISA_FLAGS if f in flags], "gpu": gpu}
 

@@ -16,8 +16,17 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgetl.card import ARCH_KEY, MAX_BATCH_KEY, MIN_BATCH_KEY, PRECISION_KEY, SHAPE_KEY, ModelCard
+from edgetl.card import (
+    ARCH_KEY,
+    CPU_FEATURES_KEY,
+    MAX_BATCH_KEY,
+    MIN_BATCH_KEY,
+    PRECISION_KEY,
+    SHAPE_KEY,
+    ModelCard,
+)
 from edgetl.errors import EdgetlError
+from edgetl.host import cpu_features
 from edgetl.io import ensure_writable_dir
 
 if TYPE_CHECKING:
@@ -26,10 +35,15 @@ if TYPE_CHECKING:
 MAX_AOTI_BATCH = 4096
 
 
-def package_metadata(card: ModelCard, max_batch: int) -> dict[str, str]:
-    """The string key/values stored in the package (card JSON + flat keys for C++)."""
-    return {**card.to_metadata(), ARCH_KEY: card.arch, SHAPE_KEY: ",".join(map(str, card.preprocess.input_size)),
+def package_metadata(card: ModelCard, max_batch: int, device: str = "cpu") -> dict[str, str]:
+    """The string key/values stored in the package (card JSON + flat keys for C++).
+
+    A CPU package also records this CPU's features: inductor compiles it for this CPU (``-march=native``),
+    and the runners refuse it on a CPU that lacks one rather than crash on an illegal instruction.
+    """
+    meta = {**card.to_metadata(), ARCH_KEY: card.arch, SHAPE_KEY: ",".join(map(str, card.preprocess.input_size)),
             MIN_BATCH_KEY: "1", MAX_BATCH_KEY: str(max_batch), PRECISION_KEY: "fp32"}
+    return {**meta, CPU_FEATURES_KEY: ",".join(cpu_features())} if device == "cpu" else meta
 
 
 def _check_max_batch(max_batch: int) -> int:
@@ -73,7 +87,7 @@ def pt2_from_model(model: nn.Module, card: ModelCard, out_path: str | Path, max_
                 warnings.simplefilter("ignore")
                 torch._inductor.aoti_compile_and_package(
                     program, package_path=str(tmp),
-                    inductor_configs={"aot_inductor.metadata": package_metadata(card, max_batch)})
+                    inductor_configs={"aot_inductor.metadata": package_metadata(card, max_batch, device.type)})
         except Exception as exc:
             raise EdgetlError(f"{out}: AOTInductor compilation failed ({str(exc).splitlines()[0][:200]}); "
                               "it needs a working C++ compiler (g++) on PATH") from None

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.card import MAX_BATCH_KEY, MIN_BATCH_KEY, PRECISION_KEY, ModelCard
+from edgetl.card import CPU_FEATURES_KEY, MAX_BATCH_KEY, MIN_BATCH_KEY, PRECISION_KEY, ModelCard
 from edgetl.errors import EdgetlError
+from edgetl.host import missing_cpu_features
 from edgetl.runtime.base import Runner, RunnerInfo
 
 DEVICE_KEY = "AOTI_DEVICE_KEY"  # written by AOTInductor itself: "cpu" or "cuda"
@@ -68,6 +69,11 @@ class AotiRunner(Runner):
         meta = read_pt2_metadata(self.path)
         self.card = ModelCard.from_metadata(meta, source=str(self.path))
         kind, index = _resolve_device(self.path, device, meta.get(DEVICE_KEY, "cpu"))
+        missing = missing_cpu_features(meta.get(CPU_FEATURES_KEY, "")) if kind == "cpu" else []
+        if missing:  # its code would hit an illegal instruction: refuse before loading it
+            raise EdgetlError(f"{self.path}: compiled for a CPU with {', '.join(missing)}, which this CPU lacks "
+                              "(AOTInductor compiles for the exporting CPU); re-export it with "
+                              "`edgetl export --aoti` on this machine, or use the ONNX file")
         try:
             self.model: Callable[..., Any] = torch._inductor.aoti_load_package(str(self.path), device_index=index)
         except Exception as exc:  # a RuntimeError from the C++ loader: show its first line only
