@@ -108,7 +108,8 @@ def calibration_images(card: Any, n: int = 64) -> tuple[np.ndarray, str]:
     files = sorted(photos.rglob("*.jpg")) if photos.is_dir() else []
     files = files[::max(1, len(files) // n)][:n]  # spread over the classes, not the first one's files
     images = [load_rgb(f) for f in files] or synthetic_images(n)
-    source = f"{len(files)} real photos ({photos})" if files else f"{n} synthetic images (no photos found)"
+    where = f"{photos.parent.name}/{photos.name}"  # not the machine's absolute path: it goes into committed JSON
+    source = f"{len(files)} real photos ({where})" if files else f"{n} synthetic images (no photos found)"
     return np.stack([eval_array(im, card.preprocess) for im in images]), source
 
 

@@ -12,6 +12,16 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
              "asimddp", "i8mm", "sve")
 
 
+# Instruction-set extensions a compiler may use under -march=native (x86 and Arm names as /proc/cpuinfo spells
+# them): what an AOTInductor CPU package records and checks. Not other flags (hypervisor, constant_tsc, ...),
+# which differ between machines without changing what code runs.
+MARCH_FLAGS = ("sse4_1", "sse4_2", "ssse3", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe",
+               "abm", "adx", "aes", "pclmulqdq", "sha_ni", "gfni", "vaes", "vpclmulqdq", "avx_vnni", "avx512f",
+               "avx512dq", "avx512cd", "avx512bw", "avx512vl", "avx512ifma", "avx512vbmi", "avx512_vbmi2",
+               "avx512_vnni", "avx512_bitalg", "avx512_vpopcntdq", "avx512_bf16", "avx512_fp16", "amx_tile",
+               "amx_int8", "amx_bf16", "asimd", "asimddp", "asimdhp", "fphp", "i8mm", "bf16", "sve", "sve2")
+
+
 def cpuinfo() -> tuple[str | None, set[str]]:
     """Model name and feature flags from /proc/cpuinfo (x86 "flags", Arm "Features"); (None, {}) elsewhere."""
     name: str | None = None
@@ -30,10 +40,10 @@ def cpuinfo() -> tuple[str | None, set[str]]:
     return name, flags
 
 
-def cpu_features() -> list[str]:
-    """The features of :data:`ISA_FLAGS` this CPU has, in that order (empty where /proc/cpuinfo is missing)."""
+def cpu_features(names: tuple[str, ...] = MARCH_FLAGS) -> list[str]:
+    """The features of ``names`` this CPU has, in that order (empty where /proc/cpuinfo is missing)."""
     flags = cpuinfo()[1]
-    return [f for f in ISA_FLAGS if f in flags]
+    return [f for f in names if f in flags]
 
 
 def missing_cpu_features(required: str) -> list[str]:

@@ -126,10 +126,10 @@ def pt2_for_another_cpu(pt2: Path, out: Path) -> tuple[Path, str] | None:
     import json
     import zipfile
 
-    from edgetl.host import ISA_FLAGS, cpuinfo
+    from edgetl.host import MARCH_FLAGS, cpuinfo
 
     have = cpuinfo()[1]
-    lacking = next((f for f in ISA_FLAGS if f not in have), None)
+    lacking = next((f for f in MARCH_FLAGS if f not in have), None)
     if not have or lacking is None:
         return None
     with zipfile.ZipFile(pt2) as src, zipfile.ZipFile(out, "w") as dst:

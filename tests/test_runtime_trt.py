@@ -146,6 +146,7 @@ def test_compatibility_options_recorded_at_build_are_honoured(options: dict, trt
      "10.3.0.30", False),  # a desktop Ampere+ engine on a Jetson Orin (sm 8.7, integrated)
     ({"tensorrt": "10.3.0.30", "options": {"hardware_compatibility": "ampere+"}, "compute_capability": "8.7",
       "integrated": True}, "10.3.0.30", True),  # its own Orin's engine
+    ({"tensorrt": "10.3.0.30", "options": {"version_compatible": True}}, "10.3.0", True),  # version without build
 ])
 def test_build_number_and_jetson_hardware_compatibility(meta: dict, here: str, runs: bool) -> None:
     meta = {"gpu": "Orin", "compute_capability": "8.7", **meta}
@@ -153,6 +154,15 @@ def test_build_number_and_jetson_hardware_compatibility(meta: dict, here: str, r
     assert (reason is None) == runs, reason
     if reason and "ampere" in str(meta.get("options")):
         assert "a Jetson runs only engines built for its own GPU" in reason
+
+
+def test_jetson_ampere_plus_engine_stays_on_its_jetson() -> None:
+    """An ampere+ engine built on a Jetson (hardware compatibility unsupported there) is refused on a discrete
+    Ampere GPU too, though sm 8.6 >= 8.0 would pass for a desktop-built one."""
+    meta = {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7", "integrated": True,
+            "options": {"hardware_compatibility": "ampere+"}}
+    assert compatibility_error(Path("m.engine"), meta, "10.3.0.30", "RTX 3090", "8.6") is not None
+    assert compatibility_error(Path("m.engine"), {**meta, "integrated": False}, "10.3.0.30", "RTX 3090", "8.6") is None
 
 
 def test_rebuild_hint_gives_the_exports_own_lines(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@
 #include <NvInfer.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -83,6 +85,13 @@ bool sidecar_true(const std::string& text, const std::string& key) {
   return at != std::string::npos && text.compare(at, 4, "true") == 0;
 }
 
+// A non-negative integer value, or -1 (absent, null or anything else).
+int sidecar_int(const std::string& text, const std::string& key) {
+  const size_t at = json_value_at(text, key);
+  if (at == std::string::npos || !std::isdigit(static_cast<unsigned char>(text[at]))) return -1;
+  return std::atoi(text.c_str() + at);
+}
+
 struct Context {
   nvinfer1::IExecutionContext* ctx = nullptr;
   cudaStream_t stream = nullptr;
@@ -114,6 +123,11 @@ class TrtBackend : public Backend {
     const std::string record = sidecar_text(path);
     // a version-compatible plan embeds its lean runtime: host code, allowed for engines edgetl recorded as such
     if (sidecar_true(record, "version_compatible")) runtime_->setEngineHostCodeAllowed(true);
+    const int dla_core = sidecar_int(record, "dla_core");  // a DLA engine loads on the core it was built for
+    if (dla_core >= 0) runtime_->setDLACore(dla_core);
+    if (dla_core >= 0 && options.cuda_graph) {
+      throw UserError(path + ": a DLA engine cannot be replayed as a CUDA graph; drop --cuda-graph");
+    }
     engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
     if (!engine_) {
       throw UserError(path + ": TensorRT " + std::to_string(NV_TENSORRT_MAJOR) + "." +

@@ -220,7 +220,10 @@ def bench_targets(targets: Sequence[BenchTarget], config: BenchConfig,
 
 def _steady_peak(runner: Runner, call: Callable[[], object], calls: int = 3) -> float | None:
     """Peak device memory of a few calls after warm-up: what running the model takes, without one-time costs
-    (cuDNN's algorithm search tries workspaces of gigabytes at a new shape; compiling allocates too)."""
+    (cuDNN's algorithm search tries workspaces of gigabytes at a new shape; compiling allocates too).
+    Runners that measure no device memory (every CPU runner) cost no extra calls."""
+    if runner.info.device == "cpu" or type(runner).peak_memory_mb is Runner.peak_memory_mb:
+        return None
     runner.reset_peak_memory()
     for _ in range(calls):
         call()

@@ -103,7 +103,7 @@ class Runner(abc.ABC):
 
     def fitted_chunks(self, batch: np.ndarray) -> list[tuple[np.ndarray, int]]:
         """``batch`` cut at the artifact's max batch, each piece zero-padded to a size it takes: (piece, real rows)."""
-        n, hi = batch.shape[0], self.info.max_batch or batch.shape[0]
+        n, hi = batch.shape[0], self.info.max_batch or max(batch.shape[0], 1)
         static = self.info.max_batch if self.info.static_batch else None
         out = []
         for start in range(0, n, hi):

@@ -26,7 +26,8 @@ def rebuild_hint(path: Path) -> str:
     build = _engine_build(path)
     edgetl = build.get("edgetl") or "edgetl export <run> --engine"
     precision = path.name.removeprefix("model.").removesuffix(path.suffix)
-    trtexec = (build.get("trtexec") or {}).get(precision) or (
+    lines = build.get("trtexec")
+    trtexec = (lines.get(precision) if isinstance(lines, dict) else None) or (
         f"trtexec --onnx={path.with_suffix('.onnx').name} --saveEngine={path.name} --stronglyTyped")
     return f"rebuild it on this machine: `{edgetl}` (or, in the export folder, `{trtexec}`)"
 
@@ -135,10 +136,10 @@ def compatibility_error(path: Path, meta: dict[str, Any], trt_version: str, gpu:
     built_trt = str(meta.get("tensorrt") or "")
     if built_trt:
         built, here = _version(built_trt), _version(trt_version)
-        if opts.get("version_compatible") and here < built:
+        same = min(len(built), len(here))  # a record or a version without the build number compares the rest
+        if opts.get("version_compatible") and here[:same] < built[:same]:
             return (f"{path}: version-compatible engine built with TensorRT {built_trt} runs on that version or "
                     f"later, this machine has {trt_version}; " + rebuild_hint(path))
-        same = min(len(built), len(here))
         if not opts.get("version_compatible") and built[:same] != here[:same]:
             return (f"{path}: engine built with TensorRT {built_trt}, this machine has {trt_version}; "
                     + rebuild_hint(path))

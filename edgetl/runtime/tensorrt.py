@@ -124,10 +124,15 @@ class _Buffers:
 
 
 def _pinned(nbytes: int, dtype: np.dtype[Any], count: int) -> tuple[int, np.ndarray]:
+    """Page-locked host memory viewed as a numpy array (freed again if the view cannot be made)."""
     cudart = import_cudart()
     ptr = int(cuda_check(cudart.cudaMallocHost(nbytes)))
-    raw = (ctypes.c_byte * nbytes).from_address(ptr)
-    return ptr, np.frombuffer(memoryview(raw).cast("B"), dtype=dtype, count=count)
+    try:
+        raw = (ctypes.c_byte * nbytes).from_address(ptr)
+        return ptr, np.frombuffer(memoryview(raw).cast("B"), dtype=dtype, count=count)
+    except BaseException:
+        cudart.cudaFreeHost(ptr)
+        raise
 
 
 class TrtRunner(Runner):
@@ -314,12 +319,17 @@ class TrtRunner(Runner):
         cuda_check(cudart.cudaStreamSynchronize(stream))
         cuda_check(cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
         captured = self.contexts[0].execute_async_v3(int(stream))
-        graph = cuda_check(cudart.cudaStreamEndCapture(stream))  # always end the capture
-        if not captured:
-            cudart.cudaGraphDestroy(graph)
+        err, graph = cudart.cudaStreamEndCapture(stream)  # always end the capture, then judge it
+        if not captured or err != cudart.cudaError_t.cudaSuccess:
+            if graph is not None and int(graph):  # a null handle when the capture was invalidated
+                cudart.cudaGraphDestroy(graph)
             raise EdgetlError(f"{self.path}: TensorRT cannot run under CUDA graph capture at batch {n}; "
                               "run it without cuda_graph")
-        self._graph = (n, graph, cuda_check(cudart.cudaGraphInstantiate(graph, 0)))
+        err, executable = cudart.cudaGraphInstantiate(graph, 0)
+        if err != cudart.cudaError_t.cudaSuccess:
+            cudart.cudaGraphDestroy(graph)
+            cuda_check((err,))
+        self._graph = (n, graph, executable)
 
     def _drop_graph(self, checked: bool = True) -> None:
         """Free context 0's graph; ``checked=False`` (closing) never raises, so nothing else is left unfreed."""
@@ -369,17 +379,19 @@ class TrtRunner(Runner):
                   for piece, rows in self.fitted_chunks(self.check_input(raw))]
         done: list[tuple[int, np.ndarray]] = []
         pending: list[tuple[int, int, int, int]] = []  # (batch index, context, size run, real rows)
-        for step, (j, piece, rows) in enumerate(pieces):
-            i = step % k
-            if len(pending) == k:
-                done.append(self._collect(*pending.pop(0)))
-            self._copy_in(i, piece)
-            self._set_batch(self.contexts[i], piece.shape[0])
-            self._execute(i, piece.shape[0])
-            self._copy_out(i, piece.shape[0])
-            pending.append((j, i, piece.shape[0], rows))
-        done += [self._collect(*p) for p in pending]
-        self._shape = None
+        try:
+            for step, (j, piece, rows) in enumerate(pieces):
+                i = step % k
+                if len(pending) == k:
+                    done.append(self._collect(*pending.pop(0)))
+                self._copy_in(i, piece)
+                self._set_batch(self.contexts[i], piece.shape[0])
+                self._execute(i, piece.shape[0])
+                self._copy_out(i, piece.shape[0])
+                pending.append((j, i, piece.shape[0], rows))
+            done += [self._collect(*p) for p in pending]
+        finally:  # context 0's shape changed: the next infer() must set it again, even after an error
+            self._shape = None
         empty: np.ndarray = np.zeros((0, self.card.num_classes), np.float32)
         return [np.concatenate([out for j, out in done if j == b] or [empty]) for b in range(len(batches))]
 

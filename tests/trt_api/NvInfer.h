@@ -60,6 +60,7 @@ class IRuntime {
   virtual ~IRuntime() = default;
   ICudaEngine* deserializeCudaEngine(const void* blob, std::size_t size) noexcept;
   void setEngineHostCodeAllowed(bool allowed) noexcept;
+  void setDLACore(int32_t dlaCore) noexcept;
 };
 
 IRuntime* createInferRuntime(ILogger& logger) noexcept;
