@@ -42,6 +42,7 @@ class TrainConfig:
     # weights and head
     pretrained: bool = False
     weights: str | None = None
+    allow_partial_weights: bool = False  # train although --weights fit only part of the backbone
     init: str | None = None  # a run dir: start from its full weights, head included (LP-FT's fine-tune stage)
     head_dropout: float = 0.0
     head_hidden: int = 0
@@ -92,6 +93,8 @@ class TrainConfig:
         self._check_ranges()
         if sum(map(bool, (self.pretrained, self.weights, self.init))) > 1:
             raise EdgetlError("--pretrained, --weights and --init name different starting weights; choose one")
+        if self.allow_partial_weights and not self.weights:
+            raise EdgetlError("--allow-partial-weights applies to --weights FILE; drop it or add --weights")
         if self.loss == "focal" and self.label_smoothing:
             raise EdgetlError("--label-smoothing applies to --loss ce only; drop it or use --loss ce")
         return self
@@ -165,7 +168,7 @@ def _recipe(model: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     A recipe has ``train:`` (TrainConfig keys) and ``export:`` (calibration defaults and the layers
     known to lose accuracy in int8); a flat file of TrainConfig keys is read as ``train:`` alone.
     """
-    path = recipes_dir() / f"{model}.yaml"
+    path = recipes_dir() / f"{model.split('.')[0]}.yaml"  # resnet50.tv_in1k: resnet50's recipe
     if not path.is_file():
         return {}, {}, str(path)
     raw = _yaml_mapping(path, "recipe not found")

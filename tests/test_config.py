@@ -38,6 +38,9 @@ def test_layers_in_order(recipes: Path, tmp_path: Path) -> None:
     cfg = resolve_config({"lr": 0.5, "epochs": None}, config_file=user)  # None = flag not given
     assert (cfg.model, cfg.lr, cfg.epochs, cfg.batch_size, cfg.label_smoothing) == ("resnet18", 0.5, 3, 48, 0.1)
     assert resolve_config({"model": "resnet50"}).lr == TrainConfig.lr  # no recipe for it: defaults
+    assert resolve_config({"model": "resnet18.tv_in1k"}).epochs == 7  # a tagged name keeps its arch's recipe
+    with pytest.raises(EdgetlError, match="--allow-partial-weights applies to --weights FILE"):
+        resolve_config({"model": "resnet18", "allow_partial_weights": True})
     assert TrainConfig(strategy="linear-probe").base_lr == 1e-2 and TrainConfig(strategy="full").base_lr == 1e-3
 
 

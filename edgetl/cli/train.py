@@ -33,13 +33,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--img-size", type=int, help="square input size (default: the model's pretrained size)")
     d.add_argument("--augment", choices=AUGMENTS, help="extra augmentation")
     d.add_argument("--sampler", choices=SAMPLERS, help="balanced draws each class equally often")
-    d.add_argument("--batch-size", type=int, help="per process (default 32; the recipes in models/ use 64)")
+    d.add_argument("--batch-size", type=int, help="per process (default 32; each recipe in models/ sets its own)")
     d.add_argument("--workers", type=int, help="data loader processes")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="any timm classifier, e.g. tf_efficientnet_lite0, efficientnet_b0, resnet50")
     m.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                    help="timm hub weights (needs network)")
     m.add_argument("--weights", help="FILE (.safetensors/.pth) or efficientnet_lite0 / efficientnet_lite1")
+    m.add_argument("--allow-partial-weights", action="store_true", default=None,
+                   help="train although --weights leave backbone tensors missing or unused (default: an error)")
     m.add_argument("--init", metavar="RUN_DIR",
                    help="start from a trained run's weights, head included (e.g. fine-tune after a linear probe)")
     m.add_argument("--head-dropout", type=float, help="dropout before the classifier")

@@ -65,7 +65,31 @@ def build_hidden_head(in_features: int, num_classes: int, head: HeadConfig) -> n
     )
 
 
-OFFLINE_HINT = "offline, use --weights FILE (.safetensors/.pth) or --weights efficientnet_lite0 / efficientnet_lite1"
+def offline_hint(arch: str) -> str:
+    """How to get ``arch``'s weights without this machine reaching the hub."""
+    import timm
+
+    repo = getattr(timm.models.get_pretrained_cfg(arch), "hf_hub_id", None)
+    lite = {"tf_efficientnet_lite0": "efficientnet_lite0", "tf_efficientnet_lite1": "efficientnet_lite1"}.get(
+        arch.split(".")[0])
+    how = (f"on a machine with network run `hf download {repo} model.safetensors` and pass that file as "
+           f"--weights (or copy its Hugging Face cache, $HF_HOME, here)" if repo else
+           "pass --weights FILE (.safetensors/.pth)")
+    return f"offline, {how}" + (f"; or --weights {lite} (the package edgetl[weights] installs)" if lite else "")
+
+
+def _check_pretrained_exists(arch: str) -> None:
+    """timm lists some architectures without weights (efficientnet_b6/b7): say so, not "cannot download"."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is not None and not (getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None)
+                                or getattr(cfg, "file", None)):
+        base = arch.split(".")[0]
+        alt = f"tf_{base}" if timm.list_pretrained(f"tf_{base}.*") else None
+        raise EdgetlError(f"--pretrained: timm has no pretrained weights for {arch}; "
+                          + (f"use --model {alt} (Google's ImageNet weights) or " if alt else "")
+                          + "pass --weights FILE, or train without --pretrained")
 
 
 def _offline_hub_file(arch: str) -> dict[str, str] | None:
@@ -93,7 +117,7 @@ def _offline_hub_file(arch: str) -> dict[str, str] | None:
         if isinstance(cached, str):
             return {"file": cached, "source": ""}  # timm then reads the file instead of the hub
     raise EdgetlError(f"--pretrained: timm's hub ({host}) cannot be reached and {arch} weights are not in its "
-                      f"cache; {OFFLINE_HINT}")
+                      f"cache; {offline_hint(arch)}")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -119,6 +143,8 @@ def create_model(card: ModelCard, pretrained: bool = False) -> nn.Module:
     _check_arch(card.arch)
     if card.num_classes < 2:
         raise EdgetlError(f"model card lists {card.num_classes} class(es); a classifier needs at least 2")
+    if pretrained:
+        _check_pretrained_exists(card.arch)
     overlay = _offline_hub_file(card.arch) if pretrained else None
     try:
         model = timm.create_model(card.arch, pretrained=pretrained, num_classes=card.num_classes,
@@ -126,8 +152,9 @@ def create_model(card: ModelCard, pretrained: bool = False) -> nn.Module:
                                   pretrained_cfg_overlay=overlay)
     except (OSError, RuntimeError) as exc:
         if pretrained:
-            raise EdgetlError(f"could not download timm weights for {card.arch!r} ({type(exc).__name__}); "
-                              f"{OFFLINE_HINT}") from None
+            why = " ".join(str(exc).split())[:160]
+            raise EdgetlError(f"could not load timm weights for {card.arch!r} ({type(exc).__name__}: {why}); "
+                              f"{offline_hint(card.arch)}") from None
         raise
     if card.head.hidden > 0:
         name = classifier_name(model)

