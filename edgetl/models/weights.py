@@ -8,6 +8,7 @@ of the source is always dropped, since the new head has the user's classes.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,13 +38,16 @@ class WeightsReport:
     loaded: int
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # the file's classifier under another name
 
     def summary(self) -> str:
         """One line; the first missing / unexpected names are shown so a near-miss file is noticed."""
         examples = "; ".join(f"{label} e.g. {', '.join(keys[:3])}"
                              for label, keys in (("missing", self.missing), ("unexpected", self.unexpected)) if keys)
+        head = self.dropped[0].removesuffix("weight").rstrip(".") if self.dropped else ""
+        dropped = f", its classifier {head} dropped" if head else ""
         return (f"{self.source}: loaded {self.loaded} tensors, {len(self.missing)} missing, "
-                f"{len(self.unexpected)} unexpected" + (f" ({examples})" if examples else ""))
+                f"{len(self.unexpected)} unexpected" + (f" ({examples})" if examples else "") + dropped)
 
 
 def lite_package_file(name: str) -> Path:
@@ -78,7 +82,7 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
                           "efficientnet_lite1")
     if path.suffix == ".safetensors":
         return load_tensors(path)
-    if path.suffix not in (".pth", ".pt", ".bin"):
+    if path.suffix not in (".pth", ".pt", ".bin", ".ckpt", ".tar"):  # .ckpt: Lightning; .pth.tar: timm's train.py
         raise EdgetlError(f"--weights {path}: unknown weights format {path.suffix!r}; use .safetensors or .pth")
     try:
         with warnings.catch_warnings():  # torch warns about old pickle protocols before refusing them
@@ -91,14 +95,25 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
         raise EdgetlError(f"--weights {path}: it pickles Python objects besides tensors, which edgetl never loads "
                           "(they can run code); save model.state_dict() or convert it to .safetensors") from None
     except Exception as exc:  # zip/EOF errors vary by torch version; all mean "not a readable checkpoint"
-        raise EdgetlError(f"--weights {path}: not a readable PyTorch checkpoint ({type(exc).__name__}); "
-                          "save model.state_dict() or convert it to .safetensors") from None
+        raise EdgetlError(f"--weights {path}: not a readable PyTorch checkpoint ({type(exc).__name__}: corrupt or "
+                          "truncated?); save model.state_dict() or convert it to .safetensors") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
         raise EdgetlError(f"--weights {path}: does not hold a state_dict of tensors; save model.state_dict()")
     return {_strip_wrappers(k): v for k, v in obj.items()}
+
+
+def fit_names(state: dict[str, torch.Tensor], names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """``state`` under the model's own names: a Lightning module's ``model.`` prefix is removed (with what DDP and
+    torch.compile add inside it) when that makes its names the model's; its other tensors (a loss's buffers, an
+    EMA copy) are left out. Unchanged when the names already match or nothing helps."""
+    names = set(names)
+    if any(k in names for k in state):
+        return state
+    inner = {_strip_wrappers(k.removeprefix("model.")): v for k, v in state.items() if k.startswith("model.")}
+    return inner if any(k in names for k in inner) else state
 
 
 def _looks_like_torch_save(path: Path) -> bool:
@@ -159,7 +174,7 @@ def load_weights(model: nn.Module, arch: str, source: str, allow_partial: bool =
     head = classifier_name(model) + "."
     if source in LITE_PACKAGES:
         expected = LITE_PACKAGES[source][2]
-        if arch != expected:
+        if arch.split(".")[0] != expected:  # tf_efficientnet_lite0.in1k is the same model
             raise EdgetlError(f"--weights {source} fits --model {expected}, not {arch}; change --model")
         path = lite_package_file(source)
         state = {k: v for k, v in read_weights_file(path).items() if not k.startswith(LITE_HEAD_PREFIX)}
@@ -173,12 +188,10 @@ def load_weights(model: nn.Module, arch: str, source: str, allow_partial: bool =
                               f"(TensorFlow padding), not {arch}; change --model")
         lite = {k: v for k, v in raw.items() if not k.startswith(LITE_HEAD_PREFIX)}
         return WeightsReport(str(path), load_state_by_order(model, lite, f"--weights {path}", skip_model_prefix=head))
-    names = model.state_dict()
-    if not any(k in names for k in raw) and all(k.startswith("model.") for k in raw):
-        raw = {k.removeprefix("model."): v for k, v in raw.items()}  # a Lightning module's state_dict
+    raw = fit_names(raw, model.state_dict())
     state = {k: v for k, v in raw.items() if not k.startswith(head)}
     saved = _saved_arch(path)
-    if saved is not None and saved != arch:
+    if saved is not None and saved.split(".")[0] != arch.split(".")[0]:
         raise EdgetlError(f"--weights {path}: an edgetl checkpoint of {saved}, not {arch}; use --model {saved} "
                           "or weights saved from this architecture")
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
@@ -191,15 +204,29 @@ def load_weights(model: nn.Module, arch: str, source: str, allow_partial: bool =
     if not matched:
         raise EdgetlError(f"--weights {path}: no tensor names match {arch} (e.g. file has {next(iter(state), '-')}); "
                           "check --model matches the file and that its names carry no extra prefix")
-    report = WeightsReport(str(path), len(matched), missing=[k for k in own if k not in state],
-                           unexpected=[k for k in state if k not in own])
-    if not allow_partial and ([k for k in report.missing if not k.endswith("num_batches_tracked")]
-                              or report.unexpected):
+    unexpected = [k for k in state if k not in own]
+    old_head = _old_head(unexpected, state, int(str(getattr(model, "num_features", 0))))
+    report = WeightsReport(str(path), len(matched),  # BatchNorm counters are not weights: not "missing"
+                           missing=[k for k in own if k not in state and not k.endswith("num_batches_tracked")],
+                           unexpected=[k for k in unexpected if k not in old_head], dropped=old_head)
+    if not allow_partial and (report.missing or report.unexpected):
         raise EdgetlError(f"--weights {report.summary()}: they do not fit {arch} whole (another architecture, or "
                           "a partial file), so part of the backbone would stay random; check --model, or pass "
                           "--allow-partial-weights to train anyway")
     model.load_state_dict(matched, strict=False)
     return report
+
+
+def _old_head(unexpected: list[str], state: dict[str, torch.Tensor], num_features: int) -> list[str]:
+    """The file's own classifier under another name than this model's (``classifier.`` vs ``fc.``): when the
+    unused tensors are exactly one Linear layer on the backbone's features, they are the head edgetl replaces."""
+    weights = [k for k in unexpected if k.endswith("weight") and state[k].ndim == 2 and
+               int(state[k].shape[1]) == num_features]
+    if len(weights) != 1:
+        return []
+    base = weights[0].removesuffix("weight")
+    layer = [k for k in unexpected if k in (f"{base}weight", f"{base}bias")]
+    return sorted(layer, key=lambda k: not k.endswith("weight")) if set(layer) == set(unexpected) else []
 
 
 def imagenet_lite_model(name: str = "efficientnet_lite0") -> tuple[nn.Module, ModelCard]:

@@ -150,5 +150,10 @@ def compatibility_error(path: Path, meta: dict[str, Any], trt_version: str, gpu:
     if opts.get("hardware_compatibility") == "ampere+" and portable and _version(capability) >= (8, 0):
         return None
     return (f"{path}: engine built for {meta.get('gpu', 'another GPU')} (sm {built_cc}), this GPU is {gpu} "
-            f"(sm {capability}{', integrated: a Jetson runs only engines built for its own GPU' if integrated else ''}"
-            "); " + rebuild_hint(path))
+            f"(sm {capability}){_jetson_note(integrated, bool(meta.get('integrated')))}; " + rebuild_hint(path))
+
+
+def _jetson_note(here: bool, built: bool) -> str:
+    if here:
+        return ", and a Jetson runs only engines built for its own GPU"
+    return ", and it was built on a Jetson, whose engines are never hardware-compatible" if built else ""

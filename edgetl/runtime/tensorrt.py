@@ -318,8 +318,10 @@ class TrtRunner(Runner):
         self._execute(0, n)  # TensorRT needs one run after a shape change before capture
         cuda_check(cudart.cudaStreamSynchronize(stream))
         cuda_check(cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
-        captured = self.contexts[0].execute_async_v3(int(stream))
-        err, graph = cudart.cudaStreamEndCapture(stream)  # always end the capture, then judge it
+        try:
+            captured = self.contexts[0].execute_async_v3(int(stream))
+        finally:  # always end the capture (an exception too), then judge it
+            err, graph = cudart.cudaStreamEndCapture(stream)
         if not captured or err != cudart.cudaError_t.cudaSuccess:
             if graph is not None and int(graph):  # a null handle when the capture was invalidated
                 cudart.cudaGraphDestroy(graph)

@@ -104,7 +104,8 @@ class Trainer:
         if self.dist.is_main and not cfg.resume:  # said when the run started; on stderr, --quiet or not
             for warning in [*config_warnings(cfg), *split_warnings(self.split)]:
                 Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
-        self.model: nn.Module = create_model(self.card, pretrained=cfg.pretrained)
+        # on --resume the saved weights replace whatever the model starts with: no hub download for them
+        self.model: nn.Module = create_model(self.card, pretrained=cfg.pretrained and not cfg.resume)
         if cfg.init and not cfg.resume:
             self.log(run_state.load_init(self.model, self.card, cfg.init))
         else:
