@@ -110,6 +110,11 @@ def _cuda_python_version() -> str:
     return "(unknown version)"
 
 
+def _destroy_graph(cudart: Any, graph: Any) -> None:
+    if graph is not None and int(graph):  # a null handle when the capture was invalidated
+        cudart.cudaGraphDestroy(graph)
+
+
 @dataclass
 class _Buffers:
     """Device + pinned host memory for one execution context, sized for the profile's max batch."""
@@ -320,11 +325,12 @@ class TrtRunner(Runner):
         cuda_check(cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
         try:
             captured = self.contexts[0].execute_async_v3(int(stream))
-        finally:  # always end the capture (an exception too), then judge it
-            err, graph = cudart.cudaStreamEndCapture(stream)
+        except BaseException:  # the stream must not stay capturing
+            _destroy_graph(cudart, cudart.cudaStreamEndCapture(stream)[1])
+            raise
+        err, graph = cudart.cudaStreamEndCapture(stream)  # always end the capture, then judge it
         if not captured or err != cudart.cudaError_t.cudaSuccess:
-            if graph is not None and int(graph):  # a null handle when the capture was invalidated
-                cudart.cudaGraphDestroy(graph)
+            _destroy_graph(cudart, graph)
             raise EdgetlError(f"{self.path}: TensorRT cannot run under CUDA graph capture at batch {n}; "
                               "run it without cuda_graph")
         err, executable = cudart.cudaGraphInstantiate(graph, 0)
