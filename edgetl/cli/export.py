@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timing-cache", default=None, help="TensorRT timing cache file, reused across builds")
     parser.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine")
     parser.add_argument("--hardware-compatibility", default="none", choices=HARDWARE_LEVELS,
-                        help="TensorRT engines portable across GPU generations (slower)")
+                        help="TensorRT engines portable across discrete GPU generations (slower; not on Jetson; "
+                             "same-cc needs TensorRT 10.9+)")
     parser.add_argument("--dla-core", type=non_negative_int, default=None, help="Jetson DLA core (GPU fallback on)")
     parser.add_argument("--profiles", type=positive_int, default=1, metavar="N",
                         help="identical batch profiles, one per execution context run at once (throughput mode)")
