@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/edgetl demo --out runs/demo $(DEMO_ARGS)
 
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgetl tests benchmarks

@@ -14,7 +14,7 @@ from conftest import requires_gpu
 from edgetl.errors import EdgetlError
 from edgetl.runtime import load
 from edgetl.runtime.onnx_graph import summarize_onnx
-from edgetl.runtime.onnxruntime import OrtRunner, resolve_providers
+from edgetl.runtime.onnxruntime import OrtRunner, compute_on_cpu, node_placement, resolve_providers
 from edgetl.runtime.torch_runner import TorchRunner
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -43,6 +43,22 @@ def test_ort_info_is_read_from_the_graph(tiny_onnx: Path) -> None:
         assert (r.info.input_name, r.info.output_name) == ("input", "logits")
         assert r.info.max_batch is None and not r.info.static_batch
         assert r.info.details["graph"]["op_counts"]["Conv"] > 0
+        assert list(r.info.details["nodes_per_provider"]) == ["CPUExecutionProvider"]
+
+
+def test_a_gpu_session_with_convolutions_on_the_cpu_is_refused(tiny_onnx: Path) -> None:
+    """Read from a real session's placement: this CPU one, judged as if its first provider were CUDA."""
+    with OrtRunner(tiny_onnx, providers=["cpu"]) as r:
+        placement = node_placement(r.session)
+        assert placement is not None and set(placement) == {"CPUExecutionProvider"}
+        assert compute_on_cpu(placement, "CPUExecutionProvider") == []
+        on_cpu = compute_on_cpu(placement, "CUDAExecutionProvider")
+        assert on_cpu and all(any(k in op for k in ("Conv", "Gemm", "MatMul")) for op in on_cpu)
+        r.provider = "CUDAExecutionProvider"
+        with pytest.raises(EdgetlError, match=rf"CUDAExecutionProvider left {len(on_cpu)} compute nodes .* cpu$"):
+            r._refuse_partial_fallback(placement)
+    shape_ops_only = {"CUDAExecutionProvider": ["Conv", "Gemm"], "CPUExecutionProvider": ["Shape", "Gather"]}
+    assert compute_on_cpu(shape_ops_only, "CUDAExecutionProvider") == []  # ORT puts shape arithmetic there on purpose
 
 
 def test_ort_disabled_optimization_gives_same_logits(tiny_onnx: Path, batch: np.ndarray) -> None:
@@ -239,6 +255,7 @@ def test_ort_cuda_provider(tiny_run_dir: Path, tiny_onnx: Path, batch: np.ndarra
         expected = ref.infer(batch)
     with OrtRunner(tiny_onnx, providers=["cuda"]) as r:
         assert r.info.device == "cuda"
+        assert "CUDAExecutionProvider" in (r.info.details["nodes_per_provider"] or {})
         np.testing.assert_allclose(r.infer(batch), expected, atol=1e-3)
         r.compute_call(batch)()
 

@@ -2,6 +2,8 @@
 
 Figures are honest: after the session is created we read back the providers ORT actually uses, so a
 session that silently fell back to the CPU is reported as CPU (and refused when a GPU provider was asked for).
+A GPU session that left convolutions or matrix products to the CPU is refused too: its figures would be neither
+the GPU's nor the CPU's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ PROVIDER_ALIASES = {
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
 OPTIMIZATIONS = ("all", "extended", "basic", "disable")
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")  # substrings: also FusedConv, QLinearConv, MatMulInteger, ...
+RECORD_PLACEMENT = "session.record_ep_graph_assignment_info"
 
 
 def resolve_providers(requested: list[str] | str | None, available: list[str]) -> list[str]:
@@ -61,11 +65,38 @@ def _session_options(optimization: str, threads: int | None, spinning: bool = Tr
     opts = ort.SessionOptions()
     opts.graph_optimization_level = levels[optimization]
     opts.log_severity_level = 3
+    opts.add_session_config_entry(RECORD_PLACEMENT, "1")  # read by node_placement; older ORT ignores the key
     if threads:
         opts.intra_op_num_threads = threads
     if not spinning:  # idle worker threads sleep instead of spinning: other models in the process get the cores
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
+
+
+def node_placement(session: Any) -> dict[str, list[str]] | None:
+    """The op types each execution provider runs after partitioning (None where this ORT cannot say: before 1.24)."""
+    getter = getattr(session, "get_provider_graph_assignment_info", None)
+    if getter is None:
+        return None
+    try:
+        subgraphs = getter()
+    except Exception:  # recording was not enabled for this session
+        return None
+    placement: dict[str, list[str]] = {}
+    for subgraph in subgraphs:
+        placement.setdefault(subgraph.ep_name, []).extend(node.op_type for node in subgraph.get_nodes())
+    return placement or None  # empty: ORT recorded nothing
+
+
+def compute_on_cpu(placement: dict[str, list[str]] | None, primary: str) -> list[str]:
+    """Convolutions and matrix products a GPU session left to the CPU: [] when none, or the session is a CPU one.
+
+    ORT places shape arithmetic on the CPU on purpose; a Conv or Gemm there means a partial fallback.
+    """
+    if placement is None or primary not in GPU_PROVIDERS:
+        return []
+    cpu_ops = placement.get("CPUExecutionProvider", [])
+    return sorted(op for op in cpu_ops if any(name in op for name in COMPUTE_OPS))
 
 
 def int8_target(card: ModelCard, metadata: dict[str, str]) -> str | None:
@@ -115,6 +146,8 @@ class OrtRunner(Runner):
                               "(check the CUDA / cuDNN / TensorRT libraries); refusing to report it as GPU")
         self.provider = used[0]
         self.device = "cuda" if self.provider in GPU_PROVIDERS else "cpu"
+        placement = node_placement(self.session)
+        self._refuse_partial_fallback(placement)
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self._check_card(inp.shape, out.shape)
         self._in_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
@@ -126,9 +159,18 @@ class OrtRunner(Runner):
             max_batch=int(dim0) if isinstance(dim0, int) and static else None, static_batch=static,
             details={"provider": self.provider, "providers": used, "optimization": optimization, "threads": threads,
                      "spinning": spinning,
+                     "nodes_per_provider": {ep: len(ops) for ep, ops in placement.items()} if placement else None,
                      "input_type": inp.type, "graph": graph.to_dict(), "path": str(self.path),
                      "int8_target": int8_target(self.card, graph.metadata) if graph.precision == "int8" else None},
         )
+
+    def _refuse_partial_fallback(self, placement: dict[str, list[str]] | None) -> None:
+        on_cpu = compute_on_cpu(placement, self.provider)
+        if on_cpu:
+            kinds = ", ".join(sorted(set(on_cpu)))
+            raise EdgetlError(f"{self.path}: {self.provider} left {len(on_cpu)} compute nodes ({kinds}) to the CPU, "
+                              "so its figures would be neither the GPU's nor the CPU's; use an onnxruntime-gpu "
+                              "build that supports them, or run it with provider cpu")
 
     def _check_card(self, input_shape: list[Any], output_shape: list[Any]) -> None:
         """The card must describe this graph: its classes and input size decide what answers mean."""
