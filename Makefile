@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # torch/torchvision pair that installs offline here (override on other machines, e.g. TORCH="torch torchvision").
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.edgetl-installed
+# pytest processes (pytest-xdist, one test file each at a time): most tests run one torch thread, so two
+# workers on two cores take the suite from about 7.5 to 5 minutes. Each worker holds its own torch (~1 GB).
+TEST_WORKERS ?= 2
 
 .PHONY: venv demo test lint typecheck cpp-bench gpu-wheels gpu-photos clean
 
@@ -23,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/edgetl demo --out runs/demo $(DEMO_ARGS)
 
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -q --durations=20 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgetl tests benchmarks
