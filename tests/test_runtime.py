@@ -14,7 +14,13 @@ from conftest import requires_gpu
 from edgetl.errors import EdgetlError
 from edgetl.runtime import load
 from edgetl.runtime.onnx_graph import summarize_onnx
-from edgetl.runtime.onnxruntime import OrtRunner, compute_on_cpu, node_placement, resolve_providers
+from edgetl.runtime.onnxruntime import (
+    OrtRunner,
+    compute_on_cpu,
+    node_placement,
+    resolve_providers,
+    tensorrt_ep_options,
+)
 from edgetl.runtime.torch_runner import TorchRunner
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -44,6 +50,26 @@ def test_ort_info_is_read_from_the_graph(tiny_onnx: Path) -> None:
         assert r.info.max_batch is None and not r.info.static_batch
         assert r.info.details["graph"]["op_counts"]["Conv"] > 0
         assert list(r.info.details["nodes_per_provider"]) == ["CPUExecutionProvider"]
+
+
+def test_tensorrt_ep_computes_in_the_graphs_precision_with_engines_cached_by_content(
+        tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGETL_ORT_TRT_CACHE", str(tmp_path / "cache"))
+    fp16 = tensorrt_ep_options(tiny_onnx, "fp16", None)
+    assert (fp16["trt_fp16_enable"], fp16["trt_int8_enable"]) == ("True", "False")
+    assert fp16["trt_engine_cache_enable"] == "True"
+    int8 = tensorrt_ep_options(tiny_onnx, "int8", "tensorrt")  # Q/DQ needs the INT8 flag in a weakly typed build
+    assert (int8["trt_fp16_enable"], int8["trt_int8_enable"]) == ("False", "True")
+    assert tensorrt_ep_options(tiny_onnx, "fp32", None)["trt_fp16_enable"] == "False"  # FP32 stays FP32
+    cache = Path(fp16["trt_engine_cache_path"])
+    assert cache.is_dir() and cache.parent == tmp_path / "cache"
+    changed = tmp_path / "model.onnx"  # same graph name and path pattern, other weights: another cache folder
+    changed.write_bytes(tiny_onnx.read_bytes() + b"\0")
+    assert tensorrt_ep_options(changed, "fp16", None)["trt_engine_cache_path"] != str(cache)
+    with pytest.raises(EdgetlError, match=r"made for the CPU \(asymmetric U8\).*--int8-target tensorrt"):
+        tensorrt_ep_options(tiny_onnx, "int8", "cpu")
+    with OrtRunner(tiny_onnx, providers=["cpu"]) as r:
+        assert r.info.details["tensorrt_ep"] is None
 
 
 def test_a_gpu_session_with_convolutions_on_the_cpu_is_refused(tiny_onnx: Path) -> None:

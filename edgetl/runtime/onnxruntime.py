@@ -8,6 +8,7 @@ the GPU's nor the CPU's.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ PROVIDER_ALIASES = {
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
 OPTIMIZATIONS = ("all", "extended", "basic", "disable")
+TRT_EP = "TensorrtExecutionProvider"
+TRT_CACHE_ENV = "EDGETL_ORT_TRT_CACHE"  # ORT TensorRT EP engines (default ~/.cache/edgetl/ort-tensorrt)
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")  # substrings: also FusedConv, QLinearConv, MatMulInteger, ...
 RECORD_PLACEMENT = "session.record_ep_graph_assignment_info"
 
@@ -99,6 +102,30 @@ def compute_on_cpu(placement: dict[str, list[str]] | None, primary: str) -> list
     return sorted(op for op in cpu_ops if any(name in op for name in COMPUTE_OPS))
 
 
+def tensorrt_ep_options(path: Path, precision: str, target: str | None) -> dict[str, str]:
+    """ORT TensorRT EP options that let it compute in the graph's precision, with engines cached per file content.
+
+    The EP builds TensorRT networks weakly typed: without ``trt_int8_enable`` a Q/DQ graph fails to build, and
+    without ``trt_fp16_enable`` an FP16 graph computes in FP32. ORT names cached engines by graph, not weights,
+    so the cache folder is keyed by the file's digest: a re-export never reuses a stale engine.
+    """
+    import onnxruntime as ort
+
+    from edgetl.io import sha256_file
+    from edgetl.runtime.tensorrt import tensorrt_module
+
+    if precision == "int8" and target == "cpu":
+        raise EdgetlError(f"{path}: this INT8 model was made for the CPU (asymmetric U8), which TensorRT cannot run; "
+                          "export one with --int8-target tensorrt, or run this one with provider cuda or cpu")
+    trt = tensorrt_module()
+    versions = f"ort{ort.__version__}" + (f"-trt{trt.__version__}" if trt is not None else "")
+    root = Path(os.environ.get(TRT_CACHE_ENV) or Path.home() / ".cache" / "edgetl" / "ort-tensorrt")
+    cache = root / f"{sha256_file(path)[:16]}-{versions}"
+    cache.mkdir(parents=True, exist_ok=True)
+    return {"trt_fp16_enable": str(precision == "fp16"), "trt_int8_enable": str(precision == "int8"),
+            "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+
+
 def int8_target(card: ModelCard, metadata: dict[str, str]) -> str | None:
     """Which INT8 numerics a Q/DQ model was made for ("tensorrt" or "cpu"), from the card or the metadata."""
     value = card.extra.get("int8_target") or metadata.get(INT8_TARGET_KEY)
@@ -134,9 +161,14 @@ class OrtRunner(Runner):
             wanted = resolve_providers(providers, ort.get_available_providers())
         except EdgetlError as exc:
             raise EdgetlError(f"{self.path}: {exc}") from None
+        target = int8_target(self.card, graph.metadata) if graph.precision == "int8" else None
+        if providers is None and target == "cpu" and TRT_EP in wanted:
+            wanted.remove(TRT_EP)  # made for the CPU's U8 kernels: TensorRT cannot run it, CUDA can
+        chain: list[Any] = [(p, tensorrt_ep_options(self.path, graph.precision, target)) if p == TRT_EP else p
+                            for p in wanted]
         try:
             self.session = ort.InferenceSession(str(self.path), _session_options(optimization, threads, spinning),
-                                                providers=wanted)
+                                                providers=chain)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise EdgetlError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); "
                               "re-export it with `edgetl export`") from None
@@ -161,7 +193,8 @@ class OrtRunner(Runner):
                      "spinning": spinning,
                      "nodes_per_provider": {ep: len(ops) for ep, ops in placement.items()} if placement else None,
                      "input_type": inp.type, "graph": graph.to_dict(), "path": str(self.path),
-                     "int8_target": int8_target(self.card, graph.metadata) if graph.precision == "int8" else None},
+                     "int8_target": target,
+                     "tensorrt_ep": dict(self.session.get_provider_options().get(TRT_EP, {})) or None},
         )
 
     def _refuse_partial_fallback(self, placement: dict[str, list[str]] | None) -> None:
