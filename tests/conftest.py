@@ -143,6 +143,18 @@ def pt2_for_another_cpu(pt2: Path, out: Path) -> tuple[Path, str] | None:
     return out, lacking
 
 
+@pytest.fixture(autouse=True, scope="session")
+def ort_tensorrt_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Engines ORT's TensorRT provider builds during tests (GPU hosts) go to a temporary folder, not ~/.cache."""
+    old = os.environ.get("EDGETL_ORT_TRT_CACHE")
+    os.environ["EDGETL_ORT_TRT_CACHE"] = str(tmp_path_factory.mktemp("ort-tensorrt"))
+    yield
+    if old is None:
+        os.environ.pop("EDGETL_ORT_TRT_CACHE", None)
+    else:
+        os.environ["EDGETL_ORT_TRT_CACHE"] = old
+
+
 @pytest.fixture(scope="module")
 def single_thread() -> Iterator[None]:
     """One intra-op thread for tiny-model training tests: on 2 shared cores, OpenMP spin-waiting with

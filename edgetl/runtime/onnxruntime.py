@@ -9,6 +9,7 @@ the GPU's nor the CPU's.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"}
 OPTIMIZATIONS = ("all", "extended", "basic", "disable")
 TRT_EP = "TensorrtExecutionProvider"
 TRT_CACHE_ENV = "EDGETL_ORT_TRT_CACHE"  # ORT TensorRT EP engines (default ~/.cache/edgetl/ort-tensorrt)
+TRT_CACHE_KEEP = 8  # files whose engines are kept; older folders are deleted (Jetson storage is small)
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")  # substrings: also FusedConv, QLinearConv, MatMulInteger, ...
 RECORD_PLACEMENT = "session.record_ep_graph_assignment_info"
 
@@ -102,28 +104,38 @@ def compute_on_cpu(placement: dict[str, list[str]] | None, primary: str) -> list
     return sorted(op for op in cpu_ops if any(name in op for name in COMPUTE_OPS))
 
 
-def tensorrt_ep_options(path: Path, precision: str, target: str | None) -> dict[str, str]:
-    """ORT TensorRT EP options that let it compute in the graph's precision, with engines cached per file content.
+def tensorrt_ep_options(path: Path) -> dict[str, str]:
+    """ORT TensorRT EP options: engines cached in a folder keyed by the file's content.
 
-    The EP builds TensorRT networks weakly typed: without ``trt_int8_enable`` a Q/DQ graph fails to build, and
-    without ``trt_fp16_enable`` an FP16 graph computes in FP32. ORT names cached engines by graph, not weights,
-    so the cache folder is keyed by the file's digest: a re-export never reuses a stale engine.
+    No precision flag is set: with TensorRT 10 ORT then builds the network strongly typed, so it computes in
+    the graph's own precision, as ``edgetl export --engine`` does; ``trt_fp16_enable`` would make it weakly
+    typed, free to run in FP16 the nodes the FP16 export keeps in FP32. ORT names cached engines by graph
+    and file name, not weights, so a re-exported file must never find the old folder.
     """
-    import onnxruntime as ort
-
     from edgetl.io import sha256_file
-    from edgetl.runtime.tensorrt import tensorrt_module
 
-    if precision == "int8" and target == "cpu":
-        raise EdgetlError(f"{path}: this INT8 model was made for the CPU (asymmetric U8), which TensorRT cannot run; "
-                          "export one with --int8-target tensorrt, or run this one with provider cuda or cpu")
-    trt = tensorrt_module()
-    versions = f"ort{ort.__version__}" + (f"-trt{trt.__version__}" if trt is not None else "")
     root = Path(os.environ.get(TRT_CACHE_ENV) or Path.home() / ".cache" / "edgetl" / "ort-tensorrt")
-    cache = root / f"{sha256_file(path)[:16]}-{versions}"
+    cache = root / sha256_file(path)[:16]
     cache.mkdir(parents=True, exist_ok=True)
-    return {"trt_fp16_enable": str(precision == "fp16"), "trt_int8_enable": str(precision == "int8"),
-            "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+    os.utime(cache)  # most recently used: pruned last
+    for old in sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)[:-TRT_CACHE_KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+
+
+def provider_chain(wanted: list[str], named: bool, path: Path, target: str | None) -> list[Any]:
+    """What ``InferenceSession(providers=...)`` gets: ``wanted`` with the TensorRT EP's options attached.
+
+    A CPU-target INT8 file (asymmetric U8 Q/DQ, which TensorRT cannot build) skips the TensorRT EP when the
+    provider was chosen for the user, and is refused when they named it.
+    """
+    if target == "cpu" and TRT_EP in wanted:
+        if named:
+            raise EdgetlError(f"{path}: this INT8 model was made for the CPU (asymmetric U8), which TensorRT "
+                              "cannot run; export one with --int8-target tensorrt, or run this one with provider "
+                              "cuda or cpu")
+        wanted = [p for p in wanted if p != TRT_EP]
+    return [(p, tensorrt_ep_options(path)) if p == TRT_EP else p for p in wanted]
 
 
 def int8_target(card: ModelCard, metadata: dict[str, str]) -> str | None:
@@ -162,16 +174,16 @@ class OrtRunner(Runner):
         except EdgetlError as exc:
             raise EdgetlError(f"{self.path}: {exc}") from None
         target = int8_target(self.card, graph.metadata) if graph.precision == "int8" else None
-        if providers is None and target == "cpu" and TRT_EP in wanted:
-            wanted.remove(TRT_EP)  # made for the CPU's U8 kernels: TensorRT cannot run it, CUDA can
-        chain: list[Any] = [(p, tensorrt_ep_options(self.path, graph.precision, target)) if p == TRT_EP else p
-                            for p in wanted]
+        chain = provider_chain(wanted, providers is not None, self.path, target)
         try:
             self.session = ort.InferenceSession(str(self.path), _session_options(optimization, threads, spinning),
                                                 providers=chain)
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/EPFail types
+            fix = ("its TensorRT provider could not build it (an older ORT builds weakly typed networks, which "
+                   "refuse Q/DQ): run it with provider cuda, or build an engine with `edgetl export --engine`"
+                   if TRT_EP in wanted and "TensorRT" in str(exc) else "re-export it with `edgetl export`")
             raise EdgetlError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); "
-                              "re-export it with `edgetl export`") from None
+                              f"{fix}") from None
         used = self.session.get_providers()
         if providers is not None and used[0] != wanted[0]:
             raise EdgetlError(f"{self.path}: asked for {wanted[0]} but ONNX Runtime fell back to {used[0]} "
@@ -200,6 +212,7 @@ class OrtRunner(Runner):
     def _refuse_partial_fallback(self, placement: dict[str, list[str]] | None) -> None:
         on_cpu = compute_on_cpu(placement, self.provider)
         if on_cpu:
+            self.close()  # free the GPU session (and any TensorRT engine) before refusing it
             kinds = ", ".join(sorted(set(on_cpu)))
             raise EdgetlError(f"{self.path}: {self.provider} left {len(on_cpu)} compute nodes ({kinds}) to the CPU, "
                               "so its figures would be neither the GPU's nor the CPU's; use an onnxruntime-gpu "
