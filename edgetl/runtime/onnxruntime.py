@@ -107,7 +107,7 @@ def compute_on_cpu(placement: dict[str, list[str]] | None, primary: str) -> list
 def tensorrt_ep_options(path: Path) -> dict[str, str]:
     """ORT TensorRT EP options: engines cached in a folder keyed by the file's content.
 
-    No precision flag is set: with TensorRT 10 ORT then builds the network strongly typed, so it computes in
+    No precision flag is set: recent ORT releases with TensorRT 10 then build the network strongly typed, in
     the graph's own precision, as ``edgetl export --engine`` does; ``trt_fp16_enable`` would make it weakly
     typed, free to run in FP16 the nodes the FP16 export keeps in FP32. ORT names cached engines by graph
     and file name, not weights, so a re-exported file must never find the old folder.
