@@ -72,6 +72,10 @@ def test_tensorrt_ep_gets_an_engine_cache_per_file_content_and_never_a_cpu_int8_
         other.write_bytes(b"%d" % i)
         tensorrt_ep_options(other)
     assert len(list((tmp_path / "cache").iterdir())) == 8 and not cache.exists()
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("EDGETL_ORT_TRT_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.raises(EdgetlError, match="cannot keep ONNX Runtime's TensorRT engines there .*EDGETL_ORT_TRT_CACHE"):
+        tensorrt_ep_options(tiny_onnx)
     assert provider_chain([trt, cuda, cpu], False, tiny_onnx, "cpu") == [cuda, cpu]  # U8 Q/DQ: TensorRT can't
     with pytest.raises(EdgetlError, match=r"made for the CPU \(asymmetric U8\).*--int8-target tensorrt"):
         provider_chain([trt, cuda], True, tiny_onnx, "cpu")

@@ -116,11 +116,22 @@ def tensorrt_ep_options(path: Path) -> dict[str, str]:
 
     root = Path(os.environ.get(TRT_CACHE_ENV) or Path.home() / ".cache" / "edgetl" / "ort-tensorrt")
     cache = root / sha256_file(path)[:16]
-    cache.mkdir(parents=True, exist_ok=True)
-    os.utime(cache)  # most recently used: pruned last
-    for old in sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)[:-TRT_CACHE_KEEP]:
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        os.utime(cache)  # most recently used: pruned last
+    except OSError as exc:
+        raise EdgetlError(f"{root}: cannot keep ONNX Runtime's TensorRT engines there ({exc.strerror}); set "
+                          f"{TRT_CACHE_ENV} to a writable folder") from None
+    for old in sorted((d for d in root.iterdir() if d.is_dir()), key=_mtime)[:-TRT_CACHE_KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile by another process pruning the same cache
+        return 0.0
 
 
 def provider_chain(wanted: list[str], named: bool, path: Path, target: str | None) -> list[Any]:
