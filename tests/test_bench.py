@@ -13,7 +13,7 @@ import pytest
 from conftest import HYMENOPTERA, requires_gpu
 
 from edgetl.bench.harness import BenchConfig, BenchTarget, bench_targets
-from edgetl.bench.report import markdown, merge_documents, table_rows, with_speedups, write_plot
+from edgetl.bench.report import markdown, merge_documents, plot_figure, table_rows, with_speedups, write_plot
 from edgetl.bench.schema import SCHEMA, make_document, validate
 from edgetl.bench.stats import latency_stats, throughput_ips
 from edgetl.cli import main
@@ -149,6 +149,11 @@ def test_cli_bench_writes_json_md_plot_and_merges(tiny_run_dir: Path, tiny_onnx:
     assert [r["speedup"] for r in with_speedups(merged["results"])][-1] == 1.0
     assert "not compared" in markdown(merged) and "interleaved in one process" not in markdown(merged)
     write_plot(merged, tmp_path / "merged.png")
+    fig = plot_figure(merged)  # plain tick labels: mathtext needs fonts a Debian/JetPack matplotlib cache lacks
+    fig.canvas.draw()
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_text()]
+    assert "1" in labels and not any("$" in label for label in labels), labels
+    fig.clf()
     assert main(["bench", "--merge", str(out), str(tmp_path / "cpp.json"), "--json", str(tmp_path / "m.json")]) == 0
     assert len(json.loads((tmp_path / "m.json").read_text())["results"]) == 5
 

@@ -125,13 +125,17 @@ def write_markdown(doc: dict[str, Any], path: str | Path) -> None:
     atomic_write_text(path, markdown(doc))
 
 
-def write_plot(doc: dict[str, Any], path: str | Path) -> None:
-    """Mean latency and throughput vs batch size, one line per artifact (log-2 batch axis); PNG, SVG or PDF
-    by the suffix."""
+def plot_figure(doc: dict[str, Any]) -> Any:
+    """Mean latency and throughput vs batch size, one line per artifact, on log axes.
+
+    Ticks are plain numbers (the batch sizes measured, latencies as 2, 5, 10 ms): matplotlib's default log
+    labels are mathtext, which needs STIX fonts that a Debian/JetPack system matplotlib's font cache lacks.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, (ax_lat, ax_tp) = plt.subplots(1, 2, figsize=(12, 4.5))
     series: dict[str, list[dict[str, Any]]] = {}
@@ -142,15 +146,29 @@ def write_plot(doc: dict[str, Any], path: str | Path) -> None:
         batches = [r["batch"] for r in rs]
         ax_lat.plot(batches, [r["latency_ms"]["mean"] for r in rs], marker="o", label=name)
         ax_tp.plot(batches, [r["throughput_ips"] for r in rs], marker="o", label=name)
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
     for ax, ylabel in ((ax_lat, "mean latency (ms)"), (ax_tp, "throughput (images/s)")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r["batch"] for r in doc["results"]}))
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
     ax_lat.set_yscale("log")
+    ax_lat.yaxis.set_major_formatter(plain)
+    ax_lat.yaxis.set_minor_formatter(NullFormatter())
     ax_tp.legend(fontsize=7, loc="best")
     fig.suptitle(f"edgetl bench — {host_label(doc['host'])}", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def write_plot(doc: dict[str, Any], path: str | Path) -> None:
+    """``plot_figure`` saved as PNG, SVG or PDF by the suffix."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure(doc)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".").lower() or "png", dpi=110)
     plt.close(fig)
