@@ -144,15 +144,19 @@ def pt2_for_another_cpu(pt2: Path, out: Path) -> tuple[Path, str] | None:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def ort_tensorrt_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Engines ORT's TensorRT provider builds during tests (GPU hosts) go to a temporary folder, not ~/.cache."""
-    old = os.environ.get("EDGETL_ORT_TRT_CACHE")
-    os.environ["EDGETL_ORT_TRT_CACHE"] = str(tmp_path_factory.mktemp("ort-tensorrt"))
+def edgetl_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """edgetl's caches go to a temporary folder during tests, not ~/.cache: the image checks (whose verdicts a
+    test must not inherit from a user's earlier run) and the engines ORT's TensorRT provider builds (GPU hosts)."""
+    root = tmp_path_factory.mktemp("edgetl-cache")
+    wanted = {"EDGETL_ORT_TRT_CACHE": str(root / "ort-tensorrt"), "EDGETL_IMAGE_CHECK_CACHE": str(root / "checks.db")}
+    old = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
     yield
-    if old is None:
-        os.environ.pop("EDGETL_ORT_TRT_CACHE", None)
-    else:
-        os.environ["EDGETL_ORT_TRT_CACHE"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Find labelled images: ImageFolder trees, one folder split by a seeded stratified split, or a CSV.
 
 Every image is decoded once up front, so a corrupt, truncated or non-image file is listed once with
-its reason and left out, instead of crashing an epoch halfway through.
+its reason and left out, instead of crashing an epoch halfway through. The check runs in threads and its
+verdicts are cached per file (:mod:`edgetl.data.checked`), so a rerun decodes only new or changed files.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import csv
 import os
 import random
+import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgetl.data.images import IMAGE_EXTENSIONS, BadImage, is_grey_graphic, load_rgb
+from edgetl.data.checked import CheckCache, file_key
+from edgetl.data.images import GRAPHIC, IMAGE_EXTENSIONS, OK, check_image
 from edgetl.errors import EdgetlError, name_list
 from edgetl.progress import show_progress
 
@@ -36,6 +40,9 @@ class DataSplit:
     val: list[Sample]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
+
+CHECK_THREADS = 8  # at most; more rarely helps, as reading files then limits
+CHECK_CHUNK = 512  # files decoded between two cache commits
 
 # Photo formats PIL cannot decode here: listed as skipped with the fix, never dropped in silence.
 UNSUPPORTED = (".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".nef", ".arw", ".raw")
@@ -90,23 +97,52 @@ def drop_placeholders(good: list[Path], graphics: set[Path]) -> tuple[list[Path]
 def check_images(paths: Iterable[Path], describe: str = "Checking images") -> tuple[list[Path], list[tuple[Path, str]]]:
     """Split ``paths`` into usable images and (path, reason) for the rest: files that do not decode and
     placeholder graphics (:func:`drop_placeholders`)."""
+    items = list(dict.fromkeys(paths))  # a file listed twice (CSV) is checked and reported once
+    verdicts = image_verdicts(items, describe)
+    good = [p for p in items if verdicts[p] in (OK, GRAPHIC)]
+    bad = [(p, verdicts[p]) for p in items if verdicts[p] not in (OK, GRAPHIC)]
+    good, placeholders = drop_placeholders(good, {p for p in good if verdicts[p] == GRAPHIC})
+    return good, bad + placeholders
+
+
+def check_workers() -> int:
+    """Threads that decode at once: Pillow decodes outside the GIL, so each core is used."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(CHECK_THREADS, cores))
+
+
+def image_verdicts(items: list[Path], describe: str = "Checking images") -> dict[Path, str]:
+    """:func:`check_image`'s verdict for each file: from the cache when unchanged, else decoded in threads."""
     from rich.progress import track
 
-    good: list[Path] = []
-    bad: list[tuple[Path, str]] = []
-    graphics: set[Path] = set()
-    items = list(dict.fromkeys(paths))  # a file listed twice (CSV) is checked and reported once
-    for p in track(items, description=describe, transient=True, disable=len(items) < 200 or not show_progress()):
+    cache = CheckCache.from_env()
+    keys = {p: file_key(p) for p in items}
+    known = cache.lookup(k for k in keys.values() if k is not None)
+    verdicts = {p: known[k] for p, k in keys.items() if k in known}
+    todo = [p for p in items if p not in verdicts]
+    with warnings.catch_warnings():  # once, around every thread (not thread-safe): PIL's warnings on odd files
+        warnings.simplefilter("ignore")
+        pool = ThreadPoolExecutor(check_workers())
         try:
-            img = load_rgb(p)
-        except BadImage as exc:
-            bad.append((p, str(exc)))
-            continue
-        good.append(p)
-        if is_grey_graphic(img):
-            graphics.add(p)
-    good, placeholders = drop_placeholders(good, graphics)
-    return good, bad + placeholders
+            decoded = _decode(todo, pool, lambda done: cache.store({k: v for p, v in done if (k := keys[p])}))
+            verdicts.update(track(decoded, total=len(todo), description=describe, transient=True,
+                                  disable=len(todo) < 200 or not show_progress()))
+        finally:
+            pool.shutdown(cancel_futures=True)  # Ctrl-C: decode no further file
+            cache.close()
+    return verdicts
+
+
+def _decode(todo: list[Path], pool: ThreadPoolExecutor,
+            store: Callable[[list[tuple[Path, str]]], None]) -> Iterator[tuple[Path, str]]:
+    """(file, verdict) as decoded, a chunk at a time; each finished chunk is stored, so a check cut short resumes."""
+    for start in range(0, len(todo), CHECK_CHUNK):
+        chunk = todo[start:start + CHECK_CHUNK]
+        done = []
+        for item in zip(chunk, pool.map(check_image, chunk), strict=True):
+            done.append(item)
+            yield item
+        store(done)
 
 
 def _class_dirs(root: Path) -> list[Path]:
