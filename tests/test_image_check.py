@@ -13,7 +13,7 @@ from PIL import Image
 import edgetl.data.folder as folder
 from edgetl.data.checked import CACHE_ENV
 from edgetl.data.folder import check_images
-from edgetl.data.images import CHECK_SIDE, check_image
+from edgetl.data.images import CHECK_SIDE, READ_ERROR, check_image
 
 
 @pytest.fixture()
@@ -115,3 +115,12 @@ def test_threads_leave_the_warning_filters_as_they_were(tmp_path: Path) -> None:
     before = list(warnings.filters)
     check_images(paths)
     assert warnings.filters == before
+
+
+def test_a_file_system_error_is_not_remembered(photos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    odd = photos[0].parent / "folder.jpg"
+    odd.mkdir()  # the OS refuses to read it (as it would a file without read permission): it may pass later
+    (_, bad), decoded = check_images([*photos, odd]), _counting(monkeypatch)
+    assert dict(bad)[odd].startswith(READ_ERROR)
+    check_images([*photos, odd])
+    assert decoded == [odd]

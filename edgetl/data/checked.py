@@ -55,7 +55,12 @@ class CheckCache:
     @classmethod
     def from_env(cls) -> CheckCache:
         value = os.environ.get(CACHE_ENV, "")
-        return cls(None if value.lower() == "off" else Path(value) if value else _default_path())
+        if value.lower() == "off":
+            return cls(None)
+        try:
+            return cls(Path(value) if value else _default_path())
+        except RuntimeError:  # no home folder (a bare container user): check without a cache
+            return cls(None)
 
     def _connect(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

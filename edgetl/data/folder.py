@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetl.data.checked import CheckCache, file_key
-from edgetl.data.images import GRAPHIC, IMAGE_EXTENSIONS, OK, check_image
+from edgetl.data.images import GRAPHIC, IMAGE_EXTENSIONS, OK, READ_ERROR, check_image
 from edgetl.errors import EdgetlError, name_list
 from edgetl.progress import show_progress
 
@@ -124,7 +124,8 @@ def image_verdicts(items: list[Path], describe: str = "Checking images") -> dict
         warnings.simplefilter("ignore")
         pool = ThreadPoolExecutor(check_workers())
         try:
-            decoded = _decode(todo, pool, lambda done: cache.store({k: v for p, v in done if (k := keys[p])}))
+            decoded = _decode(todo, pool, lambda done: cache.store(
+                {k: v for p, v in done if (k := keys[p]) and not v.startswith(READ_ERROR)}))
             verdicts.update(track(decoded, total=len(todo), description=describe, transient=True,
                                   disable=len(todo) < 200 or not show_progress()))
         finally:

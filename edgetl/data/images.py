@@ -15,6 +15,7 @@ GREY_SPREAD = 8
 # and the whole compressed stream is still read, so a truncated file fails as in a full decode.
 CHECK_SIDE = 512
 OK, GRAPHIC = "ok", "graphic"  # verdicts of check_image; any other text is why the file is unusable
+READ_ERROR = "cannot read"  # how a verdict from the file system (permissions, I/O) starts: it may pass later
 
 
 class BadImage(Exception):
@@ -47,8 +48,11 @@ def decode_rgb(path: str | Path, draft: int | None = None) -> Image.Image:
         raise BadImage(f"too large for PIL's safety limit ({Image.MAX_IMAGE_PIXELS:,} pixels); downscale it "
                        "(the model sees a few hundred pixels a side anyway)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        reason = "not an image" if isinstance(exc, UnidentifiedImageError) else f"unreadable ({exc})"
-        raise BadImage(reason) from None
+        if isinstance(exc, UnidentifiedImageError):
+            raise BadImage("not an image") from None
+        if isinstance(exc, OSError) and exc.errno is not None:  # the file system's error, not the file's bytes
+            raise BadImage(f"{READ_ERROR} ({exc.strerror}); check the file's permissions and storage") from None
+        raise BadImage(f"unreadable ({exc})") from None
 
 
 def check_image(path: Path) -> str:
