@@ -538,3 +538,20 @@ def test_info_gives_the_exports_verdict_and_drops_it_for_a_changed_file(
     shutil.copyfile(copy / "model.fp16.onnx", copy / "model.onnx")  # not the file the manifest judged
     changed = describe_artifact(copy / "model.onnx")["export"]
     assert "parity" not in changed and "parity_passed" not in changed and "sha256 differs" in changed["warning"]
+
+
+@pytest.mark.parametrize("where", ["held out of calibration", "parity data", "the calibration images"])
+def test_unlabelled_parity_images_are_drawn_from_every_class_folder(where: str, hymenoptera: Path) -> None:
+    """Sorted files begin with one class (all ants here; 5 of 1000 ImageNet classes): parity draws a seeded sample."""
+    from edgetl.export.verify import _load_images
+    from edgetl.models.factory import card_for
+
+    card = card_for("test_efficientnet", ["ants", "bees"], img_size=IMG)
+    calib_size = {"held out of calibration": 48, "parity data": 48, "the calibration images": 400}[where]
+    options = ExportOptions(int8=True, calib_data=hymenoptera / "train", calib_size=calib_size, parity_size=32,
+                            parity_data=hymenoptera / "val" if where == "parity data" else None)
+    _, parity, info = _load_images(card, options)
+    folders = [p.parent.name for p in parity.paths]
+    assert len(folders) == info["n"] == 32 and where in info["source"] + "parity data"
+    assert 8 <= folders.count("ants") <= 24, folders
+    assert _load_images(card, options)[1].paths == parity.paths  # seeded: the same images every export

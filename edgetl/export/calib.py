@@ -11,12 +11,15 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from edgetl.card import Preprocess
 from edgetl.errors import EdgetlError
 from edgetl.progress import show_progress
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -76,6 +79,20 @@ def split_calibration(files: list[Path], size: int, seed: int = 0) -> tuple[list
     order = list(files)
     random.Random(seed).shuffle(order)
     return sorted(order[:size]), sorted(order[size:])
+
+
+def seeded_indices(count: int, n: int, seed: int = 0) -> list[int]:
+    """``n`` of ``range(count)`` drawn with ``seed``, in order (all when ``n >= count``).
+
+    Never the first ``n`` of a sorted file list: that is the first few classes only (256 images of an
+    ImageNet-like folder: 5 of 1000 classes), and parity would judge the model on them.
+    """
+    return list(range(count)) if n >= count else sorted(random.Random(seed).sample(range(count), n))
+
+
+def seeded_sample(items: Sequence[T], n: int, seed: int = 0) -> list[T]:
+    """``n`` of ``items``, drawn by :func:`seeded_indices`."""
+    return [items[i] for i in seeded_indices(len(items), n, seed)]
 
 
 def calibration_files(folder: str | Path) -> list[Path]:

@@ -20,6 +20,8 @@ from edgetl.export.calib import (
     calibration_files,
     labelled_images,
     preprocess_files,
+    seeded_indices,
+    seeded_sample,
     split_calibration,
 )
 from edgetl.export.options import DEFAULT_CALIB_SIZE, ExportOptions
@@ -98,17 +100,18 @@ def _load_images(card: ModelCard, options: ExportOptions) -> tuple[ImageSet | No
             info["class_map"] = val.class_map
         return calib, val, info
     if options.parity_data is not None:
-        files = calibration_files(options.parity_data)[:options.parity_size]
+        files = seeded_sample(calibration_files(options.parity_data), options.parity_size, options.seed)
         parity = preprocess_files(files, pre, describe="Loading parity images", source=str(options.parity_data))
         return calib, parity, {"source": str(options.parity_data), "n": len(parity), "labelled": False,
                                "same_as_calibration": bool(calib and set(parity.paths) & set(calib.paths))}
     if held:
-        parity = preprocess_files(held[:options.parity_size], pre, describe="Loading held-out images",
-                                  source=str(options.calib_data))
+        parity = preprocess_files(seeded_sample(held, options.parity_size, options.seed), pre,
+                                  describe="Loading held-out images", source=str(options.calib_data))
         return calib, parity, {"source": f"{options.calib_data} (held out of calibration)", "n": len(parity),
                                "labelled": False, "same_as_calibration": False}
     if calib is not None:
-        sub = ImageSet(calib.array[:options.parity_size], calib.paths[:options.parity_size], None, calib.source)
+        keep = seeded_indices(len(calib.paths), options.parity_size, options.seed)
+        sub = ImageSet(calib.array[keep], [calib.paths[i] for i in keep], None, calib.source)
         return calib, sub, {"source": f"{options.calib_data} (the calibration images)", "n": len(sub),
                             "labelled": False, "same_as_calibration": True}
     rng = np.random.default_rng(options.seed)
