@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgetl.bench.schema import host_label
 from edgetl.io import atomic_write_json
-from edgetl.report import Section, Table, write_report
+from edgetl.report import CLASS_ROWS, Section, Table, write_report
 
 if TYPE_CHECKING:
     from edgetl.demo import DemoResult
@@ -26,11 +26,14 @@ def _pct(value: float | None) -> str:
 def data_section(result: DemoResult) -> Section:
     split = result.split
     train, val = Counter(s.label for s in split.train), Counter(s.label for s in split.val)
-    rows = [[name, str(train[i]), str(val[i])] for i, name in enumerate(split.classes)]
+    shown = sorted(range(len(split.classes)), key=lambda i: (train[i], val[i], i))[:CLASS_ROWS]
+    rows = [[split.classes[i], str(train[i]), str(val[i])] for i in sorted(shown)]
     rows.append(["**total**", str(len(split.train)), str(len(split.val))])
     source = "the built-in digits (scikit-learn)" if result.options.data is None else str(result.data)
     text = [f"Data: {source} at `{result.data}`, {len(split.classes)} classes, chance = "
             f"{100 / len(split.classes):.1f}% top-1."]
+    if len(shown) < len(split.classes):
+        text.append(f"The table lists the {len(shown)} classes with the fewest training images.")
     if split.skipped:
         text.append(f"Skipped {len(split.skipped)} unusable file(s): " +
                     "; ".join(f"`{p}` ({r})" for p, r in split.skipped[:5]))
@@ -100,9 +103,15 @@ def training_section(result: DemoResult) -> Section:
 
 def evaluation_section(result: DemoResult) -> Section:
     ev, _ = result.finished()
-    rows = [[c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support)] for c in ev.per_class]
+    shown = ev.per_class if len(ev.per_class) <= CLASS_ROWS else ev.weakest(CLASS_ROWS)
+    rows = [[c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support)] for c in shown]
     top5 = f", top-5 {ev.top5:.2f}%" if ev.top5 is not None else ""
     text = [f"`edgetl eval` of `{result.final_run}` on {ev.images} validation images: top-1 **{ev.top1:.2f}%**{top5}."]
+    if ev.macro:
+        text.append(f"Macro over the {ev.macro['classes']} classes with images: recall (balanced accuracy) "
+                    f"{ev.macro['recall']:.3f}, F1 {ev.macro['f1']:.3f}.")
+    if len(shown) < len(ev.per_class):
+        text.append(f"The table lists the {len(shown)} weakest classes (lowest F1); `eval/eval.json` has all.")
     if ev.worst:
         text.append("Most confident mistakes: " + "; ".join(
             f"`{Path(m.path).name}` {m.true} → {m.predicted} ({m.confidence:.2f})" for m in ev.worst[:5]))

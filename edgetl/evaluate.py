@@ -6,7 +6,7 @@ preprocessing (``eval_array``), so a run directory, an ONNX file or an engine ar
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,11 @@ class Mistake:
 
 @dataclass
 class EvalReport:
-    """An artifact scored on a labelled folder: top-1/5, loss, per-class figures, confusion and worst mistakes."""
+    """An artifact scored on a labelled folder: top-1/5, loss, per-class figures, confusion and worst mistakes.
+
+    ``macro``: precision, recall and F1 averaged over the classes that have images, each class counting
+    once (macro recall is balanced accuracy): what top-1 hides when a few large classes dominate.
+    """
 
     artifact: str
     data: str
@@ -49,9 +53,19 @@ class EvalReport:
     confusion: list[list[int]]
     worst: list[Mistake] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    macro: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data; the confusion matrix is shared, not copied (``asdict`` took seconds at 1000 classes)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["per_class"] = [asdict(c) for c in self.per_class]
+        out["worst"] = [asdict(m) for m in self.worst]
+        return out
+
+    def weakest(self, n: int) -> list[ClassScores]:
+        """The ``n`` classes with images that score lowest (F1, then recall): where to look first."""
+        present = [c for c in self.per_class if c.support > 0]
+        return sorted(present, key=lambda c: (c.f1, c.recall, c.name))[:n]
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -69,24 +83,39 @@ def report_from_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str
     n = len(labels)
     top1 = 100.0 * float((pred == labels).mean()) if n else 0.0
     top5 = None
-    if len(classes) >= 5:
-        top5_idx = np.argsort(-logp, axis=1)[:, :5]
+    if len(classes) > 5:  # with 5 classes or fewer, every top-5 holds the label
+        top5_idx = np.argpartition(-logp, 4, axis=1)[:, :5]
         top5 = 100.0 * float((top5_idx == labels[:, None]).any(axis=1).mean())
     loss = float(-logp[np.arange(n), labels].mean()) if n else 0.0
     ids = list(range(len(classes)))
     prec, rec, f1, support = precision_recall_fscore_support(labels, pred, labels=ids, zero_division=0)
     per_class = [ClassScores(c, float(prec[i]), float(rec[i]), float(f1[i]), int(support[i]))
                  for i, c in enumerate(classes)]
+    present = support > 0
+    macro = {"precision": float(prec[present].mean()), "recall": float(rec[present].mean()),
+             "f1": float(f1[present].mean()), "classes": int(present.sum())} if present.any() else {}
     confusion = confusion_matrix(labels, pred, labels=ids).tolist()
     wrong = np.flatnonzero(pred != labels)
     conf = np.exp(logp[np.arange(n), pred])
     order = wrong[np.argsort(-conf[wrong])][:worst]
     mistakes = [Mistake(paths[i], classes[labels[i]], classes[pred[i]], float(conf[i])) for i in order]
-    return EvalReport(artifact, data, n, top1, top5, loss, list(classes), per_class, confusion, mistakes)
+    return EvalReport(artifact, data, n, top1, top5, loss, list(classes), per_class, confusion, mistakes,
+                      macro=macro)
+
+
+NAMED_MAX = 40  # classes whose names label the confusion plot; past that, names would overlap into a smear
+COUNTS_MAX = 30  # classes whose cells show their counts
+TICK_CHARS = 24  # a longer class name is cut in the plot (eval.json keeps it whole)
+
+
+def _tick(name: str) -> str:
+    return name if len(name) <= TICK_CHARS else name[:TICK_CHARS - 1] + "…"
 
 
 def plot_confusion(report: EvalReport, path: str | Path) -> None:
-    """Row-normalised confusion matrix with counts, as PNG."""
+    """Row-normalised confusion matrix as PNG: names and counts while they fit, class indices past that."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,22 +124,28 @@ def plot_confusion(report: EvalReport, path: str | Path) -> None:
     cm = np.asarray(report.confusion, dtype=np.float64)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     k = len(report.classes)
-    size = min(4 + 0.45 * k, 20)
+    size = min(4 + 0.45 * k, 20) if k <= NAMED_MAX else 12
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), report.classes, rotation=90 if k > 4 else 0)
-    ax.set_yticks(range(k), report.classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    if k <= NAMED_MAX:
+        ax.set_xticks(range(k), [_tick(c) for c in report.classes], rotation=90 if k > 4 else 0)
+        ax.set_yticks(range(k), [_tick(c) for c in report.classes])
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    else:  # too many names to read: class indices, in the order of eval.json's "classes"
+        ax.set_xlabel("predicted (class index, as in eval.json)")
+        ax.set_ylabel("true (class index)")
     ax.set_title(f"top-1 {report.top1:.1f}% on {report.images} images")
-    if k <= 30:
+    if k <= COUNTS_MAX:
         for i in range(k):
             for j in range(k):
                 ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8 if k > 10 else 12,
                         color="white" if norm[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    with warnings.catch_warnings():  # names in scripts the font lacks (CJK): boxes in the plot, not 2 lines each
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
 

@@ -61,7 +61,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json_text(obj) + "\n")
+
+
+def json_text(obj: Any, level: int = 0) -> str:
+    """JSON indented by two spaces, except that a list of numbers stays on one line.
+
+    ``json.dumps(indent=2)`` puts each number on a line of its own: a 1000-class confusion matrix became a
+    million lines; here it is a thousand, one per row.
+    """
+    pad = "  " * (level + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{pad}{json.dumps(k if isinstance(k, str) else json.dumps(k))}: {json_text(v, level + 1)}"
+                 for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad[2:] + "}"
+    if isinstance(obj, (list, tuple)) and obj:
+        if all(v is None or isinstance(v, (int, float)) for v in obj):
+            return json.dumps(obj)
+        return "[\n" + ",\n".join(pad + json_text(v, level + 1) for v in obj) + "\n" + pad[2:] + "]"
+    return json.dumps(obj)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -25,10 +25,15 @@ class Section:
     code: list[str] = field(default_factory=list)
 
 
+CLASS_ROWS = 30  # classes a table lists; past that, the ones to look at first (the JSON beside it has all)
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"  # a '|' in a class name ends a cell
+
+
 def _md_table(t: Table) -> str:
-    lines = ["| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
-    lines += ["| " + " | ".join(row) + " |" for row in t.rows]
-    return "\n".join(lines)
+    return "\n".join([_md_row(t.header), "|" + "---|" * len(t.header), *(_md_row(row) for row in t.rows)])
 
 
 def to_markdown(title: str, sections: list[Section], base: Path) -> str:

@@ -73,6 +73,20 @@ def test_predict_json_matches_the_model(run_dir: Path, digits_data: Path, comman
         assert [t["prob"] for t in pred["top"]] == pytest.approx(top.values.tolist(), abs=1e-5)
 
 
+def test_predict_into_a_closed_pipe_exits_without_a_traceback(run_dir: Path, digits_data: Path) -> None:
+    """`edgetl predict --json | head`: head leaves before edgetl writes; that is no error of the user's."""
+    import subprocess
+    import sys
+
+    images = sorted((digits_data / "val" / "digit_3").glob("*.png"))[:3]
+    proc = subprocess.Popen([sys.executable, "-m", "edgetl", "predict", str(run_dir), *map(str, images), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before edgetl has loaded
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err
+
+
 def test_predict_table_and_bad_image(run_dir: Path, tmp_path: Path, digits_data: Path, commands: None,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     image = next((digits_data / "val" / "digit_0").glob("*.png"))
@@ -105,6 +119,37 @@ def test_report_from_logits_by_hand() -> None:
     assert report.confusion == [[1, 0], [2, 1]]
     assert report.per_class[0].precision == pytest.approx(1 / 3) and report.per_class[1].recall == pytest.approx(1 / 3)
     assert [m.path for m in report.worst] == ["p3", "p2"]  # most confident mistake first
+    assert report.macro == pytest.approx({"precision": (1 / 3 + 1) / 2, "recall": (1 + 1 / 3) / 2,
+                                          "f1": (0.5 + 0.5) / 2, "classes": 2})
+    five = report_from_logits(np.eye(5)[::-1].copy(), np.arange(5), list("abcde"), list("vwxyz"))
+    assert five.top1 == 20.0 and five.top5 is None  # with 5 classes every top-5 holds the label: not a figure
+    ranked = np.tile(np.arange(6.0)[::-1], (6, 1))  # every image ranks a > b > … > f
+    six = report_from_logits(ranked, np.arange(6), list("abcdef"), list("uvwxyz"))
+    assert six.top5 == pytest.approx(100 * 5 / 6)  # only the image of f misses its top 5
+
+
+def test_many_classes_give_a_readable_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """300 classes: the terminal shows the weakest 30, the plot is fast and the JSON a line per matrix row."""
+    import time
+
+    from edgetl.evaluate import save_report
+
+    k, rng = 300, np.random.default_rng(0)
+    labels = np.repeat(np.arange(k), 2)
+    logits = rng.standard_normal((2 * k, k)) + 4 * np.eye(k)[labels] * (np.arange(2 * k) % 7 != 0)[:, None]
+    names = [f"species {i:03d} " + "x" * 60 + f" {i}" for i in range(k)]  # long names that differ at the end
+    report = report_from_logits(logits, labels, names, [f"img{i}.jpg" for i in range(2 * k)])
+    print_report(report)
+    out = capsys.readouterr().out
+    weakest = report.weakest(30)
+    assert "the 30 weakest of 300 classes" in out and all(c.f1 <= weakest[-1].f1 for c in weakest)
+    assert sum(line.count("species") for line in out.splitlines()) == 30 + len(report.worst) * 2
+    assert all(f"x {c.name.rsplit(' ', 1)[1]}" in out.replace("\n", "") for c in weakest[:3])  # wrapped, not cut
+    start = time.perf_counter()
+    json_path, png_path = save_report(report, tmp_path)
+    assert time.perf_counter() - start < 15  # was a minute at 1000 classes (2000 tick labels); a bound, not a goal
+    assert len(json_path.read_text().splitlines()) < 3000 and json.loads(json_path.read_text())["confusion"][0][0] >= 0
+    assert png_path.stat().st_size > 0
 
 
 def test_worst_mistakes_table_shows_whole_file_names(capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,3 +188,12 @@ def test_a_card_without_its_preprocessing_and_a_folder_of_no_images_are_one_line
     assert cli.main(["eval", str(run_dir), "--data", str(junk.parent)]) == 2
     err = capsys.readouterr().err
     assert "none of its 1 file(s) is a usable image" in err and "x.jpg: not an image" in err and err.count("\n") == 1
+
+
+def test_a_class_name_with_a_bar_keeps_its_markdown_table_row(tmp_path: Path) -> None:
+    from edgetl.report import Section, Table, to_markdown
+
+    md = to_markdown("r", [Section("s", tables=[Table(["class", "F1"], [["cats | dogs", "0.5"], ["**total**", "1"]])])],
+                     tmp_path)
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert rows[1] == "| cats \\| dogs | 0.5 |" and rows[2] == "| **total** | 1 |"  # 2 cells each, as the header

@@ -250,6 +250,20 @@ def test_refused_resumes_are_one_line_and_leave_the_run_alone(digits_data: Path,
         load_model(run)
 
 
+def test_resume_on_data_with_another_class_names_only_the_difference(digits_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(digits_data, data)
+    run = tmp_path / "run"
+    fit(_cfg(data, run, epochs=1), quiet=True)
+    for split in ("train", "val"):
+        shutil.copytree(data / split / "digit_0", data / split / "digit_new")
+    with pytest.raises(EdgetlError) as err:
+        fit(_cfg(data, run, epochs=2, resume=str(run)), quiet=True)
+    message = str(err.value)
+    assert "10 classes are not this data's 11 (only in the data now: digit_new)" in message
+    assert "digit_3" not in message and "\n" not in message  # the difference, not both lists
+
+
 def test_a_finished_run_is_not_overwritten_and_a_busy_one_not_shared(digits_data: Path, tmp_path: Path) -> None:
     import fcntl
 

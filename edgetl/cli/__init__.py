@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -67,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `edgetl predict --json | head`: the reader has what it wanted
+        if argv is None:  # the program exits now; its last flush must not meet the closed pipe either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a process that SIGPIPE ended (128 + 13)
     except OSError as exc:  # permissions, a full disk, a file where a folder should be: the user's to fix
         if args.debug or exc.filename is None:
             raise

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgetl.cli.args import non_negative_int, positive_int
+from edgetl.report import CLASS_ROWS
 
 if TYPE_CHECKING:
     from edgetl.evaluate import EvalReport
@@ -26,14 +27,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference call")
     p.add_argument("--worst", type=non_negative_int, default=10, help="how many confident mistakes to list")
+    p.add_argument("--all-classes", action="store_true",
+                   help=f"list every class (default: all up to {CLASS_ROWS}, else the {CLASS_ROWS} weakest)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from edgetl.data.folder import report_skipped
     from edgetl.evaluate import evaluate_artifact, save_report
+    from edgetl.io import json_text
 
     artifact = Path(args.artifact)
     report = evaluate_artifact(artifact, args.data, device=args.device, batch_size=args.batch_size,
@@ -41,16 +43,16 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else artifact if artifact.is_dir() else artifact.parent
     json_path, png_path = save_report(report, out, prefix="" if artifact.is_dir() else f"{artifact.stem}.")
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json_text(report.to_dict()))
     else:
         report_skipped([(Path(p), r) for p, r in report.skipped])
-        print_report(report)
+        print_report(report, args.all_classes)
         print(f"wrote {json_path} and {png_path}")
     return 0
 
 
-def print_report(report: EvalReport) -> None:
-    """Top-1/5 and loss, the per-class table and the most confident mistakes, for a person to read."""
+def print_report(report: EvalReport, all_classes: bool = False) -> None:
+    """Top-1/5, macro scores and loss, the per-class table and the most confident mistakes, for a person to read."""
     from rich.console import Console
     from rich.table import Table
 
@@ -58,17 +60,29 @@ def print_report(report: EvalReport) -> None:
     top5 = f", top-5 {report.top5:.2f}%" if report.top5 is not None else ""
     console.print(f"[bold]{report.artifact}[/bold] on {report.data}: {report.images} images, "
                   f"top-1 {report.top1:.2f}%{top5}, loss {report.loss:.4f}", highlight=False)
-    table = Table(title="per class", title_justify="left")
-    for col in ("class", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="right" if col != "class" else "left")
-    for c in report.per_class:
+    if report.macro:
+        avg = report.macro
+        console.print(f"macro over {avg['classes']} classes with images: precision {avg['precision']:.3f}, "
+                      f"recall (balanced accuracy) {avg['recall']:.3f}, F1 {avg['f1']:.3f}", highlight=False)
+    shown = report.per_class
+    title = "per class"
+    if len(shown) > CLASS_ROWS and not all_classes:
+        shown = report.weakest(CLASS_ROWS)
+        title = f"the {len(shown)} weakest of {len(report.per_class)} classes (lowest F1; all in eval.json, " \
+                "or --all-classes)"
+    table = Table(title=title, title_justify="left")
+    table.add_column("class", overflow="fold")  # two long names may differ only at the end: never cut them
+    for col in ("precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right")
+    for c in shown:
         table.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
     console.print(table)
     if report.worst:
         worst = Table(title=f"most confident mistakes (paths under {report.data})", title_justify="left")
         worst.add_column("image", overflow="fold")  # the file name is what the user needs: never cut it
-        for col in ("true", "predicted", "confidence"):
-            worst.add_column(col)
+        for col in ("true", "predicted"):
+            worst.add_column(col, overflow="fold")
+        worst.add_column("confidence")
         for m in report.worst:
             worst.add_row(_short_path(m.path, report.data), m.true, m.predicted, f"{m.confidence:.3f}")
         console.print(worst)

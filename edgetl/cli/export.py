@@ -149,10 +149,10 @@ def default_out(source: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import logging
 
     from edgetl.export.pipeline import export_artifacts
+    from edgetl.io import json_text
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     check_flags(args)
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted: {out}: {kept}; run the same `edgetl export` again to finish", file=sys.stderr)
         raise Interrupted from None
     if args.json:
-        print(json.dumps(manifest.to_dict(), indent=2))
+        print(json_text(manifest.to_dict()))
     else:
         print_summary(manifest)
         print(f"wrote {len(manifest.artifacts)} artifact(s) and manifest.json to {out}")

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     table = Table(show_header=True)
     table.add_column("image", overflow="fold")  # the whole path, wrapped, never cut to "…"
-    table.add_column("class")
+    table.add_column("class", overflow="fold")  # names may differ only at the end
     table.add_column("probability", justify="right")
     for pred in predictions:
         for rank, (name, prob) in enumerate(pred.top):

@@ -29,7 +29,7 @@ from edgetl.config import TrainConfig, config_warnings, save_config
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
 from edgetl.data.folder import DataSplit, report_skipped, scan_data, split_warnings
 from edgetl.data.transforms import eval_transform, train_transform
-from edgetl.errors import INTERRUPTED_BEFORE_START, EdgetlError, Interrupted
+from edgetl.errors import INTERRUPTED_BEFORE_START, EdgetlError, Interrupted, class_difference
 from edgetl.io import dir_lock, ensure_writable_dir
 from edgetl.models.factory import card_for, create_model
 from edgetl.models.freeze import apply_freeze, stage_param_names, trainable_stages
@@ -154,9 +154,13 @@ class Trainer:
         card.strategy, card.seed, card.versions = cfg.strategy, cfg.seed, library_versions()
         if cfg.resume:
             old = ModelCard.load(self.run_dir / checkpoint.CARD_FILE)
-            if old.classes != card.classes or old.arch != card.arch:
-                raise EdgetlError(f"--resume {self.run_dir}: it was trained as {old.arch} on classes {old.classes}, "
-                                  f"the data now gives {card.classes}; resume with the same --data and --model")
+            if old.arch != card.arch:
+                raise EdgetlError(f"--resume {self.run_dir}: it was trained as {old.arch}, not {card.arch}; resume "
+                                  "with the same --model")
+            if old.classes != card.classes:
+                differ = class_difference(old.classes, card.classes, "the run", "the data now")
+                raise EdgetlError(f"--resume {self.run_dir}: its {len(old.classes)} classes are not this data's "
+                                  f"{len(card.classes)} ({differ}); resume with the same --data")
         return card
 
     def lr_for_step(self, step: int) -> float:

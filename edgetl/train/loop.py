@@ -62,7 +62,7 @@ class Meter:
 
     def __init__(self, device: torch.device, num_classes: int) -> None:
         self.sums = torch.zeros(4, dtype=torch.float64, device=device)
-        self.topk = 5 if num_classes >= 5 else 0
+        self.topk = 5 if num_classes > 5 else 0  # with 5 classes or fewer, every top-5 holds the label
         self.start = time.perf_counter()
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
