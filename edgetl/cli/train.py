@@ -62,7 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--loss", choices=LOSSES)
     t.add_argument("--label-smoothing", type=float, help="with --loss ce")
     t.add_argument("--focal-gamma", type=float)
-    t.add_argument("--focal-alpha", type=_alpha, help="'auto' (from class frequencies) or one weight per class")
+    t.add_argument("--focal-alpha", type=_alpha,
+                   help="'auto' (from class frequencies) or a weight per class, in class order (names sorted as text)")
     t.add_argument("--patience", type=int, help="stop after this many epochs without improvement")
     t.add_argument("--monitor", choices=MONITORS, help="metric for best.safetensors and patience")
     r = p.add_argument_group("run")
