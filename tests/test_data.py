@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from edgetl.card import Preprocess
 from edgetl.data.builtin import CLASSES, materialize_builtin
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
-from edgetl.data.folder import list_image_files, scan_data, scan_eval_folder
+from edgetl.data.folder import list_image_files, scan_data, scan_eval_folder, split_warnings
 from edgetl.data.images import BadImage, load_rgb
 from edgetl.data.transforms import eval_array, eval_transform
 from edgetl.errors import EdgetlError
@@ -309,3 +309,17 @@ def test_sixteen_bit_grey_is_scaled_not_clipped_to_white(tmp_path: Path) -> None
     assert Image.open(tmp_path / "deep.png").mode.startswith("I")
     rgb = np.asarray(load_rgb(tmp_path / "deep.png"))
     assert rgb.shape == (40, 50, 3) and np.array_equal(rgb[..., 0], grey) and np.array_equal(rgb[..., 2], grey)
+
+
+def test_a_split_far_above_the_fraction_asked_is_said(digits: Path, tmp_path: Path) -> None:
+    """Classes of 2-3 images each keep one for validation: 20% asked, about 40% given."""
+    for n, where in ((2, "small"), (3, "small"), (12, "large")):
+        for c in ("digit_0", "digit_1", "digit_2"):
+            (tmp_path / where / f"{c}_{n}").mkdir(parents=True)
+            for src in sorted((digits / "train" / c).glob("*.png"))[:n]:
+                shutil.copy(src, tmp_path / where / f"{c}_{n}" / src.name)
+    small = scan_data(tmp_path / "small")
+    assert len(small.val) == 6 and len(small.train) == 9
+    assert any("--val-split 0.2 gave 40% of the images to validation" in w for w in split_warnings(small))
+    assert split_warnings(scan_data(tmp_path / "large")) == []  # 36 images: 20% asked, 17% given
+    assert split_warnings(scan_data(digits)) == []  # its own val/ folder: nothing was asked

@@ -39,6 +39,7 @@ class DataSplit:
     train: list[Sample]
     val: list[Sample]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    val_split: float | None = None  # the fraction asked for when edgetl made the split; None for a val/ folder
 
 
 CHECK_THREADS = 8  # at most; more rarely helps, as reading files then limits
@@ -199,13 +200,19 @@ def _validate(split: DataSplit, source: Path, own_val: bool) -> DataSplit:
 
 
 def split_warnings(split: DataSplit) -> list[str]:
-    """Classes validation cannot score: said before training, since val top-1 silently leaves them out."""
+    """Classes validation cannot score, and a split far above the fraction asked: said before training."""
     seen = {s.label for s in split.val}
     missing = [c for i, c in enumerate(split.classes) if i not in seen]
-    if not missing:
-        return []
-    return [f"no validation images for class(es) {name_list(missing)}: val top-1 and best.safetensors ignore "
-            "them; add validation images of each class"]
+    out = []
+    if missing:
+        out.append(f"no validation images for class(es) {name_list(missing)}: val top-1 and best.safetensors "
+                   "ignore them; add validation images of each class")
+    share = len(split.val) / max(1, len(split.train) + len(split.val))
+    if split.val_split is not None and share > 1.5 * split.val_split:
+        out.append(f"--val-split {split.val_split:g} gave {share:.0%} of the images to validation: every class "
+                   "with two or more images keeps one there, and yours are small; add images, or lay out train/ "
+                   "and val/ folders yourself")
+    return out
 
 
 def _drop_bad(samples: list[Sample], bad: set[Path]) -> list[Sample]:
@@ -294,7 +301,8 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
         if root.suffix.lower() != ".csv":
             raise EdgetlError(f"{root}: not a folder or .csv; pass an ImageFolder directory or a path,label CSV")
         classes, samples = _read_csv(root)
-        train, val = _stratified_split(samples, 0.2 if val_split is None else val_split, seed)
+        asked = 0.2 if val_split is None else val_split
+        train, val = _stratified_split(samples, asked, seed)
     elif (root / "train").is_dir() and (root / "val").is_dir():
         if val_split is not None:
             raise EdgetlError(f"{root / 'val'}: --val-split {val_split} would split train/ and leave this val/ "
@@ -305,15 +313,16 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
         if unknown:
             raise EdgetlError(f"{root / 'val' / unknown[0]}: class {unknown[0]!r} is in val but not in train; "
                               "add training images or remove it from val")
-        train, val = _samples(found, classes), _samples(found_val, classes)
+        train, val, asked = _samples(found, classes), _samples(found_val, classes), None
     else:
         base = root / "train" if (root / "train").is_dir() else root
         classes, found = _scan_class_tree(base)
-        train, val = _stratified_split(_samples(found, classes), 0.2 if val_split is None else val_split, seed)
+        asked = 0.2 if val_split is None else val_split
+        train, val = _stratified_split(_samples(found, classes), asked, seed)
     _, bad = check_images([s.path for s in train + val])
     bad_set = {p for p, _ in bad}
     odd = odd_files(root) if root.is_dir() else []
-    split = DataSplit(classes, _drop_bad(train, bad_set), _drop_bad(val, bad_set), bad + odd)
+    split = DataSplit(classes, _drop_bad(train, bad_set), _drop_bad(val, bad_set), bad + odd, asked)
     return _validate(split, root, own_val=root.is_dir() and (root / "val").is_dir())
 
 
