@@ -555,3 +555,16 @@ def test_unlabelled_parity_images_are_drawn_from_every_class_folder(where: str, 
     assert len(folders) == info["n"] == 32 and where in info["source"] + "parity data"
     assert 8 <= folders.count("ants") <= 24, folders
     assert _load_images(card, options)[1].paths == parity.paths  # seeded: the same images every export
+
+
+def test_the_summary_shows_top5_overlap_past_five_classes(exported: tuple[Path, Manifest, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from edgetl.cli.export import print_summary
+
+    print_summary(exported[1])  # 5 classes: every top-5 holds them all, so no such column
+    assert "top-5 overlap" not in capsys.readouterr().out
+    manifest = export_artifacts(_run_dir(tmp_path, "test_resnet", classes=10), tmp_path / "out",
+                                ExportOptions(quiet=True))
+    print_summary(manifest)
+    row = next(line for line in capsys.readouterr().out.splitlines() if "model.onnx" in line)
+    assert row.count("100.00%") == 2  # top-1 agreement and top-5 overlap of the FP32 file
