@@ -51,6 +51,11 @@ def make_dir_public(path: Path) -> Path:
     return path
 
 
+def cache_dir() -> Path:
+    """edgetl's cache folder: ``$XDG_CACHE_HOME/edgetl``, else ``~/.cache/edgetl`` (not created here)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgetl"
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -10,6 +10,7 @@ import pytest
 from conftest import HYMENOPTERA
 from PIL import Image
 
+import edgetl.data.checked as checked
 import edgetl.data.folder as folder
 from edgetl.data.checked import CACHE_ENV
 from edgetl.data.folder import check_images
@@ -18,8 +19,9 @@ from edgetl.data.images import CHECK_SIDE, READ_ERROR, check_image
 
 @pytest.fixture()
 def photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Six real photos and a text file posing as one, with a cache of their own."""
+    """Six real photos and a text file posing as one, with a cache of their own that trusts fresh files."""
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "checks.db"))
+    monkeypatch.setattr(checked, "RECENT_NS", 0)  # these files were written a moment ago
     out = tmp_path / "photos"
     out.mkdir()
     for src in sorted((HYMENOPTERA / "val" / "bees").glob("*.jpg"))[:6]:
@@ -86,7 +88,7 @@ def test_an_unusable_cache_warns_once_and_checks_in_full(photos: list[Path], tmp
     decoded = _counting(monkeypatch)
     check_images(photos)
     check_images(photos)
-    assert decoded == photos + photos  # off: every file, every time
+    assert sorted(decoded) == sorted(photos + photos)  # off: every file, every time (threads: in any order)
     assert broken.read_text() == "not a database"  # the user's file is left as it was
 
 
@@ -105,16 +107,22 @@ def test_large_jpegs_are_checked_at_reduced_scale_and_truncation_still_fails(tmp
         assert min(img.size) >= CHECK_SIDE and img.size == (1500, 1000)  # what the check decodes: half a side
 
 
-def test_threads_leave_the_warning_filters_as_they_were(tmp_path: Path) -> None:
-    palette = Image.new("P", (40, 30))
-    palette.info["transparency"] = b"\x00" * 8  # PIL warns on loading such a palette
+def test_pil_warnings_are_silenced_in_every_thread_and_the_filters_restored(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``catch_warnings`` is not thread-safe: the check silences PIL once, around its threads."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL warns past this, refuses past twice it
     paths = []
     for i in range(16):
-        palette.save(tmp_path / f"p{i}.png", transparency=b"\x00" * 8)
+        Image.new("RGB", (40, 40), (i, 100, 200)).save(tmp_path / f"p{i}.png")  # 1600 px: a bomb *warning*
         paths.append(tmp_path / f"p{i}.png")
-    before = list(warnings.filters)
-    check_images(paths)
-    assert warnings.filters == before
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Image.open(paths[0]).close()
+        assert [w.category for w in caught] == [Image.DecompressionBombWarning]  # what PIL says of each file
+        caught.clear()
+        before = list(warnings.filters)
+        good, bad = check_images(paths)
+        assert warnings.filters == before and caught == [] and len(good) == 16 and bad == []
 
 
 def test_a_file_system_error_is_not_remembered(photos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,3 +132,29 @@ def test_a_file_system_error_is_not_remembered(photos: list[Path], monkeypatch: 
     assert dict(bad)[odd].startswith(READ_ERROR)
     check_images([*photos, odd])
     assert decoded == [odd]
+
+
+def test_a_file_changed_a_moment_ago_is_not_remembered(photos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a file system with one-second times, a same-size rewrite right after the check would keep its key."""
+    monkeypatch.setattr(checked, "RECENT_NS", 2_000_000_000)
+    check_images(photos)
+    decoded = _counting(monkeypatch)
+    check_images(photos)
+    assert sorted(decoded) == photos  # all were written within the last two seconds
+
+
+def test_a_flat_grey_jpeg_is_judged_as_a_full_decode_judges_it(tmp_path: Path) -> None:
+    """Reduced-scale decoding averages away a JPEG's ringing, which made a large flat grey JPEG look like a
+    placeholder graphic; the check confirms with a full decode, as training sees the file."""
+    from PIL import ImageDraw
+
+    from edgetl.data.images import is_grey_graphic, load_rgb
+
+    for side in (1023, 1024, 2048):
+        path = tmp_path / f"grey{side}.jpg"
+        img = Image.new("RGB", (side, side), (200, 200, 200))
+        draw = ImageDraw.Draw(img)
+        draw.rectangle((side * 3 // 8, side // 3, side * 5 // 8, side * 2 // 3), fill=(150, 150, 150))
+        draw.text((side // 2 - 40, side * 3 // 4), "image not found", fill=(90, 90, 90))
+        img.save(path, quality=90)
+        assert check_image(path) == ("graphic" if is_grey_graphic(load_rgb(path)) else "ok"), side

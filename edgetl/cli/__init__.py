@@ -68,10 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `edgetl predict --json | head`: the reader has what it wanted
+    except BrokenPipeError:
+        if args.debug or not _stdout_closed():
+            raise  # another pipe (a subprocess's): a real error
         if argv is None:  # the program exits now; its last flush must not meet the closed pipe either
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # as a shell reports a process that SIGPIPE ended (128 + 13)
+        return 141  # `edgetl predict --json | head`: as a shell reports a process SIGPIPE ended (128 + 13)
     except OSError as exc:  # permissions, a full disk, a file where a folder should be: the user's to fix
         if args.debug or exc.filename is None:
             raise
@@ -84,6 +86,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(exc, Interrupted):  # an Interrupted stage has said what it kept
             print("interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader left: polling its write end then reports an error."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # a captured stdout without a descriptor; no poll (Windows)
+        return False
 
 
 def _exit_quietly() -> None:

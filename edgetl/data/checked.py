@@ -3,29 +3,34 @@
 Checking decodes every file (:func:`edgetl.data.folder.check_images`): minutes for ten thousand phone
 photos, hours for ImageNet, on every ``train``, ``eval`` and ``parity``. The verdicts live in one SQLite
 file (safe for DDP ranks checking at once, and for an interrupted check: what was committed is kept),
-keyed by the file's resolved path, size, modification and change times, Pillow's version and
+keyed by the file's absolute path, size, modification and change times, Pillow's version and settings, and
 :data:`CHECK_VERSION`. An edited, replaced or ``chmod``-ed file is checked again, and so is every file after
-an upgrade that may read images differently. The cache only saves time: when it cannot be used, the check
-runs in full and says so once.
+an upgrade that may read images differently. A file changed within :data:`RECENT_NS` of its check is not
+remembered: on a file system with coarse times, a same-size rewrite in that window keeps its key. The cache
+only saves time: when it cannot be used, the check runs in full and says so.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
 CACHE_ENV = "EDGETL_IMAGE_CHECK_CACHE"  # the SQLite file; "off" checks every file every time
 CHECK_VERSION = 1  # raise when what a check decides changes: older verdicts are then ignored
+RECENT_NS = 2_000_000_000  # as git's "racily clean" index entries: too fresh to trust its times
 
 Key = tuple[str, int, int, int]
 T = TypeVar("T")
 
 
 def _default_path() -> Path:
-    return Path.home() / ".cache" / "edgetl" / "image-check.sqlite"
+    from edgetl.io import cache_dir
+
+    return cache_dir() / "image-check.sqlite"
 
 
 def file_key(path: Path) -> Key | None:
@@ -44,10 +49,12 @@ class CheckCache:
     """Verdicts of earlier checks; every method is a no-op after the cache turned out unusable."""
 
     def __init__(self, path: Path | None) -> None:
+        from PIL import Image, ImageFile
         from PIL import __version__ as pillow
 
         self.path = path
-        self.version = f"{CHECK_VERSION}/{pillow}"
+        # what decides a verdict besides the bytes: edgetl's check, Pillow and the two settings a user may change
+        self.version = f"{CHECK_VERSION}/{pillow}/{Image.MAX_IMAGE_PIXELS}/{ImageFile.LOAD_TRUNCATED_IMAGES}"
         self.db: sqlite3.Connection | None = None
         if path is not None:
             self._guard(lambda: self._connect(path))
@@ -64,7 +71,8 @@ class CheckCache:
 
     def _connect(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)  # another rank may be writing
+        # another rank may be writing (a transaction takes milliseconds); Ctrl-C waits out the timeout at most
+        self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
         self.db.execute("CREATE TABLE IF NOT EXISTS checks (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, "
                         "ctime INTEGER, version TEXT, verdict TEXT)")
 
@@ -115,7 +123,8 @@ class CheckCache:
     def _store(self, verdicts: dict[Key, str]) -> None:
         if self.db is None:
             return
-        rows = [(*key, self.version, verdict) for key, verdict in verdicts.items()]
+        fresh = time.time_ns() - RECENT_NS
+        rows = [(*key, self.version, verdict) for key, verdict in verdicts.items() if max(key[2], key[3]) < fresh]
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?, ?)", rows)

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from edgetl.data.checked import CheckCache, file_key
 from edgetl.data.images import GRAPHIC, IMAGE_EXTENSIONS, OK, READ_ERROR, check_image
 from edgetl.errors import EdgetlError, name_list
@@ -121,6 +123,7 @@ def image_verdicts(items: list[Path], describe: str = "Checking images") -> dict
     known = cache.lookup(k for k in keys.values() if k is not None)
     verdicts = {p: known[k] for p, k in keys.items() if k in known}
     todo = [p for p in items if p not in verdicts]
+    Image.init()  # every format plugin registered before the threads start: none misses one being added
     with warnings.catch_warnings():  # once, around every thread (not thread-safe): PIL's warnings on odd files
         warnings.simplefilter("ignore")
         pool = ThreadPoolExecutor(check_workers())

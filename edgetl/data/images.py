@@ -62,9 +62,18 @@ def check_image(path: Path) -> str:
     """
     try:
         img = decode_rgb(path, draft=CHECK_SIDE)
+        if is_grey_graphic(img) and img.size != _full_size(path):  # scaling averages away a JPEG's ringing,
+            img = decode_rgb(path)  # so a flat grey photo may look like a graphic: judge it as training sees it
     except BadImage as exc:
         return str(exc)
     return GRAPHIC if is_grey_graphic(img) else OK
+
+
+def _full_size(path: Path) -> tuple[int, int]:
+    """The upright size of ``path`` without decoding it (as :func:`to_rgb` returns it)."""
+    with Image.open(path) as img:
+        turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn swaps w and h
+        return (img.height, img.width) if turned else img.size
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

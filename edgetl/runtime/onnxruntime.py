@@ -29,7 +29,7 @@ PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutio
 GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
 OPTIMIZATIONS = ("all", "extended", "basic", "disable")
 TRT_EP = "TensorrtExecutionProvider"
-TRT_CACHE_ENV = "EDGETL_ORT_TRT_CACHE"  # ORT TensorRT EP engines (default ~/.cache/edgetl/ort-tensorrt)
+TRT_CACHE_ENV = "EDGETL_ORT_TRT_CACHE"  # ORT TensorRT EP engines (default edgetl.io.cache_dir()/ort-tensorrt)
 TRT_CACHE_KEEP = 8  # files whose engines are kept; older folders are deleted (Jetson storage is small)
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")  # substrings: also FusedConv, QLinearConv, MatMulInteger, ...
 RECORD_PLACEMENT = "session.record_ep_graph_assignment_info"
@@ -112,9 +112,9 @@ def tensorrt_ep_options(path: Path) -> dict[str, str]:
     typed, free to run in FP16 the nodes the FP16 export keeps in FP32. ORT names cached engines by graph
     and file name, not weights, so a re-exported file must never find the old folder.
     """
-    from edgetl.io import sha256_file
+    from edgetl.io import cache_dir, sha256_file
 
-    root = Path(os.environ.get(TRT_CACHE_ENV) or Path.home() / ".cache" / "edgetl" / "ort-tensorrt")
+    root = Path(os.environ.get(TRT_CACHE_ENV) or cache_dir() / "ort-tensorrt")
     cache = root / sha256_file(path)[:16]
     try:
         cache.mkdir(parents=True, exist_ok=True)
