@@ -160,9 +160,9 @@ def commands(result: DemoResult) -> list[str]:
     """The CLI commands that redo each step of this demo, from the files it wrote."""
     o = result.options
     out, run, val = o.out, result.final_run, result.data / "val"
-    lines = ["# train (each run's resolved settings are in its config.yaml)"]
-    lines += [f"edgetl train --config {shlex.quote(str(Path(r.run_dir) / 'config.yaml'))}"
-              for r in result.runs.values()]
+    lines = ["# train again, into new folders (each run's resolved settings are in its config.yaml)"]
+    lines += [shlex.join(["edgetl", "train", "--config", str(Path(r.run_dir) / "config.yaml"), "--out",
+                          str(out / "rerun" / Path(r.run_dir).name)]) for r in result.runs.values()]
     lines += ["# evaluate", f"edgetl eval {run} --data {val} --out {out / 'eval'}", "# export with parity"]
     for m, folder in zip(result.manifests, (out / "export", out / "export" / "cpu"), strict=False):
         flags = ["--fp16"] if any(a.precision == "fp16" for a in m.artifacts) else []
@@ -171,7 +171,8 @@ def commands(result: DemoResult) -> list[str]:
             flags += ["--int8", "--int8-target", int8.details["int8"]["target"], "--calib-data",
                       str(result.data / "train"), "--calib-size", str(o.calib_size), "--max-accuracy-drop",
                       str(o.int8_budget)]
-        lines.append(shlex.join(["edgetl", "export", str(run), "--out", str(folder), *flags, "--val-data", str(val)]))
+        lines.append(shlex.join(["edgetl", "export", str(run), "--out", str(folder), *flags, "--val-data", str(val),
+                                 "--parity-size", str(m.parity_data["n"])]))  # every val image, as the demo
     files = [str(p) for p in result.artifacts]
     lines += ["# parity and benchmark",
               shlex.join(["edgetl", "parity", str(run), *files, "--data", str(val), "--json",

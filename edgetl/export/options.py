@@ -49,7 +49,8 @@ class ExportOptions:
         if self.int8 and self.calib_data is None:
             raise EdgetlError("--int8 needs --calib-data DIR (a few hundred photos like the deployment's)")
         if self.fp16 and self.calib_data is None and self.val_data is None:
-            raise EdgetlError("--fp16 needs images to find the ops that overflow in float16; pass --calib-data DIR")
+            raise EdgetlError("--fp16 needs images to find the ops that overflow in float16; pass --calib-data DIR "
+                              "or --val-data DIR")
         lo, opt, hi = self.batch
         if not 1 <= lo <= opt <= hi:
             raise EdgetlError(f"--batch {lo}:{opt}:{hi} must satisfy 1 <= MIN <= OPT <= MAX (e.g. 1:8:32)")
