@@ -198,8 +198,19 @@ def collect_logits(runners: list[Runner], paths: list[Any], batch_size: int = 32
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgetl.data.images import BadImage, load_rgb
+    from edgetl.data.images import BadImage, decode_rgb, map_images
     from edgetl.data.transforms import eval_array
+
+    pres = [r.card.preprocess for r in runners]
+    distinct = [p for i, p in enumerate(pres) if p not in pres[:i]]  # usually one: each image resized once
+
+    def one(path: Any) -> list[np.ndarray] | BadImage:
+        """The image decoded once and preprocessed for each distinct card; runs on a decoding thread."""
+        try:
+            img = decode_rgb(path)
+        except BadImage as exc:
+            return exc
+        return [eval_array(img, pre) for pre in distinct]
 
     outs: list[list[np.ndarray]] = [[] for _ in runners]
     skipped: list[tuple[str, str]] = []
@@ -208,17 +219,18 @@ def collect_logits(runners: list[Runner], paths: list[Any], batch_size: int = 32
     with Progress(*columns, transient=True, disable=not show_progress(progress)) as bar:
         task = bar.add_task("images", total=len(paths))
         for start in range(0, len(paths), batch_size):
-            images, idx = [], []
-            for i in range(start, min(start + batch_size, len(paths))):
-                try:
-                    images.append(load_rgb(paths[i]))
+            arrays, idx = [], []
+            chunk = range(start, min(start + batch_size, len(paths)))
+            for i, result in zip(chunk, map_images(one, [paths[i] for i in chunk]), strict=True):
+                if isinstance(result, BadImage):
+                    skipped.append((str(paths[i]), str(result)))
+                else:
+                    arrays.append(result)
                     idx.append(i)
-                except BadImage as exc:
-                    skipped.append((str(paths[i]), str(exc)))
-            if images:
+            if arrays:
                 for k, runner in enumerate(runners):
-                    pre = runner.card.preprocess
-                    outs[k].append(runner.infer(np.stack([eval_array(im, pre) for im in images])))
+                    j = distinct.index(pres[k])
+                    outs[k].append(runner.infer(np.stack([a[j] for a in arrays])))
                 used += idx
             bar.advance(task, min(batch_size, len(paths) - start))
     logits = [np.concatenate(o) if o else np.zeros((0, r.card.num_classes), np.float32)

@@ -56,7 +56,7 @@ def test_a_rerun_decodes_only_new_or_changed_files(photos: list[Path], monkeypat
 
 def test_an_interrupted_check_keeps_what_it_finished(photos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(folder, "CHECK_CHUNK", 2)
-    monkeypatch.setattr(folder, "check_workers", lambda: 1)
+    monkeypatch.setattr(folder, "decode_threads", lambda: 1)
     calls = 0
 
     def interrupted(path: Path) -> str:
@@ -158,3 +158,20 @@ def test_a_flat_grey_jpeg_is_judged_as_a_full_decode_judges_it(tmp_path: Path) -
         draw.text((side // 2 - 40, side * 3 // 4), "image not found", fill=(90, 90, 90))
         img.save(path, quality=90)
         assert check_image(path) == ("graphic" if is_grey_graphic(load_rgb(path)) else "ok"), side
+
+
+def test_map_images_keeps_order_and_silences_pil_in_its_threads(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """What eval, parity and calibration decode with: the results of a plain loop, in order, and no warnings."""
+    from edgetl.data.images import decode_rgb, map_images
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # each 40x40 file gets a DecompressionBombWarning
+    paths = []
+    for i in range(24):
+        Image.new("RGB", (40, 40), (i * 10, 0, 0)).save(tmp_path / f"p{i}.png")
+        paths.append(tmp_path / f"p{i}.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        reds = list(map_images(lambda p: decode_rgb(p).getpixel((0, 0))[0], paths))
+        assert reds == [i * 10 for i in range(24)] and caught == [] and warnings.filters == before

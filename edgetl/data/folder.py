@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from edgetl.data.checked import CheckCache, file_key
-from edgetl.data.images import GRAPHIC, IMAGE_EXTENSIONS, OK, READ_ERROR, check_image
+from edgetl.data.images import GRAPHIC, IMAGE_EXTENSIONS, OK, READ_ERROR, check_image, decode_threads
 from edgetl.errors import EdgetlError, name_list
 from edgetl.progress import show_progress
 
@@ -44,7 +44,6 @@ class DataSplit:
     val_split: float | None = None  # the fraction asked for when edgetl made the split; None for a val/ folder
 
 
-CHECK_THREADS = 8  # at most; more rarely helps, as reading files then limits
 CHECK_CHUNK = 512  # files decoded between two cache commits
 
 # Photo formats PIL cannot decode here: listed as skipped with the fix, never dropped in silence.
@@ -108,12 +107,6 @@ def check_images(paths: Iterable[Path], describe: str = "Checking images") -> tu
     return good, bad + placeholders
 
 
-def check_workers() -> int:
-    """Threads that decode at once: Pillow decodes outside the GIL, so each core is used."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(CHECK_THREADS, cores))
-
-
 def image_verdicts(items: list[Path], describe: str = "Checking images") -> dict[Path, str]:
     """:func:`check_image`'s verdict for each file: from the cache when unchanged, else decoded in threads."""
     from rich.progress import track
@@ -126,7 +119,7 @@ def image_verdicts(items: list[Path], describe: str = "Checking images") -> dict
     Image.init()  # every format plugin registered before the threads start: none misses one being added
     with warnings.catch_warnings():  # once, around every thread (not thread-safe): PIL's warnings on odd files
         warnings.simplefilter("ignore")
-        pool = ThreadPoolExecutor(check_workers())
+        pool = ThreadPoolExecutor(decode_threads())
         try:
             decoded = _decode(todo, pool, lambda done: cache.store(
                 {k: v for p, v in done if (k := keys[p]) and not v.startswith(READ_ERROR)}))

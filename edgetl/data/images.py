@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -14,8 +18,13 @@ GREY_SPREAD = 8
 # A check decodes large JPEGs at a reduced scale, no smaller than this a side: 4x faster for a 12 MP photo,
 # and the whole compressed stream is still read, so a truncated file fails as in a full decode.
 CHECK_SIDE = 512
+DECODE_THREADS = 8  # at most; past that, reading the files limits
 OK, GRAPHIC = "ok", "graphic"  # verdicts of check_image; any other text is why the file is unusable
 READ_ERROR = "cannot read"  # how a verdict from the file system (permissions, I/O) starts: it may pass later
+
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class BadImage(Exception):
@@ -53,6 +62,23 @@ def decode_rgb(path: str | Path, draft: int | None = None) -> Image.Image:
         if isinstance(exc, OSError) and exc.errno is not None:  # the file system's error, not the file's bytes
             raise BadImage(f"{READ_ERROR} ({exc.strerror}); check the file's permissions and storage") from None
         raise BadImage(f"unreadable ({exc})") from None
+
+
+def decode_threads() -> int:
+    """Threads that decode at once: Pillow decodes and resizes outside the GIL, so each core is used."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(DECODE_THREADS, cores))
+
+
+def map_images(fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    """``fn`` over ``items`` on :func:`decode_threads` threads, results in order as they are ready.
+
+    ``fn`` must leave PIL's warnings alone (:func:`decode_rgb`, not :func:`load_rgb`): ``catch_warnings``
+    is not thread-safe, so they are silenced here, once, around all the threads.
+    """
+    with warnings.catch_warnings(), ThreadPoolExecutor(decode_threads()) as pool:
+        warnings.simplefilter("ignore")
+        yield from pool.map(fn, items)
 
 
 def check_image(path: Path) -> str:

@@ -44,24 +44,32 @@ def preprocess_files(paths: Sequence[Path], pre: Preprocess, labels: Sequence[in
     from rich.progress import track
 
     from edgetl.data.folder import drop_placeholders
-    from edgetl.data.images import BadImage, is_grey_graphic, load_rgb
+    from edgetl.data.images import BadImage, decode_rgb, is_grey_graphic, map_images
     from edgetl.data.transforms import eval_array
+
+    def one(path: Path) -> tuple[np.ndarray, bool] | BadImage:
+        """(preprocessed array, a grey graphic?) or why ``path`` is unusable; runs on a decoding thread."""
+        try:
+            img = decode_rgb(path)
+        except BadImage as exc:
+            return exc
+        return eval_array(img, pre), is_grey_graphic(img)
 
     arrays: dict[Path, np.ndarray] = {}
     label_of: dict[Path, int] = {}
     bad: list[tuple[Path, str]] = []
     graphics: set[Path] = set()
-    for i, p in enumerate(track(list(paths), description=describe, transient=True,
-                                       disable=not show_progress())):
-        try:
-            img = load_rgb(p)
-        except BadImage as exc:
-            bad.append((Path(p), str(exc)))
+    files = [Path(p) for p in paths]
+    done = track(map_images(one, files), total=len(files), description=describe, transient=True,
+                 disable=not show_progress())
+    for i, (p, result) in enumerate(zip(files, done, strict=True)):
+        if isinstance(result, BadImage):
+            bad.append((p, str(result)))
             continue
-        arrays[Path(p)] = eval_array(img, pre)
-        graphics.update([Path(p)] if is_grey_graphic(img) else [])
+        arrays[p] = result[0]
+        graphics.update([p] if result[1] else [])
         if labels is not None:
-            label_of[Path(p)] = int(labels[i])
+            label_of[p] = int(labels[i])
     kept, placeholders = drop_placeholders(list(arrays), graphics)
     if not kept:
         first = f" ({bad[0][0].name}: {bad[0][1]})" if bad else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgetl.data.images import BadImage, load_rgb, to_rgb
+from edgetl.data.images import BadImage, decode_rgb, map_images, to_rgb
 from edgetl.data.transforms import eval_array
 from edgetl.errors import EdgetlError
 from edgetl.runtime.base import Runner
@@ -45,7 +46,7 @@ def _as_image(item: ImageLike) -> tuple[str, Image.Image]:
             raise EdgetlError(f"image array of shape {item.shape} {item.dtype}: expected HxWx3 uint8 RGB")
         return "<array>", Image.fromarray(item, "RGB")
     try:
-        return str(item), load_rgb(item)
+        return str(item), decode_rgb(item)  # on a decoding thread: map_images silences PIL's warnings
     except BadImage as exc:
         raise EdgetlError(f"{item}: {exc}; pass a JPEG/PNG image") from None
 
@@ -58,8 +59,19 @@ class Predictor:
         self.batch_size = batch_size
 
     def preprocess(self, images: Iterable[ImageLike]) -> np.ndarray:
-        """Float32 NCHW batch, the same tensor the trained model saw for these images."""
-        arrays = [eval_array(_as_image(item)[1], self.runner.card.preprocess) for item in images]
+        """Float32 NCHW batch, the same tensor the trained model saw for these images (decoded in threads)."""
+        pre = self.runner.card.preprocess
+        items = list(images)
+
+        def prepare(item: ImageLike) -> np.ndarray:
+            return eval_array(_as_image(item)[1], pre)
+
+        if all(isinstance(item, (str, Path)) for item in items):
+            arrays = list(map_images(prepare, items))
+        else:  # a caller's Image objects stay on this thread: PIL loads an image lazily, not thread-safely
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                arrays = [prepare(item) for item in items]
         if not arrays:
             return np.zeros((0, *self.runner.input_shape), np.float32)
         return np.stack(arrays)
