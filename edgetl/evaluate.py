@@ -54,6 +54,7 @@ class EvalReport:
     worst: list[Mistake] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     macro: dict[str, float] = field(default_factory=dict)
+    class_map: dict[str, str] | None = None  # folder → model class, for folders named the ImageNet way
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data; the confusion matrix is shared, not copied (``asdict`` took seconds at 1000 classes)."""
@@ -154,26 +155,31 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | N
     """Run ``artifact`` over the labelled folder ``data`` (``DIR/<class>/…`` or ``DIR/val/<class>/…``)."""
     from rich.progress import track
 
-    from edgetl.data.folder import scan_eval_folder
+    from edgetl.data.labelled import find_labelled
     from edgetl.runtime.loader import deployed_runner
     from edgetl.runtime.predictor import Predictor
 
     with deployed_runner(artifact, device=device) as runner:
-        samples, skipped = scan_eval_folder(data, runner.card.classes)
-        if not samples:
+        found = find_labelled(Path(data), runner.card.classes)  # as parity reads it: ImageNet heads map "ants/"
+        skipped = found.skipped
+        if found.labels is None and found.paths:
+            raise EdgetlError(f"{data}: {found.note or 'images without class folders'}; eval scores labelled "
+                              "images: put them in DIR/<class>/ folders named by the model's classes")
+        if not found.paths:
             first = f"; {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
             raise EdgetlError(f"{data}: none of its {len(skipped)} file(s) is a usable image{first}; "
                               "point --data at a folder of photos in DIR/<class>/ folders")
         predictor = Predictor(runner, batch_size)
-        paths = [s.path for s in samples]
+        paths = found.paths
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
         logits = [predictor.logits(chunk) for chunk in track(chunks, "evaluating", disable=not show_progress(progress),
                                                                 transient=True)]
         classes = runner.card.classes
-    labels = np.asarray([s.label for s in samples], dtype=np.int64)
+    labels = np.asarray(found.labels, dtype=np.int64)
     report = report_from_logits(np.concatenate(logits), labels, classes, [str(p) for p in paths], worst,
                                 artifact=str(artifact), data=str(data))
     report.skipped = [(str(p), reason) for p, reason in skipped]
+    report.class_map = found.class_map
     return report
 
 

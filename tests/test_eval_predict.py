@@ -219,3 +219,17 @@ def test_a_class_name_with_a_bar_keeps_its_markdown_table_row(tmp_path: Path) ->
                      tmp_path)
     rows = [line for line in md.splitlines() if line.startswith("| ")]
     assert rows[1] == "| cats \\| dogs | 0.5 |" and rows[2] == "| **total** | 1 |"  # 2 cells each, as the header
+
+
+def test_an_imagenet_head_is_scored_on_folders_named_the_imagenet_way(hymenoptera: Path, tmp_path: Path) -> None:
+    """As parity reads them: ants/ and bees/ are ImageNet classes 310 and 309 for Lite0's own 1000-class head."""
+    from edgetl.checkpoint import save_checkpoint
+    from edgetl.evaluate import evaluate_artifact
+    from edgetl.models.weights import imagenet_lite_model
+
+    model, card = imagenet_lite_model("efficientnet_lite0")
+    save_checkpoint(tmp_path / "imagenet", "best", model, card)
+    report = evaluate_artifact(tmp_path / "imagenet", hymenoptera / "val", device="cpu", progress=False)
+    assert report.class_map == {"ants": "imagenet_310", "bees": "imagenet_309"} and report.images == 153
+    assert report.top1 == pytest.approx(84.97, abs=0.01)  # benchmarks/results/cpu/*_parity.json: the same photos
+    assert report.macro["classes"] == 2 and len(report.weakest(30)) == 2
