@@ -122,12 +122,12 @@ def test_head_dropout_is_applied_once_with_a_hidden_head() -> None:
 
 
 def test_freeze_bn_keeps_backbone_statistics_and_lets_a_new_head_bn_learn() -> None:
-    from edgetl.models.factory import classifier_name
+    from edgetl.models.factory import head_prefixes
     from edgetl.models.freeze import frozen_bn_to_eval
 
     model = _model("test_resnet", hidden=16)
     model.train()
     frozen_bn_to_eval(model, all_bn=True)
-    head = classifier_name(model) + "."
+    head = head_prefixes(model)
     modes = {n: m.training for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     assert [n for n, training in modes.items() if training] == [n for n in modes if n.startswith(head)] != []

@@ -28,6 +28,7 @@ from edgetl.card import (
 from edgetl.errors import EdgetlError
 from edgetl.host import cpu_features
 from edgetl.io import ensure_writable_dir
+from edgetl.models.factory import deploy_form
 
 if TYPE_CHECKING:
     from torch import nn
@@ -66,7 +67,7 @@ def pt2_from_model(model: nn.Module, card: ModelCard, out_path: str | Path, max_
     if out.suffix != ".pt2":
         raise EdgetlError(f"{out}: AOTInductor packages must end in .pt2; choose e.g. {out.with_suffix('.pt2').name}")
     ensure_writable_dir(out.parent)
-    model = model.eval()
+    model, _ = deploy_form(model.eval())
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     batch = min(2, max_batch)  # 2, not 1: a size-1 example would specialise the batch dimension

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edgetl.card import PRECISION_KEY, ModelCard
 from edgetl.errors import EdgetlError
 from edgetl.io import atomic_path, ensure_writable_dir
+from edgetl.models.factory import deploy_form
 from edgetl.runtime.onnx_graph import onnx_opset
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class OnnxExportInfo:
     exporter: str  # "dynamo" | "torchscript"
     opset: int
     fallback_reason: str | None = None
+    reparameterized: bool = False  # branches merged for inference first (models.factory.deploy_form)
 
 
 def _unsupported_op(exc: BaseException) -> str | None:
@@ -145,11 +147,12 @@ def onnx_from_model(model: nn.Module, card: ModelCard, out_path: str | Path, *, 
     if static_batch is not None and static_batch < 1:
         raise EdgetlError(f"--static-batch {static_batch} must be at least 1")
     out = Path(out_path)
-    model = model.eval().float().cpu()
+    model, merged = deploy_form(model.eval().float().cpu())
     ensure_writable_dir(out.parent)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export.") as tmp, torch.no_grad():
         raw = Path(tmp) / "raw.onnx"
         result = _export_raw(model, card, raw, opset, static_batch)
+        result.reparameterized = merged
         exported = onnx.load(str(raw))
     written = onnx_opset(exported) or opset
     if written != opset:  # torch writes its own opset, then converts; a failed conversion only logs

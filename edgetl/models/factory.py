@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgetl.card import HeadConfig, ModelCard, Preprocess
 from edgetl.errors import EdgetlError
@@ -53,13 +53,19 @@ def card_for(arch: str, classes: list[str], img_size: int | None = None, head: H
                      head=head or HeadConfig(), weights=weights)
 
 
-def classifier_name(model: nn.Module) -> str:
-    """Dotted name of the model's classifier module ('fc', 'classifier', 'head.fc', …)."""
+def classifier_names(model: nn.Module) -> tuple[str, ...]:
+    """Dotted names of the model's classifier modules: one ('fc', 'classifier', 'head.fc', …), or two for
+    distilled models (LeViT, DeiT-distilled, EfficientFormer: ``head`` and ``head_dist``, averaged in eval)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    name = cfg.get("classifier") if isinstance(cfg, dict) else None
-    if not name:
+    names = cfg.get("classifier") if isinstance(cfg, dict) else None
+    if not names:
         raise EdgetlError(f"{type(model).__name__}: timm gives no classifier name; this model cannot take a new head")
-    return str(name)
+    return (names,) if isinstance(names, str) else tuple(str(n) for n in names)
+
+
+def head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """``name.`` of each classifier, for ``str.startswith`` on parameter and state-dict keys."""
+    return tuple(f"{name}." for name in classifier_names(model))
 
 
 def build_hidden_head(in_features: int, num_classes: int, head: HeadConfig) -> nn.Module:
@@ -129,6 +135,37 @@ def _offline_hub_file(arch: str) -> dict[str, str] | None:
                       f"cache; {offline_hint(arch)}")
 
 
+def _fixed_size_kwargs(card: ModelCard) -> dict[str, Any]:
+    """``img_size`` for timm when the card asks a fixed-size model (ViT, DeiT, LeViT, Swin) for another size.
+
+    Those models build position embeddings or attention biases for one input size and fail at the first
+    batch of any other; timm builds them for the asked size, and resamples hub weights to it.
+    """
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(card.arch)
+    if cfg is None or not getattr(cfg, "fixed_input_size", False) or tuple(cfg.input_size[1:]) == card.preprocess.size:
+        return {}
+    return {"img_size": card.preprocess.size}
+
+
+REPARAM_METHODS = ("fuse", "reparameterize", "switch_to_deploy")
+
+
+def deploy_form(model: nn.Module) -> tuple[nn.Module, bool]:
+    """``model`` in its inference form, and whether that differs: RepVGG, MobileOne, FastViT, LeViT …
+    train with parallel branches or unfused norms that timm merges into single convolutions for inference.
+
+    Exported unmerged, the file would run every branch (slower) and INT8 would quantise each branch on its
+    own. A copy is merged, so the caller's model (the parity reference) keeps its training form.
+    """
+    from timm.utils.model import reparameterize_model
+
+    if not any(hasattr(m, name) for m in model.modules() for name in REPARAM_METHODS):
+        return model, False
+    return reparameterize_model(model.eval()), True
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain model inside DDP / torch.compile wrappers (the same module objects)."""
     from torch import nn
@@ -155,18 +192,29 @@ def create_model(card: ModelCard, pretrained: bool = False) -> nn.Module:
     if pretrained:
         _check_pretrained_exists(card.arch)
     overlay = _offline_hub_file(card.arch) if pretrained else None
+    size = _fixed_size_kwargs(card)
     try:
         model = timm.create_model(card.arch, pretrained=pretrained, num_classes=card.num_classes,
                                   drop_rate=card.head.dropout if card.head.hidden == 0 else 0.0,
-                                  pretrained_cfg_overlay=overlay)
+                                  pretrained_cfg_overlay=overlay, **size)
+    except TypeError as exc:
+        if not size or "img_size" not in str(exc):
+            raise
+        native = default_preprocess(card.arch).size
+        raise EdgetlError(f"{card.arch} takes {native[0]}x{native[1]} inputs only (timm cannot build it for "
+                          f"{card.preprocess.size[0]}x{card.preprocess.size[1]}); pass --img-size {native[0]} or "
+                          "leave --img-size out") from None
     except (OSError, RuntimeError) as exc:
+        if pretrained and size and "size mismatch" in str(exc):
+            raise EdgetlError(f"timm could not fit {card.arch}'s pretrained weights to {card.preprocess.size[0]} px "
+                              f"inputs; leave --img-size out (it is built for "
+                              f"{default_preprocess(card.arch).size[0]} px)") from None
         if pretrained:
             why = " ".join(str(exc).split())[:160]
             raise EdgetlError(f"could not load timm weights for {card.arch!r} ({type(exc).__name__}: {why}); "
                               f"{offline_hint(card.arch)}") from None
         raise
-    if card.head.hidden > 0:
-        name = classifier_name(model)
+    for name in classifier_names(model) if card.head.hidden > 0 else ():
         in_features = getattr(model.get_submodule(name), "in_features", None) or model.num_features
         model.set_submodule(name, build_hidden_head(int(str(in_features)), card.num_classes, card.head))
     return model

@@ -9,13 +9,13 @@ from __future__ import annotations
 from torch import nn
 
 from edgetl.errors import EdgetlError
-from edgetl.models.factory import classifier_name, unwrap
+from edgetl.models.factory import head_prefixes, unwrap
 
 
 def head_param_names(model: nn.Module) -> list[str]:
-    """Parameters of the classifier head (always trainable)."""
-    prefix = classifier_name(model) + "."
-    return [n for n, _ in model.named_parameters() if n.startswith(prefix)]
+    """Parameters of the classifier head, or both heads of a distilled model (always trainable)."""
+    prefixes = head_prefixes(model)
+    return [n for n, _ in model.named_parameters() if n.startswith(prefixes)]
 
 
 def stage_param_names(model: nn.Module) -> list[list[str]]:
@@ -85,7 +85,7 @@ def frozen_bn_to_eval(model: nn.Module, all_bn: bool = False) -> None:
     A ``--head-hidden`` head's own BatchNorm has no pretrained statistics to keep: it learns as the head does.
     """
     inner = unwrap(model)
-    head = classifier_name(inner) + "."
+    head = head_prefixes(inner)
     for name, module in inner.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             params = list(module.parameters(recurse=False))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from edgetl.card import HeadConfig, ModelCard
 from edgetl.errors import EdgetlError
-from edgetl.models.factory import classifier_name, default_preprocess
+from edgetl.models.factory import classifier_names, default_preprocess, head_prefixes
 
 if TYPE_CHECKING:
     import torch
@@ -147,7 +147,7 @@ def _saved_arch(path: Path) -> str | None:
 
 
 def load_state_by_order(model: nn.Module, state: dict[str, torch.Tensor], source: str,
-                        skip_model_prefix: str | None = None) -> int:
+                        skip_model_prefix: str | tuple[str, ...] | None = None) -> int:
     """Copy ``state`` into ``model`` position by position (another naming scheme), checking every shape."""
     own = [(k, v) for k, v in model.state_dict().items() if not (skip_model_prefix and k.startswith(skip_model_prefix))]
     theirs = list(state.items())
@@ -171,7 +171,7 @@ def load_weights(model: nn.Module, arch: str, source: str, allow_partial: bool =
     (resnet18 weights for resnet34, efficientnet_b0 for a Lite model) would otherwise leave part of the
     backbone random while the run's card claimed pretrained weights. ``allow_partial`` accepts that.
     """
-    head = classifier_name(model) + "."
+    head = head_prefixes(model)
     if source in LITE_PACKAGES:
         expected = LITE_PACKAGES[source][2]
         if arch.split(".")[0] != expected:  # tf_efficientnet_lite0.in1k is the same model
@@ -197,6 +197,9 @@ def load_weights(model: nn.Module, arch: str, source: str, allow_partial: bool =
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if wrong:
+        state = _resampled(model, state)
+        wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
         k = wrong[0]
         raise EdgetlError(f"--weights {path}: {len(wrong)} tensor(s) have the wrong shape for {arch} (e.g. {k}: "
                           f"{tuple(state[k].shape)} vs {tuple(own[k].shape)}); check --model matches the file")
@@ -215,6 +218,21 @@ def load_weights(model: nn.Module, arch: str, source: str, allow_partial: bool =
                           "--allow-partial-weights to train anyway")
     model.load_state_dict(matched, strict=False)
     return report
+
+
+def _resampled(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` through timm's own ``checkpoint_filter_fn`` for this model's family, which resamples position
+    embeddings to the size the model was built for (a ViT at ``--img-size 96`` from 224 px weights), as
+    timm does for hub weights. ``state`` unchanged where the family has none or it does not apply."""
+    import sys
+
+    adapt = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if adapt is None:
+        return state
+    try:
+        return dict(adapt(dict(state), model))
+    except (KeyError, RuntimeError, ValueError, AttributeError, TypeError):
+        return state
 
 
 def _old_head(unexpected: list[str], state: dict[str, torch.Tensor], num_features: int) -> list[str]:
@@ -256,10 +274,10 @@ def zero_init_head(model: nn.Module) -> None:
     import torch
     from torch import nn
 
-    head = model.get_submodule(classifier_name(model))
-    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
-    if linears:
-        with torch.no_grad():
-            linears[-1].weight.zero_()
-            if linears[-1].bias is not None:
-                linears[-1].bias.zero_()
+    for name in classifier_names(model):
+        linears = [m for m in model.get_submodule(name).modules() if isinstance(m, nn.Linear)]
+        if linears:
+            with torch.no_grad():
+                linears[-1].weight.zero_()
+                if linears[-1].bias is not None:
+                    linears[-1].bias.zero_()
