@@ -62,6 +62,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from inspect import signature
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -356,9 +357,12 @@ def _quantize(source: str | Path, out: Path, images: np.ndarray, config: Int8Con
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     reader = calibration_reader(images, input_name, progress, fixed_batch)
+    # The range cache came with onnxruntime 1.27, which has no Python 3.10 wheels (JetPack 6): before it, each
+    # pass (bias correction, a --max-accuracy-drop retry) calibrates again, on the model as corrected so far.
+    cached = {"calibration_cache_path": cache} if "calibration_cache_path" in signature(quantize_static).parameters \
+        else {}
     quantize_static(str(source), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    nodes_to_exclude=list(config.nodes_to_exclude), calibration_cache_path=cache,
-                    **_quant_args(config))
+                    nodes_to_exclude=list(config.nodes_to_exclude), **cached, **_quant_args(config))
 
 
 def int8_from_onnx(prepared: str | Path, out_path: str | Path, images: np.ndarray, config: Int8Config, *,
