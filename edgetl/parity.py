@@ -183,6 +183,7 @@ class ParityReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     class_map: dict[str, str] | None = None
     note: str | None = None
+    warning: str | None = None  # see one_class_reference
 
     @property
     def passed(self) -> bool:
@@ -194,7 +195,8 @@ class ParityReport:
                 "candidates": [c.to_dict() for c in self.candidates],
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
                 **({"class_map": self.class_map} if self.class_map else {}),
-                **({"note": self.note} if self.note else {})}
+                **({"note": self.note} if self.note else {}),
+                **({"warning": self.warning} if self.warning else {})}
 
 
 def describe_runner(runner: Runner, artifact: str) -> dict[str, Any]:
@@ -252,6 +254,19 @@ def collect_logits(runners: list[Runner], paths: list[Any], batch_size: int = 32
     return logits, skipped, used
 
 
+def one_class_reference(ref: np.ndarray, classes: list[str]) -> str | None:
+    """Why the figures say little when the reference answers one class for every image, else None.
+
+    Such a reference (a frozen random backbone, an untrained head, images all of one kind) makes any
+    candidate agree 100%: its gates pass whatever the artifact computes.
+    """
+    top1 = np.unique(ref.argmax(1)) if len(ref) else np.zeros(0, int)
+    if len(ref) < 8 or len(classes) < 2 or len(top1) != 1:
+        return None
+    return (f"the reference answers {classes[int(top1[0])]!r} for all {len(ref)} images, so agreement says little; "
+            "check that it is the trained model and that the images cover several classes")
+
+
 def _worst_images(stats: ParityStats, ref: np.ndarray, cand: np.ndarray, paths: list[str],
                   labels: np.ndarray | None, classes: list[str]) -> list[dict[str, Any]]:
     out = []
@@ -286,7 +301,7 @@ def run_parity(reference: Runner, candidates: list[tuple[str, Runner]], paths: l
                                        check_gate(stats, gate),
                                        _worst_images(stats, logits[0], cand, used_paths, lab, classes)))
     return ParityReport(describe_runner(reference, reference_artifact), results, len(used), lab is not None,
-                        skipped)
+                        skipped, warning=one_class_reference(logits[0], classes))
 
 
 def compare_artifacts(reference: Path, candidates: list[Path], data: Path, device: str | None = None,

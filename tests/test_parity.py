@@ -12,7 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgetl.cli import main
-from edgetl.parity import GATES, Gate, check_gate, compare_logits, gate_for
+from edgetl.parity import GATES, Gate, check_gate, compare_logits, gate_for, one_class_reference
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -55,6 +55,17 @@ def test_max_abs_diff_scales_with_the_logits_and_cosine_catches_a_collapse() -> 
     assert check_gate(stats, GATES["int8"]) == [
         f"cosine {stats.cosine:.4f} < 0.95 (the logits no longer follow the reference's)"]
     assert check_gate(compare_logits(ref, ref + 0.3, labels), GATES["int8"]) == []
+
+
+def test_a_reference_that_answers_one_class_is_called_out() -> None:
+    """A frozen random backbone gives near-constant logits: every candidate then 'agrees' 100%."""
+    ref = np.tile([3.0, 0.0, -1.0], (20, 1)) + np.random.default_rng(0).normal(0, 0.01, (20, 3))
+    assert one_class_reference(ref, ["ant", "bee", "wasp"]) == (
+        "the reference answers 'ant' for all 20 images, so agreement says little; check that it is the trained "
+        "model and that the images cover several classes")
+    assert one_class_reference(ref[:5], ["ant", "bee", "wasp"]) is None  # too few images to say
+    ref[7] = [0.0, 4.0, 0.0]
+    assert one_class_reference(ref, ["ant", "bee", "wasp"]) is None
 
 
 def test_gates_by_precision_and_overrides() -> None:

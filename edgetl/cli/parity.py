@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(parity_table(report))
     if report.note:
         console.print(f"[yellow]labels:[/yellow] {escape(report.note)}", highlight=False)
+    if report.warning:
+        console.print(f"[yellow]warning:[/yellow] {escape(report.warning)}", highlight=False)
     if report.class_map:
         mapping = ", ".join(f"{folder} → {cls}" for folder, cls in report.class_map.items())
         console.print(f"labels: folders read as ImageNet classes ({mapping})", highlight=False)

@@ -39,7 +39,7 @@ from edgetl.export.verify import (
     progress_bar,
 )
 from edgetl.io import dir_lock, ensure_writable_dir, read_json, sha256_file
-from edgetl.parity import GATES
+from edgetl.parity import GATES, one_class_reference
 from edgetl.runtime.onnx_graph import onnx_opset
 
 if TYPE_CHECKING:
@@ -362,6 +362,8 @@ def _export_into(checkpoint: str | Path, out: Path, options: ExportOptions) -> M
     calib, parity_images, parity_info = export_images(card, options)
     with _stage(options, "reference"):
         reference = infer_all(TorchRunner(model, card), parity_images.array, "PyTorch reference", options.quiet)
+    if parity_images.paths and (warning := one_class_reference(reference, card.classes)):
+        log.warning("parity: %s", warning)  # not on synthetic inputs (no paths): those may well all land on one class
     parity = ParitySet(parity_images, reference, parity_info)
     clear_previous_export(out)
     batch = {"static": options.static_batch} if options.static_batch else dict(zip(("min", "opt", "max"), options.batch,
