@@ -127,13 +127,13 @@ def reuse_fp32(source: Path, card: ModelCard, dest: Path, options: ExportOptions
 
 def _export_fp16(fp32: Path, out: Path, calib: ImageSet, parity: ParitySet, options: ExportOptions,
                  manifest: Manifest) -> Path | None:
-    from edgetl.export.fp16 import NonFiniteOutputs, fp16_from_onnx
+    from edgetl.export.fp16 import MAX_ROUNDS, NonFiniteOutputs, fp16_from_onnx
 
     path = out / "model.fp16.onnx"
-    with _stage(options, "onnx_fp16"):
+    with _stage(options, "onnx_fp16"), progress_bar("FP16: nodes kept in float32", MAX_ROUNDS, options.quiet) as kept:
         try:
             report = fp16_from_onnx(fp32, path, calib.array[:FP16_SEARCH_IMAGES],
-                                    min_agreement=GATES["fp16"].min_agreement or 0.995)
+                                    min_agreement=GATES["fp16"].min_agreement or 0.995, progress=kept)
         except NonFiniteOutputs as exc:
             _fail(manifest, str(exc))
             return None
