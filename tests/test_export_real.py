@@ -153,7 +153,8 @@ def test_failed_int8_gate_says_how_many_photos_and_the_fix(lite0: tuple[Manifest
         failed = parity_record(flipped, parity, "int8", ExportOptions(quiet=True), "flipped")
         budgeted = parity_record(flipped, parity, "int8", ExportOptions(quiet=True, max_accuracy_drop=1.0), "b")
     assert not failed["passed"]
-    drop, hint = failed["failures"]
+    drop, cosine, hint = failed["failures"]
     assert drop.startswith("top-1 drop") and f"more wrong of {len(images)} images" in drop
+    assert cosine.startswith("cosine -")  # every class ranked upside down
     assert hint.startswith("--max-accuracy-drop 1 keeps the layers")
-    assert len(budgeted["failures"]) == 1  # the user already asked for the search: no hint to ask for it
+    assert len(budgeted["failures"]) == 2  # the user already asked for the search: no hint to ask for it
