@@ -93,3 +93,47 @@ def test_branches_are_merged_before_export_and_the_file_answers_like_the_model(t
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
     assert deploy_form(create_model(card_for("test_resnet", ["a", "b"], img_size=32)))[1] is False
+
+
+def test_a_hidden_head_survives_merging_a_head_that_folds_its_norm() -> None:
+    """LeViT's and EfficientViT-M's ``head`` folds a BatchNorm into ``head.linear``; with ``--head-hidden`` that
+    Linear is edgetl's head, so that one module stays as trained while the backbone is merged."""
+    torch.manual_seed(0)
+    model = create_model(card_for("efficientvit_m0", ["a", "b", "c"], img_size=64, head=HeadConfig(hidden=16))).eval()
+    merged, changed = deploy_form(model)
+    assert changed and sum(p.numel() for p in merged.parameters()) < sum(p.numel() for p in model.parameters())
+    assert isinstance(merged.get_submodule("head.linear"), nn.Sequential)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        want, got = model.forward_features(x), merged.forward_features(x)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+        torch.testing.assert_close(merged(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_fp16_keeps_a_cast_from_bool(tmp_path: Path) -> None:
+    """EdgeNeXt's position encoding sums a bool mask cast to float: bool → float16 → float32 is a real cast,
+    not a round trip to drop (dropping it fed a bool to CumSum and ONNX Runtime rejected the graph)."""
+    from edgetl.export.fp16 import fp16_from_onnx
+    from edgetl.export.onnx import onnx_from_model
+    import onnx
+
+    from edgetl.export.probe import session
+
+    class CumulativeMask(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.conv(x)
+            position = (~torch.zeros_like(h[:, 0]).bool()).float().cumsum(1)
+            return self.fc((h + position.unsqueeze(1)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = CumulativeMask().eval()
+    path = onnx_from_model(model, card_for("test_resnet", ["a", "b", "c"], img_size=16), tmp_path / "m.onnx")
+    images = np.random.default_rng(0).normal(size=(8, 3, 16, 16)).astype(np.float32)
+    fp16_from_onnx(path, tmp_path / "m.fp16.onnx", images)
+    got = session(onnx.load(str(tmp_path / "m.fp16.onnx")), optimize=True).run(None, {"input": images})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(torch.from_numpy(images)).numpy(), rtol=1e-2, atol=1e-2)

@@ -83,13 +83,15 @@ def drop_round_trip_casts(model: onnx.ModelProto) -> None:
             consumers.setdefault(name, []).append(node)
     outputs = {o.name for o in model.graph.output}
     producers = {o: n for n in model.graph.node for o in n.output}
+    types = _elem_types(model)
     drop: set[str] = set()
     for down in model.graph.node:
         up = producers.get(down.input[0]) if down.input else None
         if cast_to(down) != onnx.TensorProto.FLOAT or up is None or cast_to(up) != onnx.TensorProto.FLOAT16:
             continue
         source = producers.get(up.input[0])
-        if source is None or source.op_type == "Cast" or down.output[0] in outputs:
+        if source is None or source.op_type == "Cast" or down.output[0] in outputs \
+                or types.get(up.input[0]) != onnx.TensorProto.FLOAT:  # bool → f16 → f32 is a real cast (EdgeNeXt)
             continue
         for user in consumers.get(down.output[0], []):
             user.input[:] = [up.input[0] if i == down.output[0] else i for i in user.input]
@@ -99,6 +101,15 @@ def drop_round_trip_casts(model: onnx.ModelProto) -> None:
     kept = [n for n in model.graph.node if n.name not in drop]
     del model.graph.node[:]
     model.graph.node.extend(kept)
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every value whose type shape inference can tell."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    return {v.name: v.type.tensor_type.elem_type for v in values}
 
 
 def _logits(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:

@@ -137,10 +137,21 @@ def _export_fp16(fp32: Path, out: Path, calib: ImageSet, parity: ParitySet, opti
         except NonFiniteOutputs as exc:
             _fail(manifest, str(exc))
             return None
+        except ort_graph_errors() as exc:  # a converter defect must not cost the INT8 file and the manifest
+            _fail(manifest, f"{path}: ONNX Runtime rejects the FP16 graph ({str(exc).splitlines()[0][:200]}); not "
+                            "written — ship FP32, and report the model: the FP16 conversion mistyped a value")
+            return None
     with _stage(options, "parity_fp16"):
         record = ort_parity(path, parity, "fp16", options)
     _record(manifest, onnx_artifact(path, "fp16", {"fp16": report.to_dict()}), record)
     return path
+
+
+def ort_graph_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's errors for a graph it cannot load or run (its own types, not RuntimeError)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return state.Fail, state.InvalidGraph, state.NotImplemented, state.RuntimeException
 
 
 @dataclasses.dataclass

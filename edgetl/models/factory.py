@@ -72,10 +72,12 @@ def build_hidden_head(in_features: int, num_classes: int, head: HeadConfig) -> n
     """The classic Dense → BatchNorm → ReLU → Dropout → Dense classifier."""
     from torch import nn
 
-    return nn.Sequential(
+    hidden = nn.Sequential(
         nn.Linear(in_features, head.hidden), nn.BatchNorm1d(head.hidden), nn.ReLU(inplace=True),
         nn.Dropout(head.dropout), nn.Linear(head.hidden, num_classes),
     )
+    hidden.edgetl_head = True  # type: ignore[assignment]  # deploy_form must not fuse a timm parent into it
+    return hidden
 
 
 def offline_hint(arch: str) -> str:
@@ -159,11 +161,27 @@ def deploy_form(model: nn.Module) -> tuple[nn.Module, bool]:
     Exported unmerged, the file would run every branch (slower) and INT8 would quantise each branch on its
     own. A copy is merged, so the caller's model (the parity reference) keeps its training form.
     """
-    from timm.utils.model import reparameterize_model
+    import copy
 
     if not any(hasattr(m, name) for m in model.modules() for name in REPARAM_METHODS):
         return model, False
-    return reparameterize_model(model.eval()), True
+    merged = copy.deepcopy(model.eval())
+    _merge_children(merged)
+    return merged, True
+
+
+def _merge_children(module: nn.Module) -> None:
+    """timm's ``reparameterize_model`` walk, except that a module holding edgetl's hidden head is not fused:
+    LeViT's ``head`` folds its BatchNorm into ``head.linear``, which a ``--head-hidden`` head has replaced."""
+    for name, child in module.named_children():
+        timm_block: Any = child  # the methods are timm's, not nn.Module's
+        if hasattr(child, "fuse") and not any(getattr(m, "edgetl_head", False) for m in child.modules()):
+            setattr(module, name, timm_block.fuse())
+        elif hasattr(child, "reparameterize"):
+            timm_block.reparameterize()
+        elif hasattr(child, "switch_to_deploy"):
+            timm_block.switch_to_deploy()
+        _merge_children(getattr(module, name))
 
 
 def unwrap(model: nn.Module) -> nn.Module:
