@@ -155,6 +155,6 @@ def test_failed_int8_gate_says_how_many_photos_and_the_fix(lite0: tuple[Manifest
     assert not failed["passed"]
     drop, cosine, hint = failed["failures"]
     assert drop.startswith("top-1 drop") and f"more wrong of {len(images)} images" in drop
-    assert cosine.startswith("cosine -")  # every class ranked upside down
+    assert cosine.startswith("centered cosine -")  # every class ranked upside down
     assert hint.startswith("--max-accuracy-drop 1 keeps the layers")
     assert len(budgeted["failures"]) == 2  # the user already asked for the search: no hint to ask for it

@@ -113,10 +113,10 @@ def test_a_hidden_head_survives_merging_a_head_that_folds_its_norm() -> None:
 def test_fp16_keeps_a_cast_from_bool(tmp_path: Path) -> None:
     """EdgeNeXt's position encoding sums a bool mask cast to float: bool → float16 → float32 is a real cast,
     not a round trip to drop (dropping it fed a bool to CumSum and ONNX Runtime rejected the graph)."""
-    from edgetl.export.fp16 import fp16_from_onnx
-    from edgetl.export.onnx import onnx_from_model
     import onnx
 
+    from edgetl.export.fp16 import fp16_from_onnx
+    from edgetl.export.onnx import onnx_from_model
     from edgetl.export.probe import session
 
     class CumulativeMask(nn.Module):

@@ -28,15 +28,15 @@ def test_compare_logits_on_known_values() -> None:
     assert check_gate(s, GATES["fp32"]) == ["top-1 agreement 66.67% < 100.00%",
                                             "max abs diff 1.00e+00 > 1e-04 × 3 (largest |reference logit|)"]
     assert check_gate(compare_logits(ref, ref), GATES["fp32"]) == []
-    cosine = "cosine 0.7333 < 0.95 (the logits no longer follow the reference's)"  # image 2's cosine is 0.2
-    assert check_gate(s, GATES["int8"]) == ["top-1 drop 33.33 pts > 1.00 (1 more wrong of 3 images)", cosine]
+    assert s.centered_cosine is None  # 3 images: too few to take their mean away
+    assert check_gate(s, GATES["int8"]) == ["top-1 drop 33.33 pts > 1.00 (1 more wrong of 3 images)"]
     unlabelled = compare_logits(ref, cand)  # the same logits without labels: disagreement bounds the drop
     assert check_gate(unlabelled, GATES["int8"]) == [
-        "top-1 disagreement 33.33 pts > 1.00 (no labels: an upper bound on the drop)", cosine]
-    assert check_gate(unlabelled, gate_for("int8", {"int8.max_accuracy_drop": 34, "min_cosine": 0.7})) == []
+        "top-1 disagreement 33.33 pts > 1.00 (no labels: an upper bound on the drop)"]
+    assert check_gate(unlabelled, gate_for("int8", {"int8.max_accuracy_drop": 34})) == []
 
 
-def test_max_abs_diff_scales_with_the_logits_and_cosine_catches_a_collapse() -> None:
+def test_max_abs_diff_scales_with_the_logits_and_centered_cosine_catches_a_collapse() -> None:
     """FP32 rounding grows with the logits: 2.8e-4 on logits reaching 16 is float32 noise, not a bad export."""
     ref = np.clip(np.random.default_rng(0).normal(0, 6, (50, 10)), -15, 15)
     ref[0, 0] = 16.0
@@ -47,14 +47,19 @@ def test_max_abs_diff_scales_with_the_logits_and_cosine_catches_a_collapse() -> 
         "max abs diff 2.00e-03 > 1e-04 × 16 (largest |reference logit|)"]
     small = ref / 100  # below a logit scale of 1 the limit is absolute, as before
     assert check_gate(compare_logits(small, small + 2e-4), GATES["fp32"]) == ["max abs diff 2.00e-04 > 1e-04"]
-    # A collapsed INT8 model on a weak reference: accuracy equal (both near chance), logits unrelated.
-    labels = np.random.default_rng(2).integers(0, 10, 50)
-    collapsed = np.clip(np.random.default_rng(3).normal(0, 6, (50, 10)), -15, 15)
-    stats = compare_logits(ref, collapsed, labels)
+    # A weak reference: a per-class offset dominates its logits. A candidate collapsed to the mean logits
+    # keeps a raw cosine near 1 and, the reference near chance, loses no accuracy; centred, it scores 0.
+    weak = np.linspace(-8, 8, 10) + np.random.default_rng(2).normal(0, 0.3, (50, 10))
+    labels = weak.argmax(1)
+    collapsed = np.tile(weak.mean(axis=0), (50, 1))
+    stats = compare_logits(weak, collapsed)
+    assert stats.cosine > 0.99 and stats.centered_cosine == pytest.approx(0.0, abs=1e-9)
     stats.accuracy_drop = 0.0
-    assert check_gate(stats, GATES["int8"]) == [
-        f"cosine {stats.cosine:.4f} < 0.95 (the logits no longer follow the reference's)"]
-    assert check_gate(compare_logits(ref, ref + 0.3, labels), GATES["int8"]) == []
+    assert check_gate(stats, GATES["int8"]) == ["centered cosine 0.0000 < 0.9 (the logits no longer follow the "
+                                                "reference's from image to image)"]
+    assert check_gate(compare_logits(weak, weak + 0.3, labels), GATES["int8"]) == []  # a shared shift is harmless
+    noisy = weak + np.random.default_rng(3).normal(0, 0.05, weak.shape)
+    assert compare_logits(weak, noisy).centered_cosine > 0.95
 
 
 def test_a_reference_that_answers_one_class_is_called_out() -> None:
@@ -81,7 +86,7 @@ def test_a_global_override_changes_a_check_only_where_a_gate_has_it() -> None:
     assert gate_for("int8", {"max_abs_diff": 0.05}) == GATES["int8"]  # loosening FP32's adds none to INT8
     assert gate_for("fp32", {"max_abs_diff": 0.05}) == Gate(min_agreement=1.0, max_abs_diff=0.05)
     assert gate_for("int8", {"int8.max_abs_diff": 0.5}) == Gate(max_abs_diff=0.5, max_accuracy_drop=1.0,
-                                                                min_cosine=0.95)
+                                                                min_centered_cosine=0.9)
     assert gate_for("mixed", {"fp16.min_agreement": None}) == Gate()  # None drops the check
     assert gate_for("fp16", {"fp16.min_agreement": 0.97, "min_agreement": 0.9}).min_agreement == 0.97
     with pytest.raises(ValueError, match="unknown gate field 'int4.max_abs_diff'"):

@@ -4,8 +4,8 @@ All artifacts run on the same images, each with the preprocessing from its own m
 max / mean abs logit difference, cosine similarity, top-1 agreement, top-5 overlap, and top-1 accuracy
 of each against the folder's labels. Default gates by precision: fp32 agreement 100% and max diff 1e-4
 (per unit of the largest |reference logit|, at least 1); fp16 agreement >= 99.5%; int8 accuracy drop <= 1.0
-point (without labels: top-1 disagreement <= 1.0 point) and cosine >= 0.95.
---min-agreement / --max-abs-diff / --max-accuracy-drop / --min-cosine change that check where a gate has it;
+point (without labels: top-1 disagreement <= 1.0 point) and centered cosine >= 0.9.
+--min-agreement / --max-abs-diff / --max-accuracy-drop / --min-centered-cosine change that check where a gate has it;
 --gate sets one precision's check.
 INT8 models made for TensorRT run in ONNX Runtime with graph optimisation disabled, i.e. with the
 float fake-quant numerics TensorRT uses. Exit 1 when a gate fails.
@@ -35,7 +35,7 @@ def gate_setting(text: str) -> tuple[str, float | None]:
             f"{', '.join(f.replace('_', '-') for f in GATE_FIELDS)}, e.g. int8.max-abs-diff=0.5")
     if value.strip().lower() == "none":
         return f"{scope}.{check}", None
-    parse = fraction if check in ("min_agreement", "min_cosine") else non_negative_float
+    parse = fraction if check in ("min_agreement", "min_centered_cosine") else non_negative_float
     return f"{scope}.{check}", parse(value)
 
 
@@ -56,8 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "of the reference's largest |logit| when that exceeds 1")
     p.add_argument("--max-accuracy-drop", type=non_negative_float, default=None,
                    help="max top-1 drop in points in the gates that check it (INT8's)")
-    p.add_argument("--min-cosine", type=fraction, default=None,
-                   help="minimum mean cosine similarity of the logits (0-1) in the gates that check it (INT8's)")
+    p.add_argument("--min-centered-cosine", type=fraction, default=None,
+                   help="minimum mean cosine (0-1) of the logits less the reference's mean logits, in the gates that "
+                        "check it (INT8's)")
     p.add_argument("--gate", type=gate_setting, action="append", default=[], metavar="PRECISION.CHECK=VALUE",
                    help="set, add or (with 'none') drop one check of one precision's gate, e.g. "
                         "int8.max-abs-diff=0.5 or fp16.min-agreement=none; repeatable")

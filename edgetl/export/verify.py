@@ -155,7 +155,8 @@ def parity_record(runner: Runner, parity: ParitySet, precision: str, options: Ex
     if precision == "int8" and gate.max_accuracy_drop is not None:
         drop, basis = int8_drop(stats)
         record["drop"], record["drop_basis"] = drop, basis
-        low_cosine = gate.min_cosine is not None and stats.cosine < gate.min_cosine  # the same fix applies
+        floor, centered = gate.min_centered_cosine, stats.centered_cosine
+        low_cosine = floor is not None and centered is not None and centered < floor  # the same fix applies
         if (drop > gate.max_accuracy_drop or low_cosine) and options.max_accuracy_drop is None:
             failures.append(int8_fix_hint(gate.max_accuracy_drop))
     record["worst_files"] = [str(parity.images.paths[i]) for i in stats.worst]  # same order as "worst"
