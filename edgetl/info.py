@@ -163,6 +163,19 @@ def _export_record(path: Path) -> dict[str, Any]:
     return record
 
 
+def warn_if_failed_export(path: str | Path) -> None:
+    """Say so (stderr) when ``path``'s manifest records that it failed its parity gate at export: predict and
+    eval would otherwise answer from it as if it were the trained model."""
+    record = _export_record(Path(path))
+    if record.get("parity_passed") is False:
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(Path(path).name)} failed its parity gate at "
+                                   f"export ({escape(str(record['parity']))}); its answers may not be the trained "
+                                   "model's", highlight=False, soft_wrap=True)
+
+
 def _parity_summary(parity: dict[str, Any]) -> str:
     """The export's verdict in one line, with why it failed: a bare False sends the user back to the manifest."""
     verdict = "pass" if parity.get("passed") else "FAIL: " + "; ".join(map(str, parity.get("failures") or []))

@@ -540,6 +540,28 @@ def test_info_gives_the_exports_verdict_and_drops_it_for_a_changed_file(
     assert "parity" not in changed and "parity_passed" not in changed and "sha256 differs" in changed["warning"]
 
 
+def test_predict_warns_about_a_file_that_failed_its_export_gate(
+        exported: tuple[Path, Manifest, Path], hymenoptera: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from edgetl.cli import main
+
+    _, _, out = exported
+    photo = str(next((hymenoptera / "val" / "bees").glob("*.jpg")))
+    assert main(["predict", str(out / "model.fp16.onnx"), photo]) == 0
+    assert "failed its parity gate" not in capsys.readouterr().err
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())  # as an export that failed FP16's gate writes it
+    entry = next(a for a in manifest["artifacts"] if a["file"] == "model.fp16.onnx")
+    entry["parity"].update(passed=False, failures=["top-1 agreement 97.00% < 99.50%"])
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["predict", str(copy / "model.fp16.onnx"), photo]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: model.fp16.onnx failed its parity gate at export (FAIL: top-1 agreement 97.00% < 99.50%" in err
+
+
 @pytest.mark.parametrize("where", ["held out of calibration", "parity data", "the calibration images"])
 def test_unlabelled_parity_images_are_drawn_from_every_class_folder(where: str, hymenoptera: Path) -> None:
     """Sorted files begin with one class (all ants here; 5 of 1000 ImageNet classes): parity draws a seeded sample."""

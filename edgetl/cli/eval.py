@@ -35,9 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgetl.data.folder import report_skipped
     from edgetl.evaluate import evaluate_artifact, save_report
+    from edgetl.info import warn_if_failed_export
     from edgetl.io import json_text
 
     artifact = Path(args.artifact)
+    warn_if_failed_export(artifact)
     report = evaluate_artifact(artifact, args.data, device=args.device, batch_size=args.batch_size,
                                worst=args.worst, progress=not args.json)
     out = Path(args.out) if args.out else artifact if artifact.is_dir() else artifact.parent

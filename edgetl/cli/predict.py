@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from edgetl.data.folder import report_skipped
     from edgetl.errors import EdgetlError
+    from edgetl.info import warn_if_failed_export
     from edgetl.runtime.loader import deployed_runner
     from edgetl.runtime.predictor import Predictor
 
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise EdgetlError(f"{skipped[0][0]}: {skipped[0][1]}" + (f" (and {len(skipped) - 1} more unusable file(s))"
                                                                  if len(skipped) > 1 else ""))
+    warn_if_failed_export(args.artifact)
     with deployed_runner(args.artifact, device=args.device) as runner:
         predictions = Predictor(runner).predict(images, topk=args.topk)
     report_skipped([(Path(p), reason) for p, reason in skipped])
