@@ -94,3 +94,19 @@ def test_pt2_from_model_rejects_bad_arguments(tmp_path: Path, tiny_pt2: tuple) -
     with pytest.raises(EdgetlError, match="must end in .pt2"):
         pt2_from_model(model, card, tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_export_aoti_records_and_checks_the_package(tmp_path: Path) -> None:
+    """`edgetl export --aoti`: the package is judged like every artifact and says whether it was merged."""
+    from edgetl.checkpoint import save_checkpoint
+    from edgetl.export.pipeline import ExportOptions, export_artifacts
+    from edgetl.models.factory import card_for, create_model
+
+    torch.manual_seed(0)
+    card = card_for("test_resnet", ["ants", "bees", "wasps"], img_size=32)
+    save_checkpoint(tmp_path / "run", "best", create_model(card), card)
+    manifest = export_artifacts(tmp_path / "run", tmp_path / "out", ExportOptions(aoti=True, batch=(1, 2, 4),
+                                                                                  quiet=True))
+    pt2 = manifest.artifact("fp32", "aoti")
+    assert pt2.file == "model.pt2" and pt2.details == {"export": {"reparameterized": False}}
+    assert pt2.parity is not None and pt2.parity["passed"] and pt2.parity["top1_agreement"] == 1.0

@@ -39,6 +39,7 @@ from edgetl.export.verify import (
     progress_bar,
 )
 from edgetl.io import dir_lock, ensure_writable_dir, read_json, sha256_file
+from edgetl.models.factory import mergeable
 from edgetl.parity import GATES, one_class_reference
 from edgetl.runtime.onnx_graph import onnx_opset
 
@@ -300,7 +301,7 @@ def _export_aoti(model: nn.Module, card: ModelCard, out: Path, parity: ParitySet
     with _stage(options, "aoti"):
         pt2_from_model(model, card, path, max_batch=options.batch[2])
     artifact = Artifact(file=path.name, format="aoti", precision="fp32", sha256=sha256_file(path),
-                        bytes=path.stat().st_size)
+                        bytes=path.stat().st_size, details={"export": {"reparameterized": mergeable(model)}})
     from edgetl.runtime.loader import runner_from_artifact
 
     with runner_from_artifact(path) as runner:

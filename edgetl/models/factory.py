@@ -154,6 +154,11 @@ def _fixed_size_kwargs(card: ModelCard) -> dict[str, Any]:
 REPARAM_METHODS = ("fuse", "reparameterize", "switch_to_deploy")
 
 
+def mergeable(model: nn.Module) -> bool:
+    """Whether :func:`deploy_form` changes ``model``: some block has timm's fuse / reparameterize method."""
+    return any(hasattr(m, name) for m in model.modules() for name in REPARAM_METHODS)
+
+
 def deploy_form(model: nn.Module) -> tuple[nn.Module, bool]:
     """``model`` in its inference form, and whether that differs: RepVGG, MobileOne, FastViT, LeViT …
     train with parallel branches or unfused norms that timm merges into single convolutions for inference.
@@ -163,7 +168,7 @@ def deploy_form(model: nn.Module) -> tuple[nn.Module, bool]:
     """
     import copy
 
-    if not any(hasattr(m, name) for m in model.modules() for name in REPARAM_METHODS):
+    if not mergeable(model):
         return model, False
     merged = copy.deepcopy(model.eval())
     _merge_children(merged)
