@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from edgetl.errors import EdgetlError
 from edgetl.io import atomic_write_json, read_json
 
-CARD_SCHEMA = 1
+CARD_SCHEMA = 2  # 2 added preprocess.crop_mode; a center-crop card is still written as schema 1 (see to_dict)
 # The metadata contract of every artifact (ONNX metadata_props, AOTInductor package metadata): the card as
 # JSON, plus flat keys a reader without a JSON parser (cpp_bench) or without the card can use.
 METADATA_KEY = "edgetl.card"
@@ -29,17 +29,21 @@ MIN_BATCH_KEY = "edgetl.min_batch"
 MAX_BATCH_KEY = "edgetl.max_batch"
 CPU_FEATURES_KEY = "edgetl.cpu_features"  # AOTInductor CPU packages: the exporting CPU's features (edgetl.host)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
+# timm's eval crop modes: center (resize the shorter side, crop), squash (resize both sides, crop: the aspect
+# ratio changes) and border (resize the longer side, pad with the mean colour: nothing is cut off).
+CROP_MODES = ("center", "squash", "border")
 
 
 @dataclass
 class Preprocess:
-    """Eval-time preprocessing: resize shorter side to size / crop_pct, center crop, normalise."""
+    """Eval-time preprocessing: resize to size / crop_pct as ``crop_mode`` says, crop to size, normalise."""
 
     input_size: tuple[int, int, int] = (3, 224, 224)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
+    crop_mode: str = "center"
 
     def __post_init__(self) -> None:
         self.input_size = tuple(int(v) for v in self.input_size)  # type: ignore[assignment]
@@ -48,6 +52,8 @@ class Preprocess:
         if self.interpolation not in INTERPOLATIONS:
             raise EdgetlError(f"unknown interpolation {self.interpolation!r}; choose one of "
                               f"{', '.join(INTERPOLATIONS)}")
+        if self.crop_mode not in CROP_MODES:
+            raise EdgetlError(f"unknown crop_mode {self.crop_mode!r}; choose one of {', '.join(CROP_MODES)}")
         self.crop_pct = float(self.crop_pct)
         if not self.crop_pct > 0 or len(self.input_size) != 3 or min(self.input_size) < 1 \
                 or len(self.mean) != 3 or len(self.std) != 3 or 0 in self.std:
@@ -64,7 +70,7 @@ class Preprocess:
         """The same preprocessing at another square input size (``--img-size``); None keeps it."""
         if img_size is None:
             return self
-        return Preprocess((3, img_size, img_size), self.mean, self.std, self.interpolation, self.crop_pct)
+        return replace(self, input_size=(3, img_size, img_size))
 
     @classmethod
     def from_timm_config(cls, cfg: dict[str, Any]) -> Preprocess:
@@ -75,7 +81,8 @@ class Preprocess:
             mean=tuple(cfg.get("mean", cls.mean)),  # type: ignore[arg-type]
             std=tuple(cfg.get("std", cls.std)),  # type: ignore[arg-type]
             interpolation=interp if interp in INTERPOLATIONS else "bicubic",
-            crop_pct=float(cfg.get("crop_pct", 0.875)),
+            crop_pct=float(cfg.get("crop_pct") or 0.875),
+            crop_mode=str(cfg.get("crop_mode") or "center"),
         )
 
 
@@ -112,7 +119,16 @@ class ModelCard:
         return len(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The card as JSON-ready data. A center-crop card leaves ``crop_mode`` out and stays schema 1, so an
+        edgetl from before crop modes still reads it; any other mode makes it schema 2, which such an edgetl
+        refuses with "upgrade edgetl" instead of preprocessing wrongly."""
+        data = asdict(self)
+        if self.preprocess.crop_mode == "center":
+            del data["preprocess"]["crop_mode"]
+            data["schema"] = 1
+        else:
+            data["schema"] = CARD_SCHEMA
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model card") -> ModelCard:
@@ -175,7 +191,7 @@ def library_versions(*extra: str) -> dict[str, str]:
     return out
 
 
-PREPROCESS_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct")
+PREPROCESS_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct")  # crop_mode may be absent: center
 
 
 def _preprocess(fields_: Any, source: str) -> Preprocess:

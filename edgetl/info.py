@@ -21,8 +21,8 @@ def _card_fields(card: ModelCard) -> dict[str, Any]:
     return {
         "arch": card.arch, "classes": card.classes, "num_classes": card.num_classes,
         "preprocess": {"input_size": list(pre.input_size), "resize": int(max(pre.size) / pre.crop_pct),
-                       "crop_pct": pre.crop_pct, "interpolation": pre.interpolation, "mean": list(pre.mean),
-                       "std": list(pre.std)},
+                       "crop_pct": pre.crop_pct, "crop_mode": pre.crop_mode, "interpolation": pre.interpolation,
+                       "mean": list(pre.mean), "std": list(pre.std)},
         "provenance": {"weights": card.weights, "strategy": card.strategy, "seed": card.seed,
                        "metrics": card.metrics, "versions": card.versions, **card.extra},
     }

@@ -11,7 +11,7 @@ import torch
 from conftest import HYMENOPTERA
 from PIL import Image, ImageDraw
 
-from edgetl.card import Preprocess
+from edgetl.card import ModelCard, Preprocess
 from edgetl.data.builtin import CLASSES, materialize_builtin
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
 from edgetl.data.folder import list_image_files, scan_data, scan_eval_folder, split_warnings
@@ -228,6 +228,42 @@ def test_eval_preprocessing_matches_timm_on_real_photos() -> None:
     for path in files:
         img = load_rgb(path)
         np.testing.assert_array_equal(eval_array(img, pre), timm_t(img).numpy())
+
+
+@pytest.mark.skipif(not HYMENOPTERA.exists(), reason=f"real photos not found at {HYMENOPTERA}")
+@pytest.mark.parametrize("crop_mode", ["center", "squash", "border"])
+def test_every_crop_mode_matches_timm_pixel_for_pixel(crop_mode: str) -> None:
+    from timm.data import create_transform
+
+    rng = np.random.default_rng(0)
+    tall, wide = (Image.fromarray(rng.integers(0, 256, hwc, dtype=np.uint8)) for hwc in [(300, 90, 3), (60, 400, 3)])
+    images = [load_rgb(p) for p in sorted((HYMENOPTERA / "val").rglob("*.jpg"))[::40]] + [tall, wide]
+    for crop_pct in (0.875, 1.0, 1.15):  # 1.15 > 1: the resized image is smaller than the crop and gets padded
+        pre = Preprocess((3, 96, 96), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), "bicubic", crop_pct, crop_mode)
+        timm_t = create_transform(input_size=pre.input_size, interpolation=pre.interpolation, mean=pre.mean,
+                                  std=pre.std, crop_pct=crop_pct, crop_mode=crop_mode)
+        for img in images:
+            np.testing.assert_array_equal(eval_array(img, pre), timm_t(img).numpy())
+    squash, center = (eval_array(wide, Preprocess((3, 96, 96), crop_pct=1.0, crop_mode=mode))
+                      for mode in ("squash", "center"))
+    assert np.abs(squash - center).mean() > 0.1  # the modes really differ on a wide image
+
+
+def test_crop_mode_comes_from_the_weights_config_and_travels_in_the_card() -> None:
+    from edgetl.models.factory import card_for, default_preprocess
+
+    assert default_preprocess("convnext_tiny.fb_in22k_ft_in1k_384").crop_mode == "squash"  # timm's config, offline
+    assert default_preprocess("resnet18").crop_mode == "center"
+    card = card_for("convnext_tiny.fb_in22k_ft_in1k_384", ["a", "b"], img_size=64)
+    assert card.preprocess.crop_mode == "squash" and card.preprocess.size == (64, 64)
+    data = card.to_dict()
+    assert data["schema"] == 2 and data["preprocess"]["crop_mode"] == "squash"
+    assert ModelCard.from_dict(data).preprocess == card.preprocess
+    plain = card_for("resnet18", ["a", "b"]).to_dict()  # center: written as before crop modes existed
+    assert plain["schema"] == 1 and "crop_mode" not in plain["preprocess"]
+    assert ModelCard.from_dict(plain).preprocess.crop_mode == "center"
+    with pytest.raises(EdgetlError, match="unknown crop_mode 'letterbox'; choose one of center, squash, border"):
+        ModelCard.from_dict({**data, "preprocess": {**data["preprocess"], "crop_mode": "letterbox"}}, source="m.json")
 
 
 @pytest.mark.skipif(not HYMENOPTERA.exists(), reason=f"real photos not found at {HYMENOPTERA}")

@@ -24,6 +24,20 @@ def test_info_on_run_dir(tiny_run_dir: Path, capsys: pytest.CaptureFixture[str])
     assert "test_efficientnet" in out and "center crop 64x64" in out
 
 
+def test_info_says_how_a_squash_card_resizes(tiny_run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # one table row per line
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run_dir, run)
+    card = ModelCard.load(run / "model.json")
+    card.preprocess.crop_mode = "squash"
+    card.save(run / "model.json")
+    assert describe_artifact(run)["preprocess"]["crop_mode"] == "squash"
+    assert main(["info", str(run)]) == 0
+    n = int(64 / card.preprocess.crop_pct)
+    assert f"resize to {n}x{n} (bicubic, aspect not kept), center crop 64x64" in capsys.readouterr().out
+
+
 def test_info_on_onnx_counts_ops(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 

@@ -14,6 +14,11 @@ from typing import Any
 HELP = "describe an artifact (run dir, .onnx, .engine, .pt2)"
 
 
+RESIZE_WORDS = {"center": "resize shorter side to {n} ({interp})",
+                "squash": "resize to {n}x{n} ({interp}, aspect not kept)",
+                "border": "resize longer side to {n} ({interp}), pad with the mean"}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", type=Path, metavar="ARTIFACT")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -51,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
             ("classes", f"{info['num_classes']}: {', '.join(info['classes'][:20])}"
                         f"{' …' if info['num_classes'] > 20 else ''}")]
     pre = info["preprocess"]
-    rows.append(("preprocessing", f"resize shorter side to {pre['resize']} ({pre['interpolation']}), center crop "
-                                  f"{pre['input_size'][1]}x{pre['input_size'][2]}, mean "
-                                  f"{pre['mean']}, std {pre['std']}"))
+    resize = RESIZE_WORDS[pre["crop_mode"]].format(n=pre["resize"], interp=pre["interpolation"])
+    crop = f"{pre['input_size'][1]}x{pre['input_size'][2]}"
+    rows.append(("preprocessing", f"{resize}, center crop {crop}, "
+                                  f"mean {pre['mean']}, std {pre['std']}"))
     for key in ("opset", "producer", "parameters", "weights_file"):
         if key in info:
             rows.append((key, _fmt(info[key])))
