@@ -91,7 +91,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file, turning a missing or malformed file into a one-line error."""
     p = Path(path)
     if not p.is_file():
-        raise EdgetlError(f"{p}: file not found")
+        raise EdgetlError(f"{p}: file not found; check the path, or run again the edgetl step that writes it")
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -60,6 +60,14 @@ def test_max_abs_diff_scales_with_the_logits_and_centered_cosine_catches_a_colla
     assert check_gate(compare_logits(weak, weak + 0.3, labels), GATES["int8"]) == []  # a shared shift is harmless
     noisy = weak + np.random.default_rng(3).normal(0, 0.05, weak.shape)
     assert compare_logits(weak, noisy).centered_cosine > 0.95
+    # A reference that hardly changes from image to image: its centered logits are rounding, so is the cosine.
+    flat = 0.005 * np.linspace(-1, 1, 10) + np.random.default_rng(4).normal(0, 1e-5, (50, 10))
+    close = flat + np.random.default_rng(5).normal(0, 2e-4, flat.shape)  # every logit within 0.01: faithful
+    stats = compare_logits(flat, close, flat.argmax(1))
+    assert stats.centered_cosine < 0.5 and check_gate(stats, GATES["int8"]) == []
+    stats = compare_logits(flat, flat + np.random.default_rng(6).normal(0, 0.05, flat.shape), flat.argmax(1))
+    stats.accuracy_drop = 0.0
+    assert check_gate(stats, GATES["int8"])[0].startswith("centered cosine")  # 0.05 noise is not rounding
 
 
 def test_a_reference_that_answers_one_class_is_called_out() -> None:
@@ -252,3 +260,17 @@ def test_top5_overlap_only_where_it_can_differ() -> None:
     ten = rng.standard_normal((6, 10))
     assert compare_logits(ten, ten).top5_overlap == 1.0
     assert compare_logits(ten, -ten).top5_overlap == 0.0  # reversed order: the top 5 swap with the bottom 5
+
+
+def test_a_candidate_of_unrecorded_precision_is_refused_before_any_image_runs(tiny_run_dir: Path,
+                                                                              tiny_onnx: Path) -> None:
+    from edgetl.errors import EdgetlError
+    from edgetl.parity import run_parity
+    from edgetl.runtime import load
+
+    # An engine whose record was lost reports precision "unknown" (edgetl.runtime.tensorrt); the gate needs one.
+    with load(tiny_run_dir, device="cpu") as ref, load(tiny_onnx) as cand:
+        cand.info.precision = "unknown"
+        with pytest.raises(EdgetlError, match=r"model.engine: its precision is not recorded \('unknown'\).*"
+                                              r"keep the model.engine.json `edgetl export` wrote"):
+            run_parity(ref, [("export/model.engine", cand)], ["no-such-image.jpg"], None, progress=False)

@@ -61,10 +61,12 @@ def run_trtexec(engine: str | Path, input_name: str, shape: tuple[int, ...], dur
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
-        raise EdgetlError(f"trtexec timed out after {timeout_s:.0f} s on {engine}") from None
+        raise EdgetlError(f"trtexec timed out after {timeout_s:.0f} s on {engine}; time it alone with the command "
+                          f"`{' '.join(cmd)}` to see where it stops") from None
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-        raise EdgetlError(f"trtexec failed on {engine} ({tail[0][:200]})")
+        raise EdgetlError(f"trtexec failed on {engine} ({tail[0][:200]}); run `{' '.join(cmd)}` for its full log, "
+                          "or drop --trtexec")
     return {"command": " ".join(cmd), **parse_trtexec(proc.stdout)}
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgetl.cli.args import non_negative_float, non_negative_int, positive_int
 from edgetl.errors import EdgetlError, Interrupted
-from edgetl.export.int8 import CALIB_METHODS, TARGETS
+from edgetl.export.options import CALIB_METHODS, TARGETS
 from edgetl.export.tensorrt import HARDWARE_LEVELS
 
 if TYPE_CHECKING:

@@ -72,12 +72,11 @@ from edgetl.card import INT8_TARGET_KEY, PRECISION_KEY
 from edgetl.errors import EdgetlError
 from edgetl.export import probe
 from edgetl.export.onnx import check_and_save, set_metadata
+from edgetl.export.options import CALIB_METHODS, TARGETS
 
 if TYPE_CHECKING:
     import onnx
 
-CALIB_METHODS = ("minmax", "entropy", "percentile")
-TARGETS = ("tensorrt", "cpu")
 # What each target's artifact is judged with (OrtRunner ``optimization``).
 EVAL_OPTIMIZATION = {"tensorrt": "disable", "cpu": "all"}
 # Ops whose *inputs* get Q/DQ for TensorRT (outputs never: the next layer's input Q/DQ quantizes them).

@@ -10,6 +10,8 @@ from edgetl.errors import EdgetlError
 from edgetl.export.tensorrt import BuildSettings
 
 DEFAULT_CALIB_SIZE = 512
+CALIB_METHODS = ("minmax", "entropy", "percentile")  # how INT8 calibration picks each tensor's range
+TARGETS = ("tensorrt", "cpu")  # the INT8 numerics a Q/DQ model is made for (see edgetl.export.int8)
 
 
 @dataclass

@@ -49,7 +49,7 @@ def read_onnx(path: str | Path) -> Any:
     import onnx
 
     if not Path(path).is_file():
-        raise EdgetlError(f"{path}: file not found")
+        raise EdgetlError(f"{path}: file not found; check the path, or export it with `edgetl export`")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx.DecodeError and friends, from protobuf

@@ -66,7 +66,8 @@ def cuda_check(result: Any) -> Any:
     err, *values = result if isinstance(result, tuple) else (result,)
     if err != cudart.cudaError_t.cudaSuccess:
         name = cudart.cudaGetErrorString(err)[1]
-        raise EdgetlError(f"CUDA error {err}: {name.decode() if isinstance(name, bytes) else name}")
+        raise EdgetlError(f"CUDA error {err}: {name.decode() if isinstance(name, bytes) else name}; check the GPU "
+                          "with `nvidia-smi` (out of memory, or a previous error left the device unusable)")
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
@@ -294,11 +295,13 @@ class TrtRunner(Runner):
     def _set_batch(self, ctx: trt.IExecutionContext, n: int) -> None:
         if not ctx.set_input_shape(self._in_name, (n, *self.input_shape)):
             raise EdgetlError(f"{self.path}: batch {n} is outside the engine's profile "
-                              f"[{self.info.min_batch}, {self.info.max_batch}]; rebuild with a wider --max-batch")
+                              f"[{self.info.min_batch}, {self.info.max_batch}]; build it again with `edgetl export "
+                              f"--engine --batch MIN:OPT:MAX` covering {n}")
 
     def _execute(self, i: int, n: int) -> None:
         if not self.contexts[i].execute_async_v3(int(self.buffers[i].stream)):
-            raise EdgetlError(f"{self.path}: TensorRT execution failed for batch {n}")
+            raise EdgetlError(f"{self.path}: TensorRT execution failed for batch {n} (TensorRT's log above says why); "
+                              + rebuild_hint(self.path))
 
     def _enqueue(self, i: int, n: int) -> None:
         """Run context ``i`` on its stream for batch ``n`` (through its CUDA graph when enabled)."""
