@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 CARD_FILE = "model.json"
+BEST_WEIGHTS = "best.safetensors"  # the best epoch's weights: what export, eval and parity use
+LAST_WEIGHTS = "last.safetensors"  # the latest epoch's weights: what --resume continues from
 STATE_TENSORS = "train_state.safetensors"  # the optimizer state beside the weights (edgetl.train.state)
 
 
@@ -68,8 +70,8 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     """(weights file, card file) for a run directory or a ``.safetensors`` file inside one."""
     p = Path(path)
     if p.is_dir():
-        weights = p / "best.safetensors"
-        if not weights.exists() and (p / "last.safetensors").exists():  # never scored as if it were the best
+        weights = p / BEST_WEIGHTS
+        if not weights.exists() and (p / LAST_WEIGHTS).exists():  # never scored as if it were the best
             raise EdgetlError(f"{p}: no best.safetensors (the run stopped before an epoch finished, or it was "
                               f"removed); resume with `edgetl train --resume {p}`, or pass {p / 'last.safetensors'} "
                               "to use the latest weights")
@@ -93,8 +95,8 @@ def load_model(path: str | Path, card: ModelCard | None = None) -> tuple[nn.Modu
     weights, card_file = resolve_checkpoint(path)
     card = card or ModelCard.load(card_file)
     model = create_model(card)
-    other = weights.with_name("last.safetensors")
-    fix = f"pass {other} instead, or train again" if weights.name == "best.safetensors" and other.is_file() \
+    other = weights.with_name(LAST_WEIGHTS)
+    fix = f"pass {other} instead, or train again" if weights.name == BEST_WEIGHTS and other.is_file() \
         else "restore the file or train again"
     load_state(model, load_tensors(weights, fix), source=weights, arch=card.arch)
     return model.eval(), card

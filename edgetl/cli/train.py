@@ -96,20 +96,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from edgetl.config import check_given, check_resume, read_yaml_config, resolve_config
     from edgetl.train.fit import fit
-    from edgetl.train.state import require_run_dir
+    from edgetl.train.state import config_for_run
 
-    base = None
-    given = _overrides(args)
-    if args.resume:
-        base = read_yaml_config(require_run_dir(args.resume) / "config.yaml")
-    cfg = resolve_config(given, config_file=args.config, base=base)
-    check_given(cfg, given)
-    if base is not None:
-        explicit = [*given, *(read_yaml_config(args.config) if args.config else {})]
-        for note in check_resume(args.resume, resolve_config(base=base), cfg, explicit):
-            print(f"note: {note}", file=sys.stderr)
+    cfg, notes = config_for_run(_overrides(args), config_file=args.config, resume=args.resume)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     result = fit(cfg, quiet=args.quiet, overwrite=args.overwrite)
     if args.quiet:
         best = result.best

@@ -292,11 +292,8 @@ def _engine_parity(engine: Path, precision: str, parity: ParitySet, options: Exp
 
 def _export_aoti(model: nn.Module, card: ModelCard, out: Path, parity: ParitySet, options: ExportOptions,
                  manifest: Manifest) -> None:
-    try:
-        from edgetl.export.aoti import pt2_from_model
-    except ImportError:
-        raise EdgetlError("--aoti: the AOTInductor exporter (edgetl.export.aoti) "
-                          "is not available in this build") from None
+    from edgetl.export.aoti import pt2_from_model
+
     path = out / "model.pt2"
     with _stage(options, "aoti"):
         pt2_from_model(model, card, path, max_batch=options.batch[2])

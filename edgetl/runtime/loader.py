@@ -88,10 +88,8 @@ def runner_from_artifact(path: str | Path, device: str | None = None, provider: 
 
         index = int(device.split(":")[1]) if device and ":" in device else 0
         return TrtRunner(path, device=index, **kw)
-    try:
-        from edgetl.runtime.aoti import AotiRunner
-    except ImportError:
-        raise EdgetlError(f"{path}: this edgetl has no AOTInductor runtime (edgetl.runtime.aoti)") from None
+    from edgetl.runtime.aoti import AotiRunner
+
     return AotiRunner(path, device)
 
 

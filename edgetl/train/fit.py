@@ -25,6 +25,7 @@ from torch import nn
 
 from edgetl import checkpoint, interrupt
 from edgetl.card import HeadConfig, ModelCard, library_versions
+from edgetl.checkpoint import BEST_WEIGHTS, LAST_WEIGHTS
 from edgetl.config import TrainConfig, config_warnings, save_config
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
 from edgetl.data.folder import DataSplit, report_skipped, scan_data, split_warnings
@@ -84,7 +85,7 @@ def _settings(cfg: TrainConfig, dist: DistInfo) -> StepSettings:
     if amp == "auto":
         amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "none"
     dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=dtype == torch.float16)
     return StepSettings(dist.device, dtype, scaler, channels_last=cfg.channels_last and cuda, clip_grad=cfg.clip_grad,
                         freeze_bn=cfg.freeze_bn)
 
@@ -193,7 +194,7 @@ class Trainer:
         state, meta = run_state.load_train_state(self.run_dir)
         self.start_epoch = int(meta["epochs_done"])
         self.set_stages(max(0, self.start_epoch - 1))
-        last = self.run_dir / "last.safetensors"
+        last = self.run_dir / LAST_WEIGHTS
         weights = checkpoint.load_tensors(last, run_state.CANNOT_RESUME)
         checkpoint.load_state(self.model, weights, source=last, arch=self.card.arch)
         assert self.optimizer is not None
@@ -297,7 +298,7 @@ def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
 
 # What a run and the commands run on it leave in its directory: --overwrite removes them with the run, so no
 # score, plot or export of the old weights sits beside the new ones.
-RUN_OUTPUTS = ("best.safetensors", "metrics.csv", "curves.png", "*eval.json", "*confusion.png", "export",
+RUN_OUTPUTS = (BEST_WEIGHTS, "metrics.csv", "curves.png", "*eval.json", "*confusion.png", "export",
                f"*{run_state.PENDING}.safetensors", ".*.tmp")  # the last two: saves a kill cut short
 
 

@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ class StepSettings:
 
     device: torch.device
     amp_dtype: torch.dtype | None = None
-    scaler: Any = None  # torch.amp.GradScaler for fp16
+    scaler: Any = field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))  # on for float16 autocast
     channels_last: bool = False
     clip_grad: float | None = None
     freeze_bn: bool = False  # every BatchNorm keeps its running statistics (eval mode) while training
@@ -103,18 +103,13 @@ def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch
             raise EdgetlError(f"loss became {value} at epoch {epoch + 1}, step {i + 1}; lower --lr "
                               f"(now {lr_for_step(step):.3g}), keep --clip-grad on, or try --amp none")
         optimizer.zero_grad(set_to_none=True)
-        if settings.scaler is not None:
-            settings.scaler.scale(loss).backward()
-            settings.scaler.unscale_(optimizer)
-        else:
-            loss.backward()
+        scaler = settings.scaler  # scales the loss for float16 autocast; disabled, each call passes through
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         if settings.clip_grad:
             torch.nn.utils.clip_grad_norm_(params, settings.clip_grad)
-        if settings.scaler is not None:
-            settings.scaler.step(optimizer)
-            settings.scaler.update()
-        else:
-            optimizer.step()
+        scaler.step(optimizer)  # skipped when float16 gradients overflowed
+        scaler.update()
         meter.update(loss, logits.detach().float(), target)
         step += 1
         if on_step is not None:

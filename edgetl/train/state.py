@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from edgetl.card import ModelCard
 from edgetl.checkpoint import (
+    BEST_WEIGHTS,
     CARD_FILE,
+    LAST_WEIGHTS,
     STATE_TENSORS,
     load_state,
     load_tensors,
@@ -25,11 +27,19 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from edgetl.config import TrainConfig
+
 STATE_JSON = "train_state.json"
 
 
 PENDING = ".next"  # last.next.safetensors, train_state.next.safetensors: written, not yet committed
 EPOCH_KEY = "epochs_done"  # in each file's safetensors metadata, to check the three files belong together
+
+RUN_FILES = ("config.yaml", CARD_FILE, LAST_WEIGHTS, STATE_JSON, STATE_TENSORS)
+# Every file training writes atomically (their temp files are training's to clean up).
+TRAIN_WRITES = (*RUN_FILES, BEST_WEIGHTS, "metrics.csv", "curves.png")
+STATE_KEYS = ("param_groups", "scalars", "epochs_done", "step", "best_value", "best_epoch", "bad_epochs", "history")
+CANNOT_RESUME = "this run cannot be resumed; start a new one with --out (--init RUN_DIR starts from its best weights)"
 
 
 def save_run_state(run_dir: str | Path, model: nn.Module, card: ModelCard, optimizer: torch.optim.Optimizer,
@@ -95,7 +105,7 @@ def _settle_pending(run: Path) -> None:
 
     meta = read_json(run / STATE_JSON) if (run / STATE_JSON).is_file() else None
     committed = str(meta.get(EPOCH_KEY)) if isinstance(meta, dict) else None
-    for final in (run / "last.safetensors", run / STATE_TENSORS):
+    for final in (run / LAST_WEIGHTS, run / STATE_TENSORS):
         pending = _pending(final)
         if pending.is_file():
             if committed is not None and _saved_epoch(pending) == committed:
@@ -106,18 +116,11 @@ def _settle_pending(run: Path) -> None:
 
 def check_saved_together(run_dir: Path, epochs_done: int) -> None:
     """A one-line error when the weights or optimizer file is from another save than ``train_state.json``."""
-    for final in (run_dir / "last.safetensors", run_dir / STATE_TENSORS):
+    for final in (run_dir / LAST_WEIGHTS, run_dir / STATE_TENSORS):
         epoch = _saved_epoch(final)
         if epoch is not None and epoch != str(epochs_done):
             raise EdgetlError(f"{final}: saved after epoch {epoch}, but {STATE_JSON} after epoch {epochs_done} "
                               f"(files of different saves); {CANNOT_RESUME}")
-
-
-RUN_FILES = ("config.yaml", CARD_FILE, "last.safetensors", STATE_JSON, STATE_TENSORS)
-# Every file training writes atomically (their temp files are training's to clean up).
-TRAIN_WRITES = (*RUN_FILES, "best.safetensors", "metrics.csv", "curves.png")
-STATE_KEYS = ("param_groups", "scalars", "epochs_done", "step", "best_value", "best_epoch", "bad_epochs", "history")
-CANNOT_RESUME = "this run cannot be resumed; start a new one with --out (--init RUN_DIR starts from its best weights)"
 
 
 def require_run_dir(run_dir: str | Path) -> Path:
@@ -130,6 +133,23 @@ def require_run_dir(run_dir: str | Path) -> Path:
         raise EdgetlError(f"--resume {run}: not a resumable run directory (missing {', '.join(missing)}); pass a "
                           "directory written by `edgetl train`")
     return run
+
+
+def config_for_run(given: dict[str, Any], config_file: str | Path | None = None,
+                   resume: str | Path | None = None) -> tuple[TrainConfig, list[str]]:
+    """The run's config from flags ``given`` (None values: not given) over ``config_file`` over the recipe, and
+    the notes to print. With ``resume``, the saved run's config is the base, and a flag that would change what
+    epochs 1..N learned is an error (``check_resume``)."""
+    from edgetl.config import check_given, check_resume, read_yaml_config, resolve_config
+
+    given = {k: v for k, v in given.items() if v is not None}
+    base = read_yaml_config(require_run_dir(resume) / "config.yaml") if resume else None
+    cfg = resolve_config(given, config_file=config_file, base=base)
+    check_given(cfg, given)
+    if resume is None or base is None:
+        return cfg, []
+    explicit = [*given, *(read_yaml_config(config_file) if config_file else {})]
+    return cfg, check_resume(resume, resolve_config(base=base), cfg, explicit)
 
 
 def load_train_state(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
