@@ -147,7 +147,7 @@ class ModelCard:
             if int(data.get("schema", CARD_SCHEMA)) > CARD_SCHEMA:
                 raise EdgetlError(f"{source}: card schema {data['schema']} is newer than this "
                                   "edgetl supports; upgrade edgetl")
-            data = dict(data)
+            data = dict(data, schema=CARD_SCHEMA)  # read: in memory every card is the current schema
             data["preprocess"] = _preprocess(data.get("preprocess"), source)
             data["head"] = HeadConfig(**data.get("head", {}))
             return cls(**data)

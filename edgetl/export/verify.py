@@ -147,6 +147,7 @@ def parity_record(runner: Runner, parity: ParitySet, precision: str, options: Ex
     stats = compare_logits(parity.reference, logits, parity.images.labels)
     gate = _gate(precision, options)
     failures = check_gate(stats, gate)
+    gate_failed = bool(failures)
     evaluated_with = {"backend": runner.info.backend, "device": runner.info.device,
                       **{k: runner.info.details.get(k) for k in ("provider", "optimization")}}
     record: dict[str, Any] = {**stats.to_dict(), "gate": asdict(gate), "evaluated_with": evaluated_with}
@@ -155,9 +156,7 @@ def parity_record(runner: Runner, parity: ParitySet, precision: str, options: Ex
     if precision == "int8" and gate.max_accuracy_drop is not None:
         drop, basis = int8_drop(stats)
         record["drop"], record["drop_basis"] = drop, basis
-        floor, centered = gate.min_centered_cosine, stats.centered_cosine
-        low_cosine = floor is not None and centered is not None and centered < floor  # the same fix applies
-        if (drop > gate.max_accuracy_drop or low_cosine) and options.max_accuracy_drop is None:
+        if gate_failed and options.max_accuracy_drop is None:  # the drop or the centered cosine: one fix for both
             failures.append(int8_fix_hint(gate.max_accuracy_drop))
     record["worst_files"] = [str(parity.images.paths[i]) for i in stats.worst]  # same order as "worst"
     record["passed"], record["failures"] = not failures, failures

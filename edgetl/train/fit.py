@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
+from torch.utils.data import DataLoader
 
 from edgetl import checkpoint, interrupt
 from edgetl.card import HeadConfig, ModelCard, library_versions
@@ -105,32 +106,18 @@ class Trainer:
         if self.dist.is_main and not cfg.resume:  # said when the run started; on stderr, --quiet or not
             for warning in [*config_warnings(cfg), *split_warnings(self.split)]:
                 Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
-        # on --resume the saved weights replace whatever the model starts with: no hub download for them
-        self.model: nn.Module = create_model(self.card, pretrained=cfg.pretrained and not cfg.resume)
-        if cfg.init and not cfg.resume:
-            self.log(run_state.load_init(self.model, self.card, cfg.init))
-        else:
-            if cfg.weights and not cfg.resume:
-                self.log(load_weights(self.model, cfg.model, cfg.weights, cfg.allow_partial_weights).summary())
-            zero_init_head(self.model)
         self.settings = _settings(cfg, self.dist)
-        self.model.to(self.dist.device)
-        if self.settings.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.model = self._model()
         self.num_stages = len(stage_param_names(self.model))
         trainable_stages(cfg.strategy, self.num_stages, 0, cfg.unfreeze, cfg.unfreeze_every)  # bad --unfreeze: now
         counts = class_counts(self.split.train, self.num_classes)
         self.criterion = build_loss(cfg.loss, label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma,
                                     focal_alpha=cfg.focal_alpha, class_counts=counts).to(self.dist.device)
         self.val_criterion = nn.CrossEntropyLoss()
-        self.train_loader = make_loader(
-            ImageDataset(self.split.train, train_transform(self.card.preprocess, cfg.augment)), cfg.batch_size,
-            train=True, seed=cfg.seed, balanced=cfg.sampler == "balanced", workers=cfg.workers,
-            distributed=self.dist.world > 1, pin_memory=self.dist.device.type == "cuda")
-        self.val_loader = make_loader(ImageDataset(self.split.val, eval_transform(self.card.preprocess)),
-                                      cfg.batch_size, train=False, seed=cfg.seed, workers=cfg.workers,
-                                      distributed=self.dist.world > 1)
+        self.train_loader, self.val_loader = self._loaders()
         self.steps_per_epoch = len(self.train_loader)
+        # What changes as the run goes: counters, the best epoch so far, and the optimizer, which set_stages
+        # builds (and rebuilds, moments kept, whenever gradual unfreezing thaws another stage).
         self.history: list[dict[str, Any]] = []
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -142,6 +129,33 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.ddp_model: nn.Module = self.model
         self.resumable = False  # True once the run directory holds this run's state and config.yaml
+
+    def _model(self) -> nn.Module:
+        """The model with its starting weights: another run's (--init), a file or package (--weights) or timm's
+        hub (--pretrained), on the device. On --resume the saved weights replace these later (``restore``),
+        so nothing is downloaded or loaded for them."""
+        cfg = self.cfg
+        model: nn.Module = create_model(self.card, pretrained=cfg.pretrained and not cfg.resume)
+        if cfg.init and not cfg.resume:
+            self.log(run_state.load_init(model, self.card, cfg.init))
+        else:
+            if cfg.weights and not cfg.resume:
+                self.log(load_weights(model, cfg.model, cfg.weights, cfg.allow_partial_weights).summary())
+            zero_init_head(model)
+        model.to(self.dist.device)
+        if self.settings.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def _loaders(self) -> tuple[DataLoader[Any], DataLoader[Any]]:
+        """Training batches (augmented, shuffled or class-balanced) and validation batches (eval preprocessing)."""
+        cfg, pre, distributed = self.cfg, self.card.preprocess, self.dist.world > 1
+        train = make_loader(ImageDataset(self.split.train, train_transform(pre, cfg.augment)), cfg.batch_size,
+                            train=True, seed=cfg.seed, balanced=cfg.sampler == "balanced", workers=cfg.workers,
+                            distributed=distributed, pin_memory=self.dist.device.type == "cuda")
+        val = make_loader(ImageDataset(self.split.val, eval_transform(pre)), cfg.batch_size, train=False,
+                          seed=cfg.seed, workers=cfg.workers, distributed=distributed)
+        return train, val
 
     def log(self, message: str) -> None:
         if self.dist.is_main and not self.quiet:
