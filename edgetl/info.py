@@ -33,8 +33,12 @@ def _io(name: str, dims: list[Any], dtype: str) -> dict[str, Any]:
             "dtype": dtype}
 
 
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def _tensor_stats(weights: Path) -> tuple[int, set[str]]:
-    """(parameter count, dtypes) of a safetensors file, read from its header only."""
+    """(parameter count, dtypes) of a safetensors file, read from its header only. BatchNorm's running
+    statistics are buffers, not parameters: left out, so the count matches timm's and PyTorch's."""
     from safetensors import SafetensorError, safe_open
 
     params, dtypes = 0, set()
@@ -42,7 +46,8 @@ def _tensor_stats(weights: Path) -> tuple[int, set[str]]:
         with safe_open(str(weights), framework="numpy") as fh:
             for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
                 sl = fh.get_slice(key)
-                params += math.prod(int(d) for d in sl.get_shape())
+                if not key.endswith(BN_BUFFERS):
+                    params += math.prod(int(d) for d in sl.get_shape())
                 dtypes.add(sl.get_dtype())
     except (SafetensorError, OSError) as exc:
         raise EdgetlError(f"{weights}: not a readable safetensors checkpoint ({exc}); restore it or train "
@@ -139,7 +144,7 @@ def _describe_aoti(path: Path) -> dict[str, Any]:
 def _export_record(path: Path) -> dict[str, Any]:
     """Source, creation time and parity verdict from the ``manifest.json`` `edgetl export` wrote beside it."""
     from edgetl.io import read_json, sha256_file
-    from edgetl.runtime.engine_meta import _dicts
+    from edgetl.runtime.engine_meta import manifest_dicts
 
     manifest = path.parent / "manifest.json"
     if path.is_dir() or not manifest.is_file():
@@ -147,7 +152,7 @@ def _export_record(path: Path) -> dict[str, Any]:
     data = read_json(manifest)
     if not isinstance(data, dict):
         return {}
-    entry = next((e for e in _dicts(data) if Path(str(e.get("file", ""))).name == path.name), None)
+    entry = next((e for e in manifest_dicts(data) if Path(str(e.get("file", ""))).name == path.name), None)
     if entry is None:  # a file copied or renamed into the folder: the manifest says nothing about it
         return {"manifest": str(manifest), "warning": f"{manifest.name} does not list {path.name}: no export "
                 "record (source, versions, parity) for this file"}
@@ -160,20 +165,25 @@ def _export_record(path: Path) -> dict[str, Any]:
         record["warning"] = ("the file is not the one this manifest describes (sha256 differs): its parity "
                              "verdict does not apply; re-run `edgetl export`")
         record["parity_passed"] = record["parity"] = None
+        record["sha256_differs"] = True
     return record
 
 
 def warn_if_failed_export(path: str | Path) -> None:
-    """Say so (stderr) when ``path``'s manifest records that it failed its parity gate at export: predict and
-    eval would otherwise answer from it as if it were the trained model."""
-    record = _export_record(Path(path))
-    if record.get("parity_passed") is False:
-        from rich.console import Console
-        from rich.markup import escape
+    """Say so (stderr) when ``path``'s manifest records that it failed its parity gate at export, or when it is
+    not the file the manifest checked (sha256): predict and eval would otherwise answer from it as if it were the
+    trained model."""
+    from rich.console import Console
+    from rich.markup import escape
 
-        Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(Path(path).name)} failed its parity gate at "
-                                   f"export ({escape(str(record['parity']))}); its answers may not be the trained "
-                                   "model's", highlight=False, soft_wrap=True)
+    record, name = _export_record(Path(path)), escape(Path(path).name)
+    if record.get("parity_passed") is False:
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {name} failed its parity gate at export "
+                                   f"({escape(str(record['parity']))}); its answers may not be the trained model's",
+                                   highlight=False, soft_wrap=True)
+    elif record.get("sha256_differs"):  # edited or replaced since export: nothing checked this file
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {name}: {escape(record['warning'])}", highlight=False,
+                                   soft_wrap=True)
 
 
 def _parity_summary(parity: dict[str, Any]) -> str:

@@ -86,6 +86,23 @@ def test_disturbed_timings_are_marked() -> None:
     assert "* p99" not in markdown(make_document([steady]))
 
 
+def test_a_busy_host_is_named_before_the_figures_are_trusted() -> None:
+    from edgetl.bench.report import warnings
+
+    def doc_at(load: float, device: str = "cpu") -> dict[str, Any]:
+        doc = make_document([_result(device=device)], load_before=load)
+        doc["host"]["cores"] = 2
+        return doc
+
+    quiet, busy = doc_at(0.4), doc_at(6.4)
+    assert set(busy["host"]["load_average"]) == {"before", "after"}
+    assert not any("busy" in w for w in warnings(quiet))
+    said = [w for w in warnings(busy) if "busy" in w]
+    assert said == [said[0]] and "load average 6.4 on 2 cores" in said[0] and "--threads 1" in said[0]
+    assert not any("busy" in w for w in warnings(doc_at(6.4, device="cuda")))  # GPU figures: not this warning
+    assert "load_average" not in make_document([_result()])["host"]  # documents that did not measure it
+
+
 def test_interleaved_side_by_side_on_real_models(tiny_run_dir: Path, tiny_onnx: Path) -> None:
     config = BenchConfig(batches=(1, 4), iters=12, warmup_iters=2, round_s=0.01)
     with load(tiny_run_dir, device="cpu") as torch_runner, load(tiny_onnx, device="cpu") as ort_runner:

@@ -540,7 +540,7 @@ def test_info_gives_the_exports_verdict_and_drops_it_for_a_changed_file(
     assert "parity" not in changed and "parity_passed" not in changed and "sha256 differs" in changed["warning"]
 
 
-def test_predict_warns_about_a_file_that_failed_its_export_gate(
+def test_predict_warns_about_a_file_that_failed_its_export_gate_or_is_not_the_file_checked(
         exported: tuple[Path, Manifest, Path], hymenoptera: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
@@ -560,6 +560,11 @@ def test_predict_warns_about_a_file_that_failed_its_export_gate(
     assert main(["predict", str(copy / "model.fp16.onnx"), photo]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "warning: model.fp16.onnx failed its parity gate at export (FAIL: top-1 agreement 97.00% < 99.50%" in err
+    swapped = copy / "model.fp16.onnx"
+    shutil.copy(out / "model.onnx", swapped)  # another file under the name the manifest checked
+    assert main(["predict", str(swapped), photo]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: model.fp16.onnx: the file is not the one this manifest describes (sha256 differs)" in err
 
 
 @pytest.mark.parametrize("where", ["held out of calibration", "parity data", "the calibration images"])

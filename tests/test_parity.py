@@ -274,3 +274,10 @@ def test_a_candidate_of_unrecorded_precision_is_refused_before_any_image_runs(ti
         with pytest.raises(EdgetlError, match=r"model.engine: its precision is not recorded \('unknown'\).*"
                                               r"keep the model.engine.json `edgetl export` wrote"):
             run_parity(ref, [("export/model.engine", cand)], ["no-such-image.jpg"], None, progress=False)
+
+
+def test_same_named_candidates_keep_apart_in_the_table() -> None:
+    from edgetl.cli.parity import short_names
+
+    paths = ["runs/a/export/model.int8.onnx", "runs/a/cpu8/model.int8.onnx", "runs/a/export/model.onnx"]
+    assert short_names(paths) == ["export/model.int8.onnx", "cpu8/model.int8.onnx", "model.onnx"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -157,9 +158,18 @@ def test_compute_call_runs_the_model(tiny_onnx: Path, tiny_run_dir: Path, batch:
             assert len(times) == 3 and all(t > 0 for t in times)
 
 
-def test_wrong_input_shape_is_a_clear_error(tiny_onnx: Path) -> None:
-    with load(tiny_onnx) as r, pytest.raises(EdgetlError, match=r"expects \(N, 3, 64, 64\)"):
-        r.infer(np.zeros((1, 3, 32, 32), np.float32))
+def test_wrong_input_is_a_clear_error_naming_the_file(tiny_onnx: Path, tiny_run_dir: Path) -> None:
+    for artifact in (tiny_onnx, tiny_run_dir):
+        with load(artifact, device="cpu") as r:
+            with pytest.raises(EdgetlError, match=rf"^{re.escape(str(artifact))}.*: input of shape \(1, 3, 32, 32\) "
+                                                  r"does not fit; it expects \(N, 3, 64, 64\) float32 NCHW$"):
+                r.infer(np.zeros((1, 3, 32, 32), np.float32))
+            with pytest.raises(EdgetlError, match=r"input of dtype uint8 \(raw pixels\?\).*Predictor"):
+                r.infer(np.zeros((1, 3, 64, 64), np.uint8))  # 0-255 run unnormalised: refused, not cast
+            with pytest.raises(EdgetlError, match="infer takes a numpy array .* not a list"):
+                r.infer([np.zeros((3, 64, 64), np.float32)])  # type: ignore[arg-type]
+            float64 = np.random.default_rng(0).standard_normal((2, 3, 64, 64))
+            np.testing.assert_array_equal(r.infer(float64), r.infer(float64.astype(np.float32)))  # a float is cast
 
 
 def test_provider_not_available_lists_the_available_ones(tiny_onnx: Path) -> None:

@@ -50,9 +50,10 @@ def bench_artifacts(paths: list[Path], config: BenchConfig, settings: RunnerSett
 
     ``trtexec`` also times each TensorRT engine with NVIDIA's trtexec and records the ratios.
     """
-    from edgetl.bench.schema import make_document
+    from edgetl.bench.schema import load_average, make_document
     from edgetl.runtime.loader import artifact_kind, runner_from_artifact
 
+    load_before = load_average()  # other work on the host, before this process loads or times anything
     settings = settings or RunnerSettings()
     if settings.provider and not any(artifact_kind(p) == "onnx" for p in paths):
         raise EdgetlError(f"--provider {settings.provider} applies to .onnx artifacts and none was given; drop it")
@@ -67,7 +68,7 @@ def bench_artifacts(paths: list[Path], config: BenchConfig, settings: RunnerSett
             targets.append(BenchTarget(artifact_label(path, runner), runner, str(path)))
         _unique_labels(targets)
         results = bench_targets(targets, config, images=images, progress=progress)
-        doc = make_document(results, gpu=_gpu_name(targets))
+        doc = make_document(results, gpu=_gpu_name(targets), load_before=load_before)
         if trtexec:
             doc["trtexec"] = _trtexec(targets, results)
     return doc

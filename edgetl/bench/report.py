@@ -63,6 +63,21 @@ def console() -> Any:
     return out if out.is_terminal else Console(width=180)
 
 
+BUSY_SHARE = 0.5  # a load average over this share of the cores before timing: other work held them
+
+
+def busy_host(doc: dict[str, Any]) -> str | None:
+    """Why CPU figures measured on a busy host mislead, when ``host.load_average.before`` says it was busy."""
+    host = doc.get("host") or {}
+    before = (host.get("load_average") or {}).get("before")
+    if before is None or before <= BUSY_SHARE * host.get("cores", 1) \
+            or not any(r["device"] == "cpu" for r in doc["results"]):
+        return None
+    return (f"the host was busy before timing began (1-minute load average {before:g} on {host['cores']} cores): "
+            "other processes shared the cores, so CPU figures are low, and a backend running more threads loses "
+            "more (PyTorch's worst), which skews speed-ups; re-run on a quiet machine, or compare with --threads 1")
+
+
 def warnings(doc: dict[str, Any]) -> list[str]:
     """What a reader must know before trusting the figures: a document's own warning, disturbed p99s, thin p99s."""
     out = [f"warning: {doc['warning']}"] if doc.get("warning") else []
@@ -71,6 +86,9 @@ def warnings(doc: dict[str, Any]) -> list[str]:
         out.append(f"warning: unstable timings (p99 > {UNSTABLE_RATIO:g}x p50) for {', '.join(shaky)}: the machine "
                    "was busy or ran more threads than it has free cores; re-run on a quiet machine or with "
                    "--threads N, and compare p50")
+    busy = busy_host(doc)
+    if busy:
+        out.append(f"warning: {busy}")
     few = sorted({r["iters"] for r in doc["results"] if r["iters"] < 100})
     if few:
         out.append(f"note: some p99 figures rest on only {few[0]} timed calls; use the default (>= 100 calls) or "

@@ -82,6 +82,14 @@ def host_info(gpu: str | None = None) -> dict[str, Any]:
             "isa": [f for f in ISA_FLAGS if f in flags], "gpu": gpu}
 
 
+def load_average() -> float | None:
+    """The host's 1-minute load average (None where the OS has none): how many cores other work keeps busy."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def host_label(host: dict[str, Any]) -> str:
     """One line for titles: GPU, or CPU with its cores and features (files from before ``isa`` lack them)."""
     if host.get("gpu"):
@@ -91,11 +99,15 @@ def host_label(host: dict[str, Any]) -> str:
 
 
 def make_document(results: list[dict[str, Any]], gpu: str | None = None,
-                  versions: dict[str, str] | None = None) -> dict[str, Any]:
-    """A complete, valid ``edgetl.bench/1`` document around ``results``."""
+                  versions: dict[str, str] | None = None, load_before: float | None = None) -> dict[str, Any]:
+    """A complete, valid ``edgetl.bench/1`` document around ``results``; ``load_before`` is the host's load
+    average taken before anything was loaded or timed (``host.load_average``, with the one at the end)."""
     from edgetl.card import library_versions
 
+    host = host_info(gpu)
+    if load_before is not None:
+        host["load_average"] = {"before": load_before, "after": load_average()}
     doc = {"schema": SCHEMA, "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "host": host_info(gpu), "versions": versions or library_versions("onnxruntime-gpu", "tensorrt"),
+           "host": host, "versions": versions or library_versions("onnxruntime-gpu", "tensorrt"),
            "results": results}
     return validate(doc)

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append(("op counts", ", ".join(f"{k} {v}" for k, v in shown) + (" …" if len(shown) < len(top) else "")))
     for section in ("engine", "package", "export"):
         for key, value in info.get(section, {}).items():
-            if key != "parity_passed":  # the "parity" row gives the verdict and why
+            if key not in ("parity_passed", "sha256_differs"):  # the "parity" and "warning" rows say these
                 rows.append((f"{section} {key}", _fmt(value)))
     for key, value in info.get("metadata", {}).items():
         rows.append((key, _fmt(value)))

@@ -108,6 +108,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, float | None]:
     return {**given, **dict(args.gate)}
 
 
+def short_names(paths: list[str]) -> list[str]:
+    """Each path by its file name, with as many parent folders as it takes to tell same-named files apart."""
+    parts = [Path(p).parts for p in paths]
+    names = []
+    for mine in parts:
+        depth = 1
+        while depth < len(mine) and sum(other[-depth:] == mine[-depth:] for other in parts) > 1:
+            depth += 1
+        names.append(str(Path(*mine[-depth:])))
+    return names
+
+
 def parity_table(report: Any) -> Any:
     from rich.markup import escape
     from rich.table import Table
@@ -116,16 +128,18 @@ def parity_table(report: Any) -> Any:
     labelled = "labelled" if report.labelled else "unlabelled (no accuracy)"
     table = Table(title=escape(f"parity vs {Path(ref['artifact']).name} [{ref['backend']}/{ref['precision']}] — "
                                f"{report.images} {labelled} images"))
-    for col in ("candidate", "backend", "precision", "max |Δ|", "mean |Δ|", "cosine", "top-1 agree",
+    for col in ("candidate", "backend", "precision", "max |Δ|", "mean |Δ|", "cosine", "centered cos", "top-1 agree",
                 "top-5 overlap", "acc ref", "acc cand", "drop", "gate"):
         table.add_column(col, justify="left" if col in ("candidate", "backend", "gate") else "right")
-    for c in report.candidates:
+    names = short_names([c.artifact for c in report.candidates])
+    for c, name in zip(report.candidates, names, strict=True):
         s = c.stats
         acc = (f"{s.ref_accuracy:.2f}%", f"{s.cand_accuracy:.2f}%", f"{s.accuracy_drop:+.2f}") \
             if s.accuracy_drop is not None else ("-", "-", "-")
         backend = c.runner["backend"] + (f" ({c.runner['optimization']})" if c.runner.get("optimization") else "")
-        table.add_row(escape(Path(c.artifact).name), escape(backend), c.runner["precision"], f"{s.max_abs_diff:.2e}",
-                      f"{s.mean_abs_diff:.2e}", f"{s.cosine:.6f}", f"{s.top1_agreement:.2%}",
+        centered = f"{s.centered_cosine:.4f}" if s.centered_cosine is not None else "-"
+        table.add_row(escape(name), escape(backend), c.runner["precision"], f"{s.max_abs_diff:.2e}",
+                      f"{s.mean_abs_diff:.2e}", f"{s.cosine:.6f}", centered, f"{s.top1_agreement:.2%}",
                       f"{s.top5_overlap:.2%}" if s.top5_overlap is not None else "-", *acc,
                       "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]")
     return table

@@ -87,10 +87,18 @@ class Runner(abc.ABC):
         return tuple(self.card.preprocess.input_size)  # type: ignore[return-value]
 
     def check_input(self, batch: np.ndarray) -> np.ndarray:
-        expected = self.input_shape
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
-            raise EdgetlError(f"input of shape {tuple(batch.shape)} does not fit this {self.info.backend} model; "
-                              f"it expects (N, {', '.join(map(str, expected))}) float32 NCHW")
+        """``batch`` as contiguous float32, or a one-line error naming the artifact: a wrong shape, or integer
+        pixels (0-255 run unnormalised would give confident wrong answers; the Predictor preprocesses images)."""
+        name = self.info.details.get("path") or f"this {self.info.backend} model"
+        expected = f"(N, {', '.join(map(str, self.input_shape))}) float32 NCHW"
+        if not isinstance(batch, np.ndarray):
+            raise EdgetlError(f"{name}: infer takes a numpy array {expected}, not a {type(batch).__name__}; "
+                              "use np.stack, or edgetl.runtime.Predictor for image files")
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:
+            raise EdgetlError(f"{name}: input of shape {tuple(batch.shape)} does not fit; it expects {expected}")
+        if not np.issubdtype(batch.dtype, np.floating):
+            raise EdgetlError(f"{name}: input of dtype {batch.dtype} (raw pixels?); it expects {expected}, "
+                              "preprocessed as its card says: edgetl.runtime.Predictor does that for images")
         return np.ascontiguousarray(batch, dtype=np.float32)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

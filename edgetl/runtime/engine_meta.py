@@ -42,14 +42,15 @@ def _engine_build(path: Path) -> dict[str, Any]:
     return build if isinstance(build, dict) else {}
 
 
-def _dicts(obj: Any) -> Iterator[dict[str, Any]]:
+def manifest_dicts(obj: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a manifest, nested ones included: an artifact's entry is the one whose ``file`` matches."""
     if isinstance(obj, dict):
         yield obj
         for v in obj.values():
-            yield from _dicts(v)
+            yield from manifest_dicts(v)
     elif isinstance(obj, list):
         for v in obj:
-            yield from _dicts(v)
+            yield from manifest_dicts(v)
 
 
 def _flatten(entry: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +81,7 @@ def engine_metadata(path: str | Path) -> dict[str, Any]:
     manifest = engine.parent / "manifest.json"
     if manifest.is_file():
         data = read_json(manifest)
-        for entry in _dicts(data):
+        for entry in manifest_dicts(data):
             if Path(str(entry.get("file", ""))).name == engine.name:
                 meta = _flatten(entry)
                 if "card" not in meta and isinstance(data, dict) and "card" in data:
