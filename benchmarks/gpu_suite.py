@@ -205,7 +205,7 @@ def variants(model: Any, card: Any, onnx_paths: Callable[[], dict[str, Path]], d
 
     def trt_variant(precision: str) -> Callable[[], Any]:
         def build() -> Any:
-            from edgetl.runtime.tensorrt import tensorrt_module
+            from edgetl.runtime.cuda import tensorrt_module
 
             if device == "cpu":
                 raise Skip("TensorRT needs CUDA")
@@ -308,7 +308,7 @@ def harness_check(runner: Any, label: str, batch: int, rounds: int = 10, round_s
 
     def hand_loop(n: int) -> float:
         if stream is not None:  # TensorRT runs on its own cuda-python stream: events on that stream
-            from edgetl.runtime.tensorrt import cuda_check, import_cudart
+            from edgetl.runtime.cuda import cuda_check, import_cudart
 
             cudart = import_cudart()
             s = stream[0].stream

@@ -136,7 +136,7 @@ def export_options(options: DemoOptions, data_split: dict[str, Path]) -> list[tu
     without TensorRT the demo also writes the U8 model ONNX Runtime runs fast, to benchmark honestly.
     """
     from edgetl.export.pipeline import ExportOptions
-    from edgetl.runtime.tensorrt import tensorrt_module
+    from edgetl.runtime.cuda import tensorrt_module
 
     base: dict[str, Any] = {"calib_data": data_split["train"], "val_data": data_split["val"],
                             "calib_size": options.calib_size, "max_accuracy_drop": options.int8_budget,

@@ -208,7 +208,7 @@ def test_imagenet_folder_names_map_onto_the_imagenet_head(hymenoptera: Path) -> 
 
 
 def test_no_tensorrt_prints_how_to_build(exported: tuple[Path, Manifest, Path]) -> None:
-    from edgetl.runtime.tensorrt import tensorrt_module
+    from edgetl.runtime.cuda import tensorrt_module
 
     if tensorrt_module() is not None:
         pytest.skip("TensorRT is installed here; the engine path is covered by the trt-marked tests")

@@ -78,7 +78,8 @@ def stubs_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "[mypy-numpy,numpy.*,torch,torch.*]\nfollow_imports = skip\n\n"  # 30 s of stubs the check does not need
         "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\nignore_errors = True\n\n"
         "[mypy-edgetl.*]\nignore_errors = True\n\n"  # `mypy edgetl` checks the rest; here, the TensorRT modules
-        "[mypy-edgetl.export.tensorrt,edgetl.runtime.tensorrt,bad_trt,bad_runner]\ndisallow_untyped_defs = True\n"
+        "[mypy-edgetl.export.tensorrt,edgetl.runtime.tensorrt,edgetl.runtime.cuda,bad_trt,bad_runner]\n"
+        "disallow_untyped_defs = True\n"
         "ignore_errors = False\n")
     return config
 
@@ -98,7 +99,7 @@ def test_mypy_with_stubs_passes_exporter_and_rejects_wrong_names(stubs_config: P
     assert runner.count("trt.TensorIOMode.OUTPUT") == 1
     bad_runner = tmp_path / "bad_runner.py"
     bad_runner.write_text(runner.replace("trt.TensorIOMode.OUTPUT", "trt.TensorIOMode.OUTPUTT"))
-    modules = ["edgetl/export/tensorrt.py", "edgetl/runtime/tensorrt.py"]
+    modules = ["edgetl/export/tensorrt.py", "edgetl/runtime/tensorrt.py", "edgetl/runtime/cuda.py"]
     result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(stubs_config), *modules, str(bad),
                              str(bad_runner)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -12,13 +12,13 @@ from conftest import requires_gpu, requires_trt
 
 from edgetl.card import ModelCard
 from edgetl.errors import EdgetlError
+from edgetl.runtime.cuda import INSTALL_HINT, import_tensorrt
 from edgetl.runtime.engine_meta import (
     card_from_engine_metadata,
     compatibility_error,
     engine_batch_range,
     engine_metadata,
 )
-from edgetl.runtime.tensorrt import INSTALL_HINT, import_tensorrt
 
 CARD = ModelCard(arch="resnet18", classes=["ants", "bees"])
 
@@ -182,8 +182,8 @@ def test_every_cuda_runtime_call_exists_in_cuda_bindings() -> None:
     """The CUDA path cannot run without a GPU, so check its API statically, as mypy checks TensorRT's:
     every ``cudart.X`` (and ``cudart.Enum.member``) edgetl uses must exist in the installed cuda.bindings."""
     cudart = pytest.importorskip("cuda.bindings.runtime")
-    sources = [Path(__file__).parents[1] / "edgetl/runtime/tensorrt.py",
-               Path(__file__).parents[1] / "benchmarks/gpu_suite.py"]
+    sources = [Path(__file__).parents[1] / name
+               for name in ("edgetl/runtime/tensorrt.py", "edgetl/runtime/cuda.py", "benchmarks/gpu_suite.py")]
     used = {m for src in sources for m in re.findall(r"\bcudart\.(\w+(?:\.\w+)?)", src.read_text())}
     assert {"cudaMemcpyAsync", "cudaGraphInstantiate", "cudaMallocHost"} <= {u.split(".")[0] for u in used}
     missing = []
@@ -205,15 +205,15 @@ def test_cuda_python_half_of_the_engine_runner_on_a_gpu() -> None:
     cudart = pytest.importorskip("cuda.bindings.runtime")
     import torch
 
-    from edgetl.runtime.tensorrt import _pinned, cuda_check, gpu_identity, set_device
+    from edgetl.runtime.cuda import cuda_check, gpu_identity, pinned_array, set_device
 
     set_device(0)
     gpu = gpu_identity(0)
     major, minor = torch.cuda.get_device_capability(0)
     assert (gpu.name, gpu.capability) == (torch.cuda.get_device_name(0), f"{major}.{minor}")
     data = np.arange(4096, dtype=np.float16)
-    in_ptr, h_in = _pinned(data.nbytes, np.dtype(np.float16), data.size)
-    out_ptr, h_out = _pinned(data.nbytes, np.dtype(np.float16), data.size)
+    in_ptr, h_in = pinned_array(data.nbytes, np.dtype(np.float16), data.size)
+    out_ptr, h_out = pinned_array(data.nbytes, np.dtype(np.float16), data.size)
     device = int(cuda_check(cudart.cudaMalloc(data.nbytes)))
     stream = cuda_check(cudart.cudaStreamCreate())
     start, end = cuda_check(cudart.cudaEventCreate()), cuda_check(cudart.cudaEventCreate())

@@ -240,7 +240,7 @@ def _int8_within_budget(job: _Int8Job, path: Path, card: ModelCard, calib: Image
 def _engines(onnx_paths: dict[str, Path], card: ModelCard, source: str, out: Path, parity: ParitySet,
              options: ExportOptions, manifest: Manifest) -> None:
     from edgetl.export.tensorrt import EngineOptions, engine_from_onnx, trtexec_command
-    from edgetl.runtime.tensorrt import tensorrt_module
+    from edgetl.runtime.cuda import tensorrt_module
 
     settings = {**asdict(options.trt), "timing_cache": options.trt.timing_cache or str(out / "timing.cache"),
                 "legacy_fp16": False}  # set per engine below

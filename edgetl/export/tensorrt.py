@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgetl.errors import EdgetlError
 from edgetl.io import atomic_write_bytes
-from edgetl.runtime.tensorrt import Gpu, tensorrt_module
+from edgetl.runtime.cuda import Gpu, tensorrt_module
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -207,8 +207,8 @@ def _save_timing_cache(cache: trt.ITimingCache, path: Path | None) -> None:
 
 def gpu_identity() -> Gpu:
     """The GPU an engine is built on: read with cuda-python when installed, else torch; checked before the build."""
-    from edgetl.runtime.tensorrt import gpu_identity as cuda_gpu
-    from edgetl.runtime.tensorrt import set_device
+    from edgetl.runtime.cuda import gpu_identity as cuda_gpu
+    from edgetl.runtime.cuda import set_device
 
     try:
         set_device(0)
