@@ -171,7 +171,11 @@ def _split_dirs(data: Path) -> dict[str, Path]:
 
 
 def run_parity_check(result: DemoResult) -> ParityReport:
-    """Every artifact against the trained PyTorch model on all validation images, with labels."""
+    """Every artifact against the trained PyTorch model on all validation images, with labels.
+
+    Export already judged each file on the same images; this is the independent check a user runs on the
+    files as deployed (``edgetl parity``: the artifacts reloaded from disk, one report over all of them), so
+    the report shows the command's own verdict rather than the exporter's record of itself."""
     from edgetl.parity import compare_artifacts
 
     return compare_artifacts(result.final_run, result.artifacts, result.data / "val", device=result.options.device,

