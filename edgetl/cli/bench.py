@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("compute", "e2e"), default="compute",
                    help="compute: inference on device-resident input; e2e: with preprocessing and copies")
     p.add_argument("--device", default=None, help="cpu or cuda (default: best available per artifact)")
-    p.add_argument("--provider", default=None, help="ONNX Runtime provider for .onnx files (cpu, cuda, tensorrt)")
+    p.add_argument("--provider", default=None,
+                   help="ONNX Runtime provider for .onnx files: cpu, cuda or tensorrt (default: the best present)")
     warm = p.add_mutually_exclusive_group()
     warm.add_argument("--warmup-iters", type=non_negative_int, default=None, help="warm-up "
                                                                                   "calls (default: >= 5 and >= 0.5 s)")

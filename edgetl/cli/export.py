@@ -65,8 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--static-batch", type=positive_int, default=None, metavar="N", help="fixed batch size")
     parser.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default 18; torch writes 18 "
                         "and converts, which works upwards)")
-    parser.add_argument("--workspace", type=positive_int, default=None, metavar="MB", help="TensorRT workspace limit")
-    parser.add_argument("--timing-cache", default=None, help="TensorRT timing cache file, reused across builds")
+    parser.add_argument("--workspace", type=positive_int, default=None, metavar="MB",
+                        help="TensorRT workspace limit (default: TensorRT's, the GPU's memory)")
+    parser.add_argument("--timing-cache", default=None,
+                        help="TensorRT timing cache file, reused across builds (default: OUT/timing.cache)")
     parser.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine")
     parser.add_argument("--hardware-compatibility", default="none", choices=HARDWARE_LEVELS,
                         help="TensorRT engines portable across discrete GPU generations (slower; not on Jetson; "

@@ -20,7 +20,8 @@ RESIZE_WORDS = {"center": "resize shorter side to {n} ({interp})",
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("artifact", type=Path, metavar="ARTIFACT")
+    p.add_argument("artifact", type=Path, metavar="ARTIFACT",
+                   help="a run directory, .safetensors, .onnx, .engine/.plan or .pt2 file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--all-ops", action="store_true", help="list every op type with its count")
 

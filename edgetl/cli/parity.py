@@ -48,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                                     "(a seeded, class-mixed subset)")
     p.add_argument("--json", type=output_file, default=None, help="write the report (with the worst images) here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: best available)")
-    p.add_argument("--provider", default=None, help="ONNX Runtime provider for .onnx candidates")
+    p.add_argument("--provider", default=None,
+                   help="ONNX Runtime provider for .onnx candidates: cpu, cuda or tensorrt (default: the best present)")
     p.add_argument("--min-agreement", type=fraction, default=None,
                    help="minimum top-1 agreement (0-1) in the gates that check it")
     p.add_argument("--max-abs-diff", type=non_negative_float, default=None,
@@ -65,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference call")
     p.add_argument("--worst", type=non_negative_int, default=10, help="list this many "
                                                                       "most-different images in the JSON")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
 
 
 def run(args: argparse.Namespace) -> int:

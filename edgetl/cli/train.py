@@ -1,6 +1,7 @@
 """Fine-tune a timm classifier on a folder of images and write a run directory.
 
-Settings resolve as: built-in defaults < models/<arch>.yaml recipe < --config FILE.yaml < flags.
+Settings resolve as: built-in defaults < models/<arch>.yaml recipe < --config FILE.yaml < flags. The defaults
+shown below are the built-in ones; a model's recipe (models/<arch>.yaml) may set its own.
 Launch with `torchrun --nproc_per_node N -m edgetl train ...` for multi-GPU (DDP).
 """
 
@@ -59,9 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--weight-decay", type=float, help="decoupled; never on norms and biases")
     t.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay")
     t.add_argument("--clip-grad", type=float, help="max gradient norm (0 = off)")
-    t.add_argument("--loss", choices=LOSSES)
+    t.add_argument("--loss", choices=LOSSES, help="ce (cross-entropy) or focal (for imbalanced classes)")
     t.add_argument("--label-smoothing", type=float, help="with --loss ce")
-    t.add_argument("--focal-gamma", type=float)
+    t.add_argument("--focal-gamma", type=float, help="with --loss focal: how much easy examples are down-weighted")
     t.add_argument("--focal-alpha", type=_alpha,
                    help="'auto' (from class frequencies) or a weight per class, in class order (names sorted as text)")
     t.add_argument("--patience", type=int, help="stop after this many epochs without improvement")
@@ -71,11 +72,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--out", help="run directory (default runs/<model>-<timestamp>)")
     r.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its optimizer state")
-    r.add_argument("--seed", type=int)
+    r.add_argument("--seed", type=int, help="data split, order, augmentation and initialisation")
     r.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     r.add_argument("--amp", choices=AMP_MODES, help="mixed precision on CUDA")
     r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="on CUDA")
     r.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    _say_defaults(p)
+
+
+# Defaults that are not one value: said in the option's own help, or meaning "not used".
+UNSAID = ("data", "out", "val_split", "img_size", "weights", "init", "lr", "device", "resume", "focal_alpha")
+
+
+def _say_defaults(p: argparse.ArgumentParser) -> None:
+    """Append TrainConfig's default to each option's help: the flags default to None ("not given") so that a
+    recipe or --config can fill them, which hides the value from argparse's own "(default: …)"."""
+    from dataclasses import fields
+
+    from edgetl.config import TrainConfig
+
+    base = TrainConfig()
+    defaults = {f.name: getattr(base, f.name) for f in fields(TrainConfig) if f.name not in UNSAID}
+    for action in p._actions:  # noqa: SLF001 - argparse has no public way to list a parser's options
+        if action.dest not in defaults or "default" in (action.help or ""):
+            continue
+        value = defaults[action.dest]
+        said = "off" if value is None or value is False else "on" if value is True else value
+        action.help = f"{action.help or ''} (default: {said})".lstrip()
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
