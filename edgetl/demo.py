@@ -203,8 +203,11 @@ def _timed(result: DemoResult, stage: str) -> Iterator[None]:
 
 def run_demo(options: DemoOptions) -> DemoResult:
     """Train, evaluate, export, check parity, benchmark and write ``report.md`` / ``report.html``."""
+    from rich.console import Console
+    from rich.markup import escape
+
     from edgetl.data.folder import report_skipped, scan_data
-    from edgetl.demo_report import write_demo_report
+    from edgetl.demo_report import bench_warnings, write_demo_report
     from edgetl.evaluate import evaluate_artifact, save_report
     from edgetl.export.pipeline import export_artifacts
     from edgetl.train.fit import fit
@@ -238,6 +241,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
     with _timed(result, "bench"):
         _log(options, "benchmark: side by side")
         result.bench = run_bench(result)
+        for line in bench_warnings(result.bench):  # said now, on stderr, and again in the report
+            Console(stderr=True).print(f"[yellow]{escape(line)}[/yellow]", highlight=False, soft_wrap=True)
     result.seconds["total"] = time.perf_counter() - clock
     write_demo_report(result)
     return result

@@ -141,6 +141,13 @@ def artifacts_section(result: DemoResult) -> Section:
     return Section("Artifacts and parity", text, [Table(header, rows)])
 
 
+def bench_warnings(doc: dict[str, Any]) -> list[str]:
+    """The benchmark's warnings (not its notes: the demo times each batch for a second on purpose)."""
+    from edgetl.bench.report import warnings
+
+    return [line for line in warnings(doc) if line.startswith("warning:")]
+
+
 def bench_section(result: DemoResult) -> Section:
     from edgetl.bench.report import COLUMNS, table_rows, write_plot
 
@@ -153,6 +160,7 @@ def bench_section(result: DemoResult) -> Section:
     if any("int8/tensorrt" in r["label"] for r in doc["results"]) and host["gpu"] is None:
         text.append("The TensorRT INT8 model (symmetric S8 Q/DQ) is timed here on ONNX Runtime's CPU kernels for "
                     "reference only: it is made for TensorRT, and the CPU INT8 model is the one to deploy on a CPU.")
+    text += [f"**{line}**" for line in bench_warnings(doc)]  # a busy host, disturbed timings: before the figures
     return Section("Benchmark", text, [Table(list(COLUMNS), table_rows(doc["results"]))], [plot])
 
 

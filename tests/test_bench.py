@@ -101,6 +101,11 @@ def test_a_busy_host_is_named_before_the_figures_are_trusted() -> None:
     assert said == [said[0]] and "load average 6.4 on 2 cores" in said[0] and "--threads 1" in said[0]
     assert not any("busy" in w for w in warnings(doc_at(6.4, device="cuda")))  # GPU figures: not this warning
     assert "load_average" not in make_document([_result()])["host"]  # documents that did not measure it
+    from edgetl.demo_report import bench_warnings
+
+    thin = doc_at(6.4)
+    thin["results"][0]["iters"] = 20  # the demo times a second per batch on purpose: its report keeps warnings only
+    assert any(w.startswith("note:") for w in warnings(thin)) and bench_warnings(thin) == said
 
 
 def test_interleaved_side_by_side_on_real_models(tiny_run_dir: Path, tiny_onnx: Path) -> None:
