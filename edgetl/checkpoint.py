@@ -88,6 +88,17 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     return weights, card
 
 
+def _readable(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file whose header reads: worth suggesting in place of a damaged one."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return len(list(fh.keys())) > 0
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
 def load_model(path: str | Path, card: ModelCard | None = None) -> tuple[nn.Module, ModelCard]:
     """Rebuild the model from its card and load the weights (eval mode, CPU)."""
     from edgetl.models.factory import create_model
@@ -96,7 +107,7 @@ def load_model(path: str | Path, card: ModelCard | None = None) -> tuple[nn.Modu
     card = card or ModelCard.load(card_file)
     model = create_model(card)
     other = weights.with_name(LAST_WEIGHTS)
-    fix = f"pass {other} instead, or train again" if weights.name == BEST_WEIGHTS and other.is_file() \
+    fix = f"pass {other} instead, or train again" if weights.name == BEST_WEIGHTS and _readable(other) \
         else "restore the file or train again"
     load_state(model, load_tensors(weights, fix), source=weights, arch=card.arch)
     return model.eval(), card

@@ -451,6 +451,10 @@ def test_unwritable_output_dir(tmp_path: Path) -> None:
     blocker.write_text("a file, not a folder")
     with pytest.raises(EdgetlError, match="cannot create output directory"):
         export_artifacts(run, blocker / "out", ExportOptions(quiet=True))
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(EdgetlError, match=f"--out {run}: a training run's directory; .* e.g. {run / 'export'}"):
+        export_artifacts(run, run, ExportOptions(quiet=True))  # files beside weights they would stop describing
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing written, not even a lock
 
 
 def test_timm_name_needs_weights(tmp_path: Path) -> None:

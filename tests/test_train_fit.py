@@ -205,6 +205,17 @@ def test_bad_inputs_are_one_line_errors(digits_data: Path, tmp_path: Path) -> No
     save_checkpoint(tmp_path / "mismatch", "best", model, card_for("test_resnet", ["a", "b"]))
     with pytest.raises(EdgetlError, match=r"wrong shape 2 \(e.g. fc.weight\)"):
         load_model(tmp_path / "mismatch")
+    # a damaged best.safetensors: last.safetensors is suggested only while it reads
+    run = tmp_path / "damaged"
+    save_checkpoint(run, "best", model, card_for("test_resnet", ["a", "b", "c"]))
+    save_checkpoint(run, "last", model, card_for("test_resnet", ["a", "b", "c"]))
+    best = (run / "best.safetensors").read_bytes()
+    (run / "best.safetensors").write_bytes(best[: len(best) // 2])
+    with pytest.raises(EdgetlError, match=f"pass {run / 'last.safetensors'} instead, or train again$"):
+        load_model(run)
+    (run / "last.safetensors").write_bytes(best[: len(best) // 3])  # damaged too: nothing to point to
+    with pytest.raises(EdgetlError, match="best.safetensors: not a readable .*; restore the file or train again$"):
+        load_model(run)
 
 
 def test_cli_reports_unknown_config_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

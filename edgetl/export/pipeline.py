@@ -315,6 +315,7 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, options: Expor
     """
     options = options or ExportOptions()
     options.validate()
+    _refuse_run_dir(Path(out_dir))
     created = not Path(out_dir).exists()
     out = ensure_writable_dir(out_dir)
     with contextlib.ExitStack() as stack:
@@ -322,6 +323,16 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, options: Expor
         stack.enter_context(dir_lock(out, "exporting"))
         manifest = _export_into(checkpoint, out, options)
     return manifest
+
+
+def _refuse_run_dir(out: Path) -> None:
+    """A training run's folder is not an export's: files written there would sit beside the weights they no
+    longer describe once ``edgetl train --resume`` trains on."""
+    from edgetl.checkpoint import BEST_WEIGHTS, CARD_FILE, LAST_WEIGHTS
+
+    if (out / CARD_FILE).is_file() and ((out / BEST_WEIGHTS).is_file() or (out / LAST_WEIGHTS).is_file()):
+        raise EdgetlError(f"--out {out}: a training run's directory; export into another folder, e.g. "
+                          f"{out / 'export'} (the default for this run)")
 
 
 def _drop_if_unused(out: Path, created: bool) -> None:
