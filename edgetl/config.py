@@ -156,7 +156,14 @@ def _yaml_mapping(path: Path, missing: str) -> dict[str, Any]:
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
     """A config YAML as a dict of TrainConfig fields (dashes or underscores); unknown keys are an error."""
     p = Path(path)
-    return _normalise(_yaml_mapping(p, "config file not found; pass an existing YAML file to --config"), str(p))
+    values = _normalise(_yaml_mapping(p, "config file not found; pass an existing YAML file to --config"), str(p))
+    types = {f.name: str(f.type) for f in fields(TrainConfig)}
+    for key, value in values.items():  # checked here: a flag overriding a bad value must not hide it
+        try:
+            _coerce_value(key, value, types[key])
+        except EdgetlError as exc:
+            raise EdgetlError(f"{p}: {exc}") from None
+    return values
 
 
 LITE_WEIGHTS = ("efficientnet_lite0", "efficientnet_lite1")  # --weights names of edgetl.models.weights' packages

@@ -102,8 +102,11 @@ def test_saved_config_reloads_identically(tmp_path: Path) -> None:
 def test_wrongly_typed_config_values_are_one_line_errors(tmp_path: Path, line: str, pattern: str) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(line + "\n")
-    with pytest.raises(EdgetlError, match=pattern):
+    with pytest.raises(EdgetlError, match=f"^{re.escape(str(cfg))}: {pattern}"):
         resolve_config(config_file=cfg)
+    key = line.split(":")[0]  # a flag that overrides the bad value does not hide it
+    with pytest.raises(EdgetlError, match=pattern):
+        resolve_config({key: True if key == "freeze_bn" else "x" if key == "data" else 2}, config_file=cfg)
 
 
 def test_yaml_numbers_take_the_declared_type(tmp_path: Path) -> None:
