@@ -108,6 +108,18 @@ def test_a_busy_host_is_named_before_the_figures_are_trusted() -> None:
     assert any(w.startswith("note:") for w in warnings(thin)) and bench_warnings(thin) == said
 
 
+def test_merged_documents_keep_the_busiest_runs_load(tmp_path: Path) -> None:
+    from edgetl.bench.report import warnings
+
+    paths = [tmp_path / "quiet.json", tmp_path / "busy.json"]
+    for path, average in zip(paths, (0.2, 6.4), strict=True):
+        doc = make_document([_result()], load_before=average)
+        doc["host"]["cores"] = 2
+        path.write_text(json.dumps(doc))
+    merged = merge_documents(paths)
+    assert merged["host"]["load_average"]["before"] == 6.4 and any("host was busy" in w for w in warnings(merged))
+
+
 def test_interleaved_side_by_side_on_real_models(tiny_run_dir: Path, tiny_onnx: Path) -> None:
     config = BenchConfig(batches=(1, 4), iters=12, warmup_iters=2, round_s=0.01)
     with load(tiny_run_dir, device="cpu") as torch_runner, load(tiny_onnx, device="cpu") as ort_runner:

@@ -200,7 +200,9 @@ def merge_documents(paths: Sequence[str | Path]) -> dict[str, Any]:
     first = docs[0]
     results = [{**r, "source": str(p), "label": f"{label_of(r)} ({Path(p).name})"}
                for p, d in zip(paths, docs, strict=True) for r in d["results"]]
-    merged = {"schema": SCHEMA, "timestamp": first["timestamp"], "host": first["host"],
+    loads = [d["host"]["load_average"] for d in docs if isinstance(d["host"].get("load_average"), dict)]
+    host = {**first["host"], **({"load_average": max(loads, key=lambda la: la.get("before") or 0)} if loads else {})}
+    merged = {"schema": SCHEMA, "timestamp": first["timestamp"], "host": host,  # the busiest run's load
               "versions": first["versions"], "results": results, "merged_from": [str(p) for p in paths]}
     hosts = {(d["host"]["cpu"], d["host"]["gpu"]) for d in docs}
     isas = {tuple(d["host"]["isa"]) for d in docs if "isa" in d["host"]}  # files from before isa lack it
