@@ -194,8 +194,9 @@ def int8_study(data: Path, root: Path, modelopt_python: str | None) -> dict[str,
     """Every variant of STUDY (and ModelOpt) on ImageNet Lite0: same FP32 graph, calibration and val photos."""
     import onnx
 
+    from edgetl.export.bias_correction import input_means
     from edgetl.export.calib import calibration_files, labelled_images, preprocess_files, split_calibration
-    from edgetl.export.int8 import Int8Config, input_means, int8_from_onnx, prepare_for_quantization
+    from edgetl.export.int8 import Int8Config, int8_from_onnx, prepare_for_quantization
     from edgetl.export.onnx import onnx_from_model
     from edgetl.export.roles import nodes_for_roles
     from edgetl.export.source import load_source

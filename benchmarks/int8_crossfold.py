@@ -38,8 +38,9 @@ def _fold(model: Any, card: Any, prepared: Path, data: Path, calib_split: str, j
     import onnx
     import torch
 
+    from edgetl.export.bias_correction import input_means
     from edgetl.export.calib import calibration_files, labelled_images, preprocess_files
-    from edgetl.export.int8 import Int8Config, input_means, int8_from_onnx
+    from edgetl.export.int8 import Int8Config, int8_from_onnx
     from edgetl.export.roles import nodes_for_roles
 
     calib = preprocess_files(calibration_files(data / calib_split), card.preprocess).array

@@ -194,7 +194,8 @@ def _int8_job(fp32: Path, tmp: Path, roles: list[str], calib: ImageSet, config: 
     """Prepare the FP32 model for quantization; keep the user's roles in float (``config`` is updated)."""
     import onnx
 
-    from edgetl.export.int8 import BIAS_CORRECTION_IMAGES, input_means, prepare_for_quantization, quantizable_nodes
+    from edgetl.export.bias_correction import input_means
+    from edgetl.export.int8 import BIAS_CORRECTION_IMAGES, prepare_for_quantization, quantizable_nodes
     from edgetl.export.roles import nodes_for_roles
 
     prepared = prepare_for_quantization(fp32, tmp / "prepared.onnx")
