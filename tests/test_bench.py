@@ -427,6 +427,7 @@ def test_gpu_suite_dry_run_checks_variants_and_keeps_within_its_budget(tmp_path:
     photos = (HYMENOPTERA / "train").is_dir()  # each result says which images it saw
     assert re.match(r"\d+ real photos \(" if photos else r"64 synthetic images", doc["images"]), doc["images"]
     assert doc["fidelity"]["images"] == doc["images"]
+    assert set(doc["build_seconds"]) == {"torch-eager-fp32", "ort-cpu-fp32"}  # what each costs a lease
     assert {r["batch"] for r in doc["results"]} == {2} and doc["batches_left_out"] == [1]
     assert not (tmp_path / "test_efficientnet.json").exists()
     summary = (tmp_path / "summary.md").read_text()

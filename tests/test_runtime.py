@@ -353,9 +353,10 @@ def test_torch_compile_matches_eager(tiny_run_dir: Path, batch: np.ndarray, monk
             np.testing.assert_allclose(compiled.infer(batch[:n]), eager.infer(batch[:n]), atol=1e-4, rtol=1e-4)
         fn = compiled.compute_call(batch[:2])
         assert len(compiled.time_calls(fn, 3)) == 3
-        with TorchRunner.from_checkpoint(tiny_run_dir, device="cpu", compile="frozen") as frozen:  # BatchNorm folded
-            assert frozen.info.details["compile"] == "frozen"
-            np.testing.assert_allclose(frozen.infer(batch), eager.infer(batch), atol=1e-4, rtol=1e-4)
+        for mode in ("frozen", "frozen-max-autotune"):  # BatchNorm folded; kernels tuned as well
+            with TorchRunner.from_checkpoint(tiny_run_dir, device="cpu", compile=mode) as frozen:
+                assert frozen.info.details["compile"] == mode
+                np.testing.assert_allclose(frozen.infer(batch), eager.infer(batch), atol=1e-4, rtol=1e-4)
         monkeypatch.setattr(torch_runner, "COMPILED_GRAPHS", 1)  # edgetl's own cap: an error, never eager
         with pytest.raises(EdgetlError, match="compiled graphs in this process"):
             compiled.infer(batch[:3])

@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action="store_true", help="PyTorch artifacts: channels-last memory format")
     p.add_argument("--compile", nargs="?", const="default", default=None,
                    help="PyTorch artifacts: torch.compile (mode: default, reduce-overhead, max-autotune, "
-                        "frozen = weights as constants, BatchNorm folded, CUDA graphs on CUDA)")
+                        "frozen = weights as constants, BatchNorm folded, CUDA graphs on CUDA; "
+                        "frozen-max-autotune = frozen with tuned kernels, minutes to compile)")
     p.add_argument("--cuda-graph", action="store_true", help="TensorRT engines and PyTorch (CUDA, "
                                                              "eager): one CUDA graph per batch size")
     p.add_argument("--data", type=Path, default=None, help="e2e mode: folder of real images (default: synthetic)")

@@ -20,11 +20,15 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "frozen")
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune", "frozen")  # on CUDA these replay CUDA graphs
-# "frozen": inductor's freezing (weights become constants, BatchNorm folds into the convolutions), for
-# inference only, with CUDA graphs on CUDA as in reduce-overhead. torch.compile takes a mode or options.
-FROZEN_OPTIONS = {"freezing": True}
+# Inductor options of edgetl's own modes (torch.compile takes a mode or options, not both), for inference only,
+# with CUDA graphs on CUDA as in reduce-overhead. "frozen": freezing (weights become constants, BatchNorm
+# folds into the convolutions). "frozen-max-autotune": freezing with autotuned kernels; with channels-last
+# input, max-autotune lowers 1x1 convolutions to matmuls and tunes them (pytorch/pytorch#107004: a large
+# gain on ResNet inference). It compiles for minutes, not seconds.
+OPTION_MODES: dict[str, dict[str, Any]] = {"frozen": {"freezing": True},
+                                           "frozen-max-autotune": {"freezing": True, "max_autotune": True}}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", *OPTION_MODES)
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune", *OPTION_MODES)  # on CUDA these replay CUDA graphs
 # Compiled graphs of one model class a process may hold. torch's own limit (8) counts the graphs of every
 # compiled copy of the class together, and past it dynamo runs the model eagerly without a word: a
 # "compiled" figure would be eager's. Up to this many, each new batch size compiles; past it, an error.
@@ -69,8 +73,8 @@ class TorchRunner(Runner):
         model = model.eval().to(self.device, dtype=self.dtype).to(memory_format=self.memory_format)
         mode = self._compile_mode(compile)
         self.model: Callable[[torch.Tensor], torch.Tensor] = model
-        if mode == "frozen":
-            options: dict[str, Any] = {**FROZEN_OPTIONS, "triton.cudagraphs": self.device != "cpu"}
+        if mode in OPTION_MODES:
+            options = {**OPTION_MODES[mode], "triton.cudagraphs": self.device != "cpu"}
             self.model = torch.compile(model, dynamic=False, options=options)
         elif mode is not None:
             self.model = torch.compile(model, mode=mode, dynamic=False)
