@@ -14,7 +14,6 @@ import numpy as np
 
 from edgetl.errors import EdgetlError
 from edgetl.io import atomic_path, atomic_write_json
-from edgetl.progress import show_progress
 
 
 @dataclass
@@ -152,33 +151,33 @@ def plot_confusion(report: EvalReport, path: str | Path) -> None:
 
 def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 32,
                       worst: int = 10, progress: bool = True) -> EvalReport:
-    """Run ``artifact`` over the labelled folder ``data`` (``DIR/<class>/…`` or ``DIR/val/<class>/…``)."""
-    from rich.progress import track
+    """Run ``artifact`` over the labelled folder ``data`` (``DIR/<class>/…`` or ``DIR/val/<class>/…``).
 
+    Files the folder check passed but a full decode refuses (a JPEG truncated past the part the check reads)
+    are skipped with the reason, as the check's own finds are.
+    """
     from edgetl.data.labelled import find_labelled
     from edgetl.runtime.loader import deployed_runner
-    from edgetl.runtime.predictor import Predictor
+    from edgetl.runtime.predictor import logits_of_files
 
     with deployed_runner(artifact, device=device) as runner:
         found = find_labelled(Path(data), runner.card.classes)  # as parity reads it: ImageNet heads map "ants/"
         skipped = found.skipped
-        if found.labels is None and found.paths:
-            raise EdgetlError(f"{data}: {found.note or 'images without class folders'}; eval scores labelled "
-                              "images: put them in DIR/<class>/ folders named by the model's classes")
         if not found.paths:
             first = f"; {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
             raise EdgetlError(f"{data}: none of its {len(skipped)} file(s) is a usable image{first}; "
                               "point --data at a folder of photos in DIR/<class>/ folders")
-        predictor = Predictor(runner, batch_size)
-        paths = found.paths
-        chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-        logits = [predictor.logits(chunk) for chunk in track(chunks, "evaluating", disable=not show_progress(progress),
-                                                                transient=True)]
+        if found.labels is None:
+            raise EdgetlError(f"{data}: {found.note or 'images without class folders'}; eval scores labelled "
+                              "images: put them in DIR/<class>/ folders named by the model's classes")
+        (logits,), unreadable, used = logits_of_files([runner], found.paths, batch_size, progress, "evaluating")
         classes = runner.card.classes
-    labels = np.asarray(found.labels, dtype=np.int64)
-    report = report_from_logits(np.concatenate(logits), labels, classes, [str(p) for p in paths], worst,
+    if not used:
+        raise EdgetlError(f"{data}: none of its images decodes; {unreadable[0][0]}: {unreadable[0][1]}")
+    labels = np.asarray([found.labels[i] for i in used], dtype=np.int64)
+    report = report_from_logits(logits, labels, classes, [str(found.paths[i]) for i in used], worst,
                                 artifact=str(artifact), data=str(data))
-    report.skipped = [(str(p), reason) for p, reason in skipped]
+    report.skipped = [(str(p), reason) for p, reason in skipped] + unreadable
     report.class_map = found.class_map
     return report
 

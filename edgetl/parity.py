@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgetl.errors import EdgetlError, class_difference
-from edgetl.progress import show_progress
 
 if TYPE_CHECKING:
     from edgetl.runtime.base import Runner
@@ -236,54 +235,6 @@ def describe_runner(runner: Runner, artifact: str) -> dict[str, Any]:
             "int8_target": info.details.get("int8_target")}
 
 
-def collect_logits(runners: list[Runner], paths: list[Any], batch_size: int = 32,
-                   progress: bool = True) -> tuple[list[np.ndarray], list[tuple[str, str]], list[int]]:
-    """Logits of every runner over ``paths``; each image decoded once, preprocessed per runner's card.
-
-    Returns (logits per runner, skipped (path, reason), indices of the images used).
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from edgetl.data.images import BadImage, decode_rgb, map_images
-    from edgetl.data.transforms import eval_array
-
-    pres = [r.card.preprocess for r in runners]
-    distinct = [p for i, p in enumerate(pres) if p not in pres[:i]]  # usually one: each image resized once
-
-    def one(path: Any) -> list[np.ndarray] | BadImage:
-        """The image decoded once and preprocessed for each distinct card; runs on a decoding thread."""
-        try:
-            img = decode_rgb(path)
-        except BadImage as exc:
-            return exc
-        return [eval_array(img, pre) for pre in distinct]
-
-    outs: list[list[np.ndarray]] = [[] for _ in runners]
-    skipped: list[tuple[str, str]] = []
-    used: list[int] = []
-    columns = (TextColumn("parity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=True, disable=not show_progress(progress)) as bar:
-        task = bar.add_task("images", total=len(paths))
-        for start in range(0, len(paths), batch_size):
-            arrays, idx = [], []
-            chunk = range(start, min(start + batch_size, len(paths)))
-            for i, result in zip(chunk, map_images(one, [paths[i] for i in chunk]), strict=True):
-                if isinstance(result, BadImage):
-                    skipped.append((str(paths[i]), str(result)))
-                else:
-                    arrays.append(result)
-                    idx.append(i)
-            if arrays:
-                for k, runner in enumerate(runners):
-                    j = distinct.index(pres[k])
-                    outs[k].append(runner.infer(np.stack([a[j] for a in arrays])))
-                used += idx
-            bar.advance(task, min(batch_size, len(paths) - start))
-    logits = [np.concatenate(o) if o else np.zeros((0, r.card.num_classes), np.float32)
-              for o, r in zip(outs, runners, strict=True)]
-    return logits, skipped, used
-
-
 def one_class_reference(ref: np.ndarray, classes: list[str]) -> str | None:
     """Why the figures say little when the reference answers one class for every image, else None.
 
@@ -320,6 +271,8 @@ def run_parity(reference: Runner, candidates: list[tuple[str, Runner]], paths: l
                reference_artifact: str = "reference", overrides: dict[str, float | None] | None = None,
                batch_size: int = 32, n_worst: int = 10, progress: bool = True) -> ParityReport:
     """Run ``reference`` and each (artifact, runner) candidate over ``paths`` and judge each against its gate."""
+    from edgetl.runtime.predictor import logits_of_files
+
     classes = reference.card.classes
     for artifact, runner in candidates:
         if runner.card.classes != classes:
@@ -327,7 +280,8 @@ def run_parity(reference: Runner, candidates: list[tuple[str, Runner]], paths: l
                               f"({class_difference(runner.card.classes, classes, 'it', 'the reference')}); compare "
                               "artifacts of the same model")
     gates = [_candidate_gate(artifact, runner.info.precision, overrides) for artifact, runner in candidates]
-    logits, skipped, used = collect_logits([reference, *(r for _, r in candidates)], paths, batch_size, progress)
+    logits, skipped, used = logits_of_files([reference, *(r for _, r in candidates)], paths, batch_size,
+                                            progress, label="parity")
     if not used:
         raise EdgetlError("no readable images to compare on; check --data")
     used_paths = [str(paths[i]) for i in used]

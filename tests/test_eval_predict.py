@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -107,16 +108,35 @@ def test_a_broken_pipe_other_than_stdout_is_a_real_error(commands: None, monkeyp
         cli.main(["eval", "run", "--data", "d"])
 
 
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files edgetl decodes from now on, wherever it decodes them."""
+    import edgetl.data.images
+    import edgetl.runtime.predictor
+
+    decoded: list[str] = []
+    real = edgetl.data.images.decode_rgb
+
+    def counted(path: Any, draft: int | None = None) -> Any:
+        decoded.append(str(path))
+        return real(path, draft)
+
+    for module in (edgetl.data.images, edgetl.runtime.predictor):
+        monkeypatch.setattr(module, "decode_rgb", counted)
+    return decoded
+
+
 def test_predict_table_and_bad_image(run_dir: Path, tmp_path: Path, digits_data: Path, commands: None,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     image = next((digits_data / "val" / "digit_0").glob("*.png"))
     assert cli.main(["predict", str(run_dir), str(image), "--topk", "2"]) == 0
     assert "digit_" in capsys.readouterr().out
     (tmp_path / "bad.jpg").write_text("not an image")
     assert cli.main(["predict", str(run_dir), str(tmp_path / "bad.jpg")]) == 2
     assert "bad.jpg" in capsys.readouterr().err
-    # a bad file among good ones: the good ones are still answered, the bad one named, exit 2
+    # a bad file among good ones: the good ones are still answered, the bad one named, exit 2; each file read once
+    decoded = _count_decodes(monkeypatch)
     assert cli.main(["predict", str(run_dir), str(tmp_path / "bad.jpg"), str(image), "--json"]) == 2
+    assert sorted(decoded) == sorted([str(tmp_path / "bad.jpg"), str(image)])
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
     assert [p["source"] for p in doc["predictions"]] == [str(image)]

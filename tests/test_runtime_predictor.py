@@ -53,6 +53,34 @@ def test_predict_topk_matches_torch_model(tiny_run_dir: Path, tiny_onnx: Path, h
         assert sum(prob for _, prob in pred.top) == pytest.approx(1.0, abs=1e-5)
 
 
+
+def test_predict_files_decodes_each_file_once_and_skips_the_unreadable(tiny_onnx: Path, hymenoptera: Path,
+                                                                      tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edgetl predict` answers the files that decode and names the others, reading each file once."""
+    import edgetl.runtime.predictor as predictor_module
+
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    photos = _photos(hymenoptera, 5)
+    files = [photos[0], bad, *photos[1:]]
+    decoded: list[str] = []
+    real = predictor_module.decode_rgb
+
+    def counted(path: str | Path, draft: int | None = None) -> Image.Image:
+        decoded.append(str(path))
+        return real(path, draft)
+
+    with load(tiny_onnx) as runner:
+        want = Predictor(runner).predict(photos, topk=1)
+        monkeypatch.setattr(predictor_module, "decode_rgb", counted)
+        got, skipped = Predictor(runner, batch_size=3).predict_files(files, topk=1)
+    assert sorted(decoded) == sorted(map(str, files))  # once each, the bad one included
+    assert skipped == [(str(bad), "not an image")]
+    assert [p.source for p in got] == [str(p) for p in photos]
+    assert [p.top[0][0] for p in got] == [p.top[0][0] for p in want]
+    np.testing.assert_allclose([p.top[0][1] for p in got], [p.top[0][1] for p in want], rtol=1e-6)
+
 def test_predict_accepts_pil_images_and_arrays(tiny_onnx: Path) -> None:
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from edgetl.cli.args import positive_int
+from edgetl.errors import EdgetlError
 
 HELP = "top-k classes for image files"
 
@@ -19,10 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check_files(images: list[str]) -> None:
     """Fail before loading the model when a path is a folder (``edgetl eval`` is the command for folders)."""
-    from pathlib import Path
-
-    from edgetl.errors import EdgetlError
-
     for image in images:
         path = Path(image)
         if path.is_dir():
@@ -30,43 +28,36 @@ def _check_files(images: list[str]) -> None:
                               "`edgetl eval` on a labelled folder")
 
 
-def _readable(images: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """(images that decode, (path, reason) for those that do not: missing, unreadable, not an image)."""
-    from pathlib import Path
+def _present(images: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(files that exist, (path, reason) for those that do not): checked before the model loads."""
+    present = [Path(image).is_file() for image in images]
+    return ([image for image, ok in zip(images, present, strict=True) if ok],
+            [(image, "no such file; check the path") for image, ok in zip(images, present, strict=True) if not ok])
 
-    from edgetl.data.images import BadImage, load_rgb
 
-    good, bad = [], []
-    for image in images:
-        if not Path(image).is_file():
-            bad.append((image, "no such file; check the path"))
-            continue
-        try:
-            load_rgb(image)
-            good.append(image)
-        except BadImage as exc:
-            bad.append((image, str(exc)))
-    return good, bad
+def _none_usable(skipped: list[tuple[str, str]]) -> EdgetlError:
+    return EdgetlError(f"{skipped[0][0]}: {skipped[0][1]}" + (f" (and {len(skipped) - 1} more unusable file(s))"
+                                                              if len(skipped) > 1 else ""))
 
 
 def run(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from edgetl.data.folder import report_skipped
-    from edgetl.errors import EdgetlError
     from edgetl.info import warn_if_failed_export
     from edgetl.runtime.loader import deployed_runner
     from edgetl.runtime.predictor import Predictor
 
     _check_files(args.images)
-    images, skipped = _readable(args.images)
+    images, skipped = _present(args.images)
     if not images:
-        raise EdgetlError(f"{skipped[0][0]}: {skipped[0][1]}" + (f" (and {len(skipped) - 1} more unusable file(s))"
-                                                                 if len(skipped) > 1 else ""))
+        raise _none_usable(skipped)
     warn_if_failed_export(args.artifact)
     with deployed_runner(args.artifact, device=args.device) as runner:
-        predictions = Predictor(runner).predict(images, topk=args.topk)
+        predictions, unreadable = Predictor(runner).predict_files(images, topk=args.topk, progress=not args.json)
+    skipped += unreadable
+    if not predictions:
+        raise _none_usable(skipped)
     report_skipped([(Path(p), reason) for p, reason in skipped])
     code = 2 if skipped else 0  # every readable image is answered; the unreadable ones are the user's to fix
     from edgetl.data.imagenet import imagenet_description

@@ -14,6 +14,7 @@ from PIL import Image
 from edgetl.data.images import BadImage, decode_rgb, map_images, to_rgb
 from edgetl.data.transforms import eval_array
 from edgetl.errors import EdgetlError
+from edgetl.progress import show_progress
 from edgetl.runtime.base import Runner
 
 ImageLike = str | Path | Image.Image | np.ndarray
@@ -36,6 +37,53 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def logits_of_files(runners: Sequence[Runner], paths: Sequence[str | Path], batch_size: int = 32,
+                    progress: bool = True, label: str = "images",
+                    ) -> tuple[list[np.ndarray], list[tuple[str, str]], list[int]]:
+    """Logits of every runner over the image files ``paths``: each file decoded once (in threads) and
+    preprocessed per runner's card; a file that does not decode is skipped with the reason, not fatal.
+
+    Returns (logits per runner, skipped (path, reason), indices into ``paths`` of the images used).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    pres = [r.card.preprocess for r in runners]
+    distinct = [p for i, p in enumerate(pres) if p not in pres[:i]]  # usually one: each image resized once
+
+    def one(path: str | Path) -> list[np.ndarray] | BadImage:
+        """The image decoded once and preprocessed for each distinct card; runs on a decoding thread."""
+        try:
+            img = decode_rgb(path)
+        except BadImage as exc:
+            return exc
+        return [eval_array(img, pre) for pre in distinct]
+
+    outs: list[list[np.ndarray]] = [[] for _ in runners]
+    skipped: list[tuple[str, str]] = []
+    used: list[int] = []
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True, disable=not show_progress(progress)) as bar:
+        task = bar.add_task("images", total=len(paths))
+        for start in range(0, len(paths), batch_size):
+            arrays, idx = [], []
+            chunk = range(start, min(start + batch_size, len(paths)))
+            for i, result in zip(chunk, map_images(one, [paths[i] for i in chunk]), strict=True):
+                if isinstance(result, BadImage):
+                    skipped.append((str(paths[i]), str(result)))
+                else:
+                    arrays.append(result)
+                    idx.append(i)
+            if arrays:
+                for k, runner in enumerate(runners):
+                    j = distinct.index(pres[k])
+                    outs[k].append(runner.infer(np.stack([a[j] for a in arrays])))
+                used += idx
+            bar.advance(task, len(chunk))
+    logits = [np.concatenate(o) if o else np.zeros((0, r.card.num_classes), np.float32)
+              for o, r in zip(outs, runners, strict=True)]
+    return logits, skipped, used
 
 
 def _as_image(item: ImageLike) -> tuple[str, Image.Image]:
@@ -82,16 +130,32 @@ class Predictor:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.runner.card.num_classes), np.float32)
 
     def predict(self, images: Sequence[ImageLike] | ImageLike, topk: int = 5) -> list[Prediction]:
-        if topk < 1:
-            raise EdgetlError(f"topk {topk} must be at least 1")
+        """Top-k answers for each image; a file that does not decode is an error naming it."""
         items: Sequence[ImageLike] = [images] if isinstance(images, (str, Path, Image.Image, np.ndarray)) \
             else list(images)
-        probs = softmax(self.logits(items).astype(np.float64))
+        k = self._k(topk)
+        logits = self.logits(items)
+        sources = [str(item) if isinstance(item, (str, Path)) else
+                   "<image>" if isinstance(item, Image.Image) else "<array>" for item in items]
+        return self._answers(sources, logits, k)
+
+    def predict_files(self, paths: Sequence[str | Path], topk: int = 5, progress: bool = False,
+                      ) -> tuple[list[Prediction], list[tuple[str, str]]]:
+        """Answers for the files that decode and (path, reason) for those that do not; each decoded once."""
+        k = self._k(topk)
+        (logits,), skipped, used = logits_of_files([self.runner], paths, self.batch_size, progress, "predicting")
+        return self._answers([str(paths[i]) for i in used], logits, k), skipped
+
+    def _k(self, topk: int) -> int:
+        if topk < 1:
+            raise EdgetlError(f"topk {topk} must be at least 1")
+        return min(topk, len(self.runner.card.classes))
+
+    def _answers(self, sources: list[str], logits: np.ndarray, k: int) -> list[Prediction]:
+        probs = softmax(logits.astype(np.float64))
         classes = self.runner.card.classes
-        k = min(topk, len(classes))
         out = []
-        for item, p in zip(items, probs, strict=True):
+        for source, p in zip(sources, probs, strict=True):
             order = np.argsort(-p)[:k]
-            source = str(item) if isinstance(item, (str, Path)) else _as_image(item)[0]
             out.append(Prediction(source, [(classes[i], float(p[i])) for i in order]))
         return out
