@@ -13,7 +13,7 @@ import pytest
 from conftest import HYMENOPTERA, requires_gpu
 
 from edgetl.bench.harness import BenchConfig, BenchTarget, bench_targets
-from edgetl.bench.report import markdown, merge_documents, plot_figure, table_rows, with_speedups, write_plot
+from edgetl.bench.report import markdown, merge_documents, plot_figure, table_rows, warnings, with_speedups, write_plot
 from edgetl.bench.schema import SCHEMA, make_document, validate
 from edgetl.bench.stats import latency_stats, throughput_ips
 from edgetl.cli import main
@@ -139,6 +139,17 @@ def test_interleaved_side_by_side_on_real_models(tiny_run_dir: Path, tiny_onnx: 
     table = markdown(doc)
     assert table.count("\n| ") == 5 and "1.00x" in table  # header + 4 rows; baseline 1.00x
 
+
+
+def test_an_artifact_whose_precision_is_not_recorded_is_reported_as_unknown(tiny_onnx: Path) -> None:
+    """As an engine whose <engine>.json was lost (TensorRT does not store precision): never labelled 'mixed'."""
+    with load(tiny_onnx, device="cpu") as runner:
+        runner.info.precision = "unknown"
+        results = bench_targets([BenchTarget("engine", runner, str(tiny_onnx))],
+                                BenchConfig(batches=(2,), iters=3, warmup_iters=1), progress=False)
+    assert results[0]["precision"] == "unknown"
+    doc = validate(make_document(results))
+    assert any("precision not recorded for" in w and "<engine>.json" in w for w in warnings(doc))
 
 def test_e2e_mode_preprocesses_real_images(tiny_onnx: Path, hymenoptera: Path) -> None:
     from edgetl.data.images import load_rgb

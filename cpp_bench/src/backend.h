@@ -15,7 +15,7 @@ namespace edgetl {
 struct BackendInfo {
   std::string backend;    // schema name: "cpp-aoti" or "cpp-trt"
   std::string model;      // architecture from the artifact's card, else the file stem
-  std::string precision;  // fp32 | fp16 | int8 | mixed
+  std::string precision;  // fp32 | fp16 | int8 | mixed | unknown
   std::string device;     // cpu | cuda
   std::string gpu;        // GPU name; empty means null (CPU run)
   std::string timer;      // "steady_clock" or "cuda-events"

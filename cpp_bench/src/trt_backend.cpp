@@ -159,7 +159,7 @@ class TrtBackend : public Backend {
     const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
     info_.model = options.model.empty() ? name.substr(0, name.find_last_of('.')) : options.model;
     const std::string recorded = sidecar_precision(record);
-    info_.precision = !options.precision.empty() ? options.precision : recorded.empty() ? "mixed" : recorded;
+    info_.precision = !options.precision.empty() ? options.precision : recorded.empty() ? "unknown" : recorded;
     info_.versions = {{"edgetl_bench", EDGETL_BENCH_VERSION},
                       {"tensorrt", std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) +
                                        "." + std::to_string(NV_TENSORRT_PATCH)},

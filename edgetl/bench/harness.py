@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from edgetl.bench.schema import PRECISIONS
 from edgetl.bench.stats import latency_stats, throughput_ips
 from edgetl.data.transforms import eval_array
 from edgetl.errors import EdgetlError
@@ -246,7 +247,7 @@ def _result(t: BenchTarget, batch: int, config: BenchConfig, warmup: int, rounds
         options["runs_as"] = t.runner.runs_as(batch)
     return {
         "model": t.runner.card.arch, "artifact": t.artifact, "backend": info.backend,
-        "precision": info.precision if info.precision in ("fp32", "fp16", "int8", "mixed") else "mixed",
+        "precision": info.precision if info.precision in PRECISIONS else "unknown",
         "device": info.device, "provider": info.details.get("provider"), "mode": config.mode, "batch": batch,
         "iters": len(t.times[batch]), "warmup_iters": warmup, "latency_ms": lat,
         "throughput_ips": throughput_ips(batch, lat["mean"]), "peak_memory_mb": peak_mb,

@@ -89,6 +89,10 @@ def warnings(doc: dict[str, Any]) -> list[str]:
     busy = busy_host(doc)
     if busy:
         out.append(f"warning: {busy}")
+    unknown = sorted({r["artifact"] for r in doc["results"] if r["precision"] == "unknown"})
+    if unknown:
+        out.append(f"note: precision not recorded for {', '.join(unknown)} (TensorRT does not store it): keep the "
+                   "<engine>.json `edgetl export` wrote beside each engine")
     few = sorted({r["iters"] for r in doc["results"] if r["iters"] < 100})
     if few:
         out.append(f"note: some p99 figures rest on only {few[0]} timed calls; use the default (>= 100 calls) or "

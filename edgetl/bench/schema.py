@@ -15,7 +15,8 @@ from edgetl.host import ISA_FLAGS, cpuinfo
 
 SCHEMA = "edgetl.bench/1"
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "aoti", "cpp-trt", "cpp-aoti")
-PRECISIONS = ("fp32", "fp16", "int8", "mixed")
+# "unknown": an engine whose exporter record (<engine>.json) is missing; TensorRT does not say
+PRECISIONS = ("fp32", "fp16", "int8", "mixed", "unknown")
 DEVICES = ("cpu", "cuda")
 MODES = ("compute", "e2e")
 LATENCY_KEYS = ("mean", "min", "p50", "p90", "p95", "p99", "max")
