@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,23 @@ import pytest
 from conftest import HYMENOPTERA, requires_gpu
 
 from edgetl.bench.harness import BenchConfig, BenchTarget, bench_targets
-from edgetl.bench.report import markdown, merge_documents, plot_figure, table_rows, warnings, with_speedups, write_plot
+from edgetl.bench.report import (
+    markdown,
+    merge_documents,
+    plot_figure,
+    table_rows,
+    unstable,
+    warnings,
+    with_speedups,
+    write_plot,
+)
 from edgetl.bench.schema import SCHEMA, make_document, validate
 from edgetl.bench.stats import latency_stats, throughput_ips
+from edgetl.card import ModelCard, Preprocess
 from edgetl.cli import main
 from edgetl.errors import EdgetlError
 from edgetl.runtime import load
+from edgetl.runtime.base import Runner, RunnerInfo
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -47,7 +59,7 @@ def _result(**kw: object) -> dict:
 
 def test_schema_accepts_a_valid_document_and_names_bad_fields() -> None:
     doc = make_document([_result(), _result(backend="cpp-trt", device="cuda", provider=None, peak_memory_mb=812.5)])
-    assert doc["schema"] == SCHEMA and validate(json.loads(json.dumps(doc))) is not None
+    assert doc["schema"] == SCHEMA and validate(json.loads(json.dumps(doc))) == doc
     bad_cases = [
         ({"schema": "edgetl.bench/0"}, "'schema' is 'edgetl.bench/0'"),
         ({"timestamp": "yesterday"}, "not ISO 8601"),
@@ -58,6 +70,8 @@ def test_schema_accepts_a_valid_document_and_names_bad_fields() -> None:
             validate({**doc, **patch})
     for field, value, pattern in [("backend", "tflite", "expected one of torch"), ("batch", 0, "'batch'"),
                                   ("latency_ms", {"mean": 1.0}, "latency_ms.min"),
+                                  ("latency_ms", {"mean": 4.0, "min": 3.0, "p50": 3.9, "p90": 4.5, "p95": 4.8,
+                                                  "p99": 5.0, "max": 4.0}, "not ordered"),
                                   ("throughput_ips", "fast", "type str")]:
         broken = copy.deepcopy(doc)
         broken["results"][0][field] = value
@@ -84,6 +98,8 @@ def test_disturbed_timings_are_marked() -> None:
     assert rows["m.onnx [onnxruntime/fp32]"][8] == "5.000" and rows["b [onnxruntime/fp32]"][8] == "300.000*"
     assert "* p99 over 2x p50" in markdown(doc)
     assert "* p99" not in markdown(make_document([steady]))
+    edge = {"p50": 4.0, "p99": 8.0}  # "over 2x": exactly twice is not marked, a hair more is
+    assert not unstable({"latency_ms": edge}) and unstable({"latency_ms": {**edge, "p99": 8.01}})
 
 
 def test_a_busy_host_is_named_before_the_figures_are_trusted() -> None:
@@ -119,6 +135,46 @@ def test_merged_documents_keep_the_busiest_runs_load(tmp_path: Path) -> None:
     merged = merge_documents(paths)
     assert merged["host"]["load_average"]["before"] == 6.4 and any("host was busy" in w for w in warnings(merged))
 
+
+
+class _Clock(Runner):
+    """A runner whose timer reports set times: ``cold`` ms for its first ``n_cold`` timed calls, then ``warm``.
+
+    The harness's bookkeeping (what is warm-up, what is timed, who runs in which round) is then exact to check.
+    """
+
+    def __init__(self, cold: float, n_cold: int, warm: float) -> None:
+        self.card = ModelCard("clock", ["a", "b"], Preprocess((3, 8, 8)))
+        self.info = RunnerInfo("onnxruntime", "fp32", "cpu")
+        self.cold, self.n_cold, self.warm, self.calls = cold, n_cold, warm, 0
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return np.zeros((len(batch), 2), np.float32)
+
+    def time_calls(self, fn: Callable[[], object], n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            fn()
+            out.append(self.cold if self.calls < self.n_cold else self.warm)
+            self.calls += 1
+        return out
+
+
+def test_warm_up_calls_stay_out_of_the_figures() -> None:
+    target = BenchTarget("a", _Clock(cold=100.0, n_cold=3, warm=1.0), "a")
+    (r,) = bench_targets([target], BenchConfig(iters=10, warmup_iters=3, warmup_s=0.0, settle_s=0.0), progress=False)
+    assert r["iters"] == 10 and r["warmup_iters"] == 3 and r["latency_ms"]["max"] == 1.0
+
+
+def test_with_a_duration_every_artifact_runs_in_every_round_until_all_are_done() -> None:
+    """a spends 10 ms a round (its warm-up said 10 ms a call, then it runs at 1 ms), b 100 ms: a needs 20 rounds
+    to fill 0.2 s and b only 2, but b keeps running beside a, so both see the same machine states."""
+    a = BenchTarget("a", _Clock(cold=10.0, n_cold=5, warm=1.0), "a")
+    b = BenchTarget("b", _Clock(cold=10.0, n_cold=5, warm=10.0), "b")
+    config = BenchConfig(duration_s=0.2, warmup_iters=5, warmup_s=0.0, settle_s=0.0, round_s=0.1)
+    ra, rb = bench_targets([a, b], config, progress=False)
+    assert ra["rounds"] == rb["rounds"] == 20
+    assert ra["iters"] == rb["iters"] == 10 * 20  # chunks of 10 calls (0.1 s at the warm-up's 10 ms) each round
 
 def test_interleaved_side_by_side_on_real_models(tiny_run_dir: Path, tiny_onnx: Path) -> None:
     config = BenchConfig(batches=(1, 4), iters=12, warmup_iters=2, round_s=0.01)

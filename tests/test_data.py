@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from edgetl.card import ModelCard, Preprocess
 from edgetl.data.builtin import CLASSES, materialize_builtin
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
-from edgetl.data.folder import list_image_files, scan_data, scan_eval_folder, split_warnings
+from edgetl.data.folder import drop_placeholders, list_image_files, scan_data, scan_eval_folder, split_warnings
 from edgetl.data.images import BadImage, load_rgb
 from edgetl.data.transforms import eval_array, eval_transform
 from edgetl.errors import EdgetlError
@@ -218,10 +218,11 @@ def test_balanced_sampler_evens_out_classes(digits: Path) -> None:
 
 
 @pytest.mark.skipif(not HYMENOPTERA.exists(), reason=f"real photos not found at {HYMENOPTERA}")
-def test_eval_preprocessing_matches_timm_on_real_photos() -> None:
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest"])  # the card's, not a default
+def test_eval_preprocessing_matches_timm_on_real_photos(interpolation: str) -> None:
     from timm.data import create_transform
 
-    pre = Preprocess((3, 224, 224), (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875)  # tf_efficientnet_lite0
+    pre = Preprocess((3, 224, 224), (0.5,) * 3, (0.5,) * 3, interpolation, 0.875)  # tf_efficientnet_lite0's but one
     timm_t = create_transform(input_size=pre.input_size, interpolation=pre.interpolation, mean=pre.mean,
                               std=pre.std, crop_pct=pre.crop_pct)
     files = sorted((HYMENOPTERA / "val").rglob("*.jpg"))[::15]
@@ -248,6 +249,15 @@ def test_every_crop_mode_matches_timm_pixel_for_pixel(crop_mode: str) -> None:
                       for mode in ("squash", "center"))
     assert np.abs(squash - center).mean() > 0.1  # the modes really differ on a wide image
 
+
+
+@pytest.mark.parametrize("key", ["input_size", "mean", "std", "interpolation", "crop_pct"])
+def test_a_card_missing_any_preprocessing_key_is_refused(key: str) -> None:
+    """A default standing in for a lost key would deploy with preprocessing the model never saw."""
+    data = ModelCard("resnet18", ["a", "b"], Preprocess(interpolation="bilinear")).to_dict()
+    del data["preprocess"][key]
+    with pytest.raises(EdgetlError, match=f"preprocessing lacks {key}"):
+        ModelCard.from_dict(data)
 
 def test_crop_mode_comes_from_the_weights_config_and_travels_in_the_card() -> None:
     from edgetl.models.factory import card_for, default_preprocess
@@ -311,6 +321,23 @@ def test_a_set_of_grey_drawings_keeps_them(tmp_path: Path) -> None:
     _photo(tmp_path / "text" / "photo.png", seed=1)
     split = scan_data(tmp_path, val_split=0.2)
     assert split.skipped == [] and len(split.train) + len(split.val) == 11
+
+
+def test_graphics_are_dropped_only_from_a_set_that_is_mostly_photos() -> None:
+    """Half graphics is not "mostly photos": all are kept. One in four is a stand-in, and goes."""
+    files = [Path(f"{i}.png") for i in range(4)]
+    assert drop_placeholders(files, set(files[:2])) == (files, [])
+    kept, skipped = drop_placeholders(files, {files[0]})
+    assert kept == files[1:] and [p for p, _ in skipped] == [files[0]]
+
+
+def test_transparent_pixels_load_as_white_as_viewers_show_them(tmp_path: Path) -> None:
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255  # red everywhere, but transparent
+    rgba[0, 0, 3] = 255  # except one opaque pixel
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    pixels = np.asarray(load_rgb(tmp_path / "a.png"))
+    assert tuple(pixels[0, 0]) == (255, 0, 0) and tuple(pixels[3, 3]) == (255, 255, 255)
 
 
 def test_calibration_and_parity_leave_the_placeholder_out_as_training_does(hymenoptera: Path) -> None:

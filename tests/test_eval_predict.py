@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import edgetl.cli as cli
 from edgetl.checkpoint import load_model
@@ -169,9 +170,7 @@ def test_report_from_logits_by_hand() -> None:
 
 
 def test_many_classes_give_a_readable_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """300 classes: the terminal shows the weakest 30, the plot is fast and the JSON a line per matrix row."""
-    import time
-
+    """300 classes: the terminal shows the weakest 30, the plot indices and the JSON a line per matrix row."""
     from edgetl.evaluate import save_report
 
     k, rng = 300, np.random.default_rng(0)
@@ -187,10 +186,12 @@ def test_many_classes_give_a_readable_report(tmp_path: Path, capsys: pytest.Capt
     assert min(c.f1 for c in weakest) < max(c.f1 for c in rest)  # the data spread them: the choice mattered
     assert sum(line.count("species") for line in out.splitlines()) == 30 + len(report.worst) * 2
     assert all(f"x {c.name.rsplit(' ', 1)[1]}" in out.replace("\n", "") for c in weakest[:3])  # wrapped, not cut
-    start = time.perf_counter()
     json_path, png_path = save_report(report, tmp_path)
-    assert time.perf_counter() - start < 15  # was a minute at 1000 classes (2000 tick labels); a bound, not a goal
-    assert len(json_path.read_text().splitlines()) < 3000 and json.loads(json_path.read_text())["confusion"][0][0] >= 0
+    # class indices, not 600 tick labels (a minute to draw at 1000 classes), on a 12-inch figure at 100 dpi
+    with Image.open(png_path) as png:
+        assert png.size == (1200, 1200)
+    saved = json.loads(json_path.read_text())
+    assert len(json_path.read_text().splitlines()) < 3000 and np.asarray(saved["confusion"]).shape == (k, k)
     assert png_path.stat().st_size > 0
 
 

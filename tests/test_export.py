@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from edgetl.card import ModelCard
+from edgetl.card import ModelCard, Preprocess
 from edgetl.errors import EdgetlError
 from edgetl.export.manifest import Manifest
 from edgetl.export.onnx import read_metadata
 from edgetl.export.pipeline import ExportOptions, export_artifacts
 from edgetl.io import sha256_file
+from edgetl.runtime.base import Runner, RunnerInfo
 
 IMG = 64
 
@@ -603,3 +605,74 @@ def test_the_summary_shows_top5_overlap_past_five_classes(exported: tuple[Path, 
     row = next(line for line in lines if "model.onnx" in line).split("│")
     overlap = row[header.index(" top-5 overlap ")].strip()
     assert overlap == f"{manifest.artifact('fp32').parity['top5_overlap']:.2%}" and float(overlap[:-1]) >= 99.0
+
+
+def test_fp16_keeps_nodes_near_the_top_of_the_float16_range_in_float32(tmp_path: Path, hymenoptera: Path) -> None:
+    """Calibration images only sample the inputs: an activation reaching ~30000 (past a quarter of float16's
+    65504) overflows on a brighter photo, so it stays in float32 up front."""
+    import torch
+    from torch import nn
+
+    from edgetl.export.calib import calibration_files, preprocess_files
+    from edgetl.export.fp16 import fp16_from_onnx
+    from edgetl.export.onnx import onnx_from_model
+    from edgetl.models.factory import card_for
+
+    class Warm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc((torch.relu(self.conv(x)) * 20.0).mean((2, 3)))
+
+    torch.manual_seed(0)
+    card = card_for("test_resnet", ["a", "b", "c"], img_size=32)
+    model = Warm()
+    images = preprocess_files(calibration_files(hymenoptera / "val")[:16], card.preprocess).array
+    with torch.no_grad():
+        peak = float((torch.relu(model.conv(torch.from_numpy(images))) * 20.0).abs().max())
+        model.conv.weight *= 30000.0 / peak
+        model.conv.bias *= 30000.0 / peak
+    fp32 = onnx_from_model(model, card, tmp_path / "model.onnx")
+    report = fp16_from_onnx(fp32, tmp_path / "model.fp16.onnx", images)
+    assert any(k["op"] == "Mul" and "FP32 activation reaches" in k["reason"] for k in report.kept_fp32), report
+
+
+class _FixedLogits(Runner):
+    """A runner that answers given logits: what an artifact with an inf in one class would return."""
+
+    def __init__(self, logits: np.ndarray) -> None:
+        self.card = ModelCard("fixed", ["a", "b", "c"], Preprocess((3, 8, 8)))
+        self.info = RunnerInfo("onnxruntime", "fp16", "cpu")
+        self.logits = logits
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.logits[:len(batch)]
+
+
+def test_an_export_whose_outputs_hold_inf_fails_its_parity_even_where_the_gate_passes() -> None:
+    from edgetl.export.calib import ImageSet
+    from edgetl.export.verify import ParitySet, parity_record
+
+    ref = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    cand = ref.copy()
+    cand[0, ref[0].argmin()] = -np.inf  # a losing class: top-1 unchanged, so FP16's agreement gate alone passes
+    images = ImageSet(np.zeros((8, 3, 8, 8), np.float32), [Path(f"{i}.jpg") for i in range(8)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said in words below, not as numpy's RuntimeWarnings on the user's terminal
+        record = parity_record(_FixedLogits(cand), ParitySet(images, ref, {}), "fp16", ExportOptions(quiet=True), "x")
+    assert record["top1_agreement"] == 1.0
+    assert not record["passed"] and "outputs contain inf/NaN" in record["failures"]
+
+
+def test_int8_drop_without_labels_is_the_disagreement_in_points() -> None:
+    from edgetl.export.verify import int8_drop
+    from edgetl.parity import compare_logits
+
+    ref = np.eye(8, 3)[[0, 1, 2, 0, 1, 2, 0, 1]] * 5.0
+    cand = ref.copy()
+    cand[0] = [0.0, 5.0, 0.0]  # 1 of 8 images answers another class
+    assert int8_drop(compare_logits(ref, cand)) == (pytest.approx(12.5), "top-1 disagreement with FP32 (no labels)")
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    assert int8_drop(compare_logits(ref, cand, labels))[0] == pytest.approx(12.5)  # with labels: the same image

@@ -12,7 +12,7 @@ from edgetl.errors import EdgetlError
 from edgetl.models.factory import card_for, create_model
 from edgetl.models.freeze import apply_freeze, head_param_names, stage_param_names, trainable_stages
 from edgetl.train.loop import StepSettings, train_one_epoch
-from edgetl.train.optim import build_optimizer, param_groups
+from edgetl.train.optim import build_optimizer, lr_at, param_groups
 
 ARCHS = ("test_efficientnet", "test_resnet")
 
@@ -131,3 +131,13 @@ def test_freeze_bn_keeps_backbone_statistics_and_lets_a_new_head_bn_learn() -> N
     head = head_prefixes(model)
     modes = {n: m.training for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     assert [n for n, training in modes.items() if training] == [n for n in modes if n.startswith(head)] != []
+
+
+def test_lr_schedule_warms_up_linearly_then_decays_by_cosine() -> None:
+    """The first step already learns (1/warmup of the rate, not 0), the last warm-up step reaches the full rate,
+    and the cosine ends at ``min_ratio`` of it."""
+    assert lr_at(0, 1.0, 100, 10) == pytest.approx(0.1)
+    assert lr_at(9, 1.0, 100, 10) == pytest.approx(1.0) == lr_at(10, 1.0, 100, 10)
+    assert lr_at(55, 1.0, 100, 10) == pytest.approx(0.5)  # halfway through the decay
+    assert lr_at(100, 1.0, 100, 10, min_ratio=0.1) == pytest.approx(0.1)
+    assert lr_at(0, 1.0, 100, 0) == pytest.approx(1.0)  # no warm-up: the full rate at once

@@ -90,6 +90,41 @@ def test_gates_by_precision_and_overrides() -> None:
         gate_for("fp32", {"tolerance": 1.0})
 
 
+
+def _disagreeing(n: int, disagree: int, classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Reference logits and a candidate whose top-1 moves to another class on its first ``disagree`` images."""
+    ref = np.random.default_rng(0).normal(size=(n, classes))
+    cand = ref.copy()
+    for i in range(disagree):
+        top = ref[i].argmax()
+        cand[i, (top + 1) % classes] = ref[i, top] + 1.0
+    return ref, cand
+
+
+@pytest.mark.parametrize("n", [100, 200, 300, 1000])
+def test_each_gate_holds_exactly_at_its_limit(n: int) -> None:
+    """The documented limits are inclusive: INT8 "drop <= 1 point" passes 1 image in 100 (with labels, and
+    without them as disagreement, where (1 - 0.99) * 100 is 1.0000000000000009 in floating point), and FP16
+    ">= 99.5% agreement" passes 5 in 1000. One image more fails each."""
+    at = n // 100
+    ref, cand = _disagreeing(n, at)
+    labelled = compare_logits(ref, cand, ref.argmax(1))
+    assert labelled.accuracy_drop == pytest.approx(1.0) and check_gate(labelled, GATES["int8"]) == []
+    assert check_gate(compare_logits(ref, cand), GATES["int8"]) == []
+    ref, cand = _disagreeing(n, at + 1)
+    assert check_gate(compare_logits(ref, cand, ref.argmax(1)), GATES["int8"])[0].startswith("top-1 drop")
+    assert check_gate(compare_logits(ref, cand), GATES["int8"])[0].startswith("top-1 disagreement")
+    if n == 1000:
+        assert check_gate(compare_logits(*_disagreeing(n, 5)), GATES["fp16"]) == []
+        assert check_gate(compare_logits(*_disagreeing(n, 6)), GATES["fp16"]) == ["top-1 agreement 99.40% < 99.50%"]
+
+
+def test_small_logits_keep_fp32s_absolute_limit() -> None:
+    """Below a logit scale of 1 the FP32 limit stays 1e-4 absolute: 5e-5 off logits within ±0.2 passes."""
+    ref = np.random.default_rng(0).uniform(-0.2, 0.2, (20, 10))
+    assert check_gate(compare_logits(ref, ref + 5e-5), GATES["fp32"]) == []
+    assert check_gate(compare_logits(ref, ref + 2e-4), GATES["fp32"])[0].startswith("max abs diff")
+
 def test_a_global_override_changes_a_check_only_where_a_gate_has_it() -> None:
     assert gate_for("int8", {"max_abs_diff": 0.05}) == GATES["int8"]  # loosening FP32's adds none to INT8
     assert gate_for("fp32", {"max_abs_diff": 0.05}) == Gate(min_agreement=1.0, max_abs_diff=0.05)

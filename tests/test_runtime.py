@@ -142,6 +142,24 @@ def test_static_batch_is_split_and_padded(tiny_run_dir: Path, tmp_path: Path, ba
         np.testing.assert_allclose(out, ref.infer(batch), atol=1e-4, rtol=1e-4)
 
 
+
+def test_a_batch_below_the_artifacts_min_batch_is_padded_up_and_the_padding_dropped(tiny_onnx: Path,
+                                                                                   batch: np.ndarray) -> None:
+    """As a TensorRT profile whose smallest batch is 4: 3 images run as one call of 4, and 3 answers come back."""
+    with OrtRunner(tiny_onnx) as r, OrtRunner(tiny_onnx) as ref:
+        r.info.min_batch, r.info.max_batch = 4, 8
+        sizes: list[int] = []
+        real = r._infer
+
+        def recorded(piece: np.ndarray) -> np.ndarray:
+            sizes.append(len(piece))
+            return real(piece)
+
+        r._infer = recorded  # type: ignore[method-assign]
+        out = r.infer(batch[:3])
+        assert sizes == [4] and out.shape == (3, 2)
+        np.testing.assert_allclose(out, ref.infer(batch[:3]), rtol=1e-5, atol=1e-6)
+
 def test_torch_channels_last_matches_eager(tiny_run_dir: Path, batch: np.ndarray) -> None:
     with TorchRunner.from_checkpoint(tiny_run_dir) as a, \
             TorchRunner.from_checkpoint(tiny_run_dir, channels_last=True) as b:

@@ -273,6 +273,11 @@ def test_resume_on_data_with_another_class_names_only_the_difference(digits_data
     message = str(err.value)
     assert "10 classes are not this data's 11 (only in the data now: digit_new)" in message
     assert "digit_3" not in message and "\n" not in message  # the difference, not both lists
+    for split in ("train", "val"):  # as many classes as before, one of them renamed: still another model's
+        shutil.rmtree(data / split / "digit_new")
+        (data / split / "digit_9").rename(data / split / "digit_z")
+    with pytest.raises(EdgetlError, match="classes are not this data's"):
+        fit(_cfg(data, run, epochs=2, resume=str(run)), quiet=True)
 
 
 def test_a_finished_run_is_not_overwritten_and_a_busy_one_not_shared(digits_data: Path, tmp_path: Path) -> None:
