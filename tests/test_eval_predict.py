@@ -169,6 +169,22 @@ def test_report_from_logits_by_hand() -> None:
     assert six.top5 == pytest.approx(100 * 5 / 6)  # only the image of f misses its top 5
 
 
+
+def test_calibration_by_hand_and_the_note_on_misleading_probabilities() -> None:
+    from edgetl.evaluate import calibration, calibration_note
+
+    cal = calibration(np.array([0.95, 0.95, 0.55, 0.55]), np.array([True, True, True, False]))
+    # two bins: (1 - 0.95) and (0.55 - 0.5), each half the images
+    assert cal == pytest.approx({"mean_confidence": 0.75, "accuracy": 0.75, "ece": 0.05, "bins": 15})
+    assert calibration_note(cal) is None  # as sure as it is right
+    shy = calibration(np.full(4, 0.6), np.ones(4, bool))  # a briefly trained head: right, but says 0.6
+    assert shy["ece"] == pytest.approx(0.4) and "understate" in (calibration_note(shy) or "")
+    bold = calibration(np.full(4, 0.99), np.array([True, False, True, False]))
+    assert "overstate" in (calibration_note(bold) or "")
+    report = report_from_logits(np.array([[3.0, 0.0], [0.0, 3.0]]), np.array([0, 1]), ["a", "b"], ["p", "q"])
+    assert report.calibration["mean_confidence"] == pytest.approx(1 / (1 + np.exp(-3.0)))
+    assert report.to_dict()["calibration"] == report.calibration
+
 def test_many_classes_give_a_readable_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """300 classes: the terminal shows the weakest 30, the plot indices and the JSON a line per matrix row."""
     from edgetl.evaluate import save_report

@@ -58,10 +58,15 @@ def print_report(report: EvalReport, all_classes: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from edgetl.evaluate import calibration_note
+
     console = Console()
     top5 = f", top-5 {report.top5:.2f}%" if report.top5 is not None else ""
     console.print(f"[bold]{report.artifact}[/bold] on {report.data}: {report.images} images, "
                   f"top-1 {report.top1:.2f}%{top5}, loss {report.loss:.4f}", highlight=False)
+    note = calibration_note(report.calibration)
+    if note:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     if report.macro:
         avg = report.macro
         console.print(f"macro over {avg['classes']} classes with images: precision {avg['precision']:.3f}, "
