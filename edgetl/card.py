@@ -8,6 +8,7 @@ config, carried forward).
 from __future__ import annotations
 
 import json
+import math
 import platform
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import metadata
@@ -17,7 +18,9 @@ from typing import Any
 from edgetl.errors import EdgetlError
 from edgetl.io import atomic_write_json, read_json
 
-CARD_SCHEMA = 2  # 2 added preprocess.crop_mode; a center-crop card is still written as schema 1 (see to_dict)
+# 2 added preprocess.crop_mode, 3 the temperature. A card is written with the oldest schema that holds it (see
+# to_dict): a center-crop card at temperature 1 is still schema 1, so an older edgetl still reads it.
+CARD_SCHEMA = 3
 # The metadata contract of every artifact (ONNX metadata_props, AOTInductor package metadata): the card as
 # JSON, plus flat keys a reader without a JSON parser (cpp_bench) or without the card can use.
 METADATA_KEY = "edgetl.card"
@@ -112,6 +115,7 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0  # probabilities are softmax(logits / temperature): see edgetl.calibration
     schema: int = CARD_SCHEMA
 
     @property
@@ -119,15 +123,20 @@ class ModelCard:
         return len(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The card as JSON-ready data. A center-crop card leaves ``crop_mode`` out and stays schema 1, so an
-        edgetl from before crop modes still reads it; any other mode makes it schema 2, which such an edgetl
-        refuses with "upgrade edgetl" instead of preprocessing wrongly."""
+        """The card as JSON-ready data, in the oldest schema that holds it. A center-crop card leaves
+        ``crop_mode`` out, and one at temperature 1 leaves ``temperature`` out, so an edgetl from before either
+        still reads it; a card that needs one is schema 2 or 3, which such an edgetl refuses with "upgrade
+        edgetl" instead of preprocessing wrongly or stating other probabilities."""
         data = asdict(self)
+        data["schema"] = 1
         if self.preprocess.crop_mode == "center":
             del data["preprocess"]["crop_mode"]
-            data["schema"] = 1
         else:
-            data["schema"] = CARD_SCHEMA
+            data["schema"] = 2
+        if self.temperature == 1.0:
+            del data["temperature"]
+        else:
+            data["schema"] = 3
         return data
 
     @classmethod
@@ -150,6 +159,7 @@ class ModelCard:
             data = dict(data, schema=CARD_SCHEMA)  # read: in memory every card is the current schema
             data["preprocess"] = _preprocess(data.get("preprocess"), source)
             data["head"] = HeadConfig(**data.get("head", {}))
+            data["temperature"] = _temperature(data.get("temperature", 1.0), source)
             return cls(**data)
         except (TypeError, ValueError) as exc:  # a hand-edited or damaged card
             raise EdgetlError(f"{source}: malformed model card ({exc}); re-create it with "
@@ -204,3 +214,11 @@ def _preprocess(fields_: Any, source: str) -> Preprocess:
         return Preprocess(**fields_)
     except EdgetlError as exc:
         raise EdgetlError(f"{source}: {exc}; re-create the card with `edgetl train` or `edgetl export`") from None
+
+
+def _temperature(value: Any, source: str) -> float:
+    t = float(value)
+    if not math.isfinite(t) or t <= 0:
+        raise EdgetlError(f"{source}: temperature {value!r} must be a positive number; re-create the card with "
+                          "`edgetl train` or `edgetl export`")
+    return t

@@ -65,6 +65,7 @@ class TrainConfig:
     # control
     patience: int | None = None
     monitor: str = "val_top1"
+    calibrate: bool = True  # fit the temperature of the probabilities on the validation set (edgetl.calibration)
     seed: int = 0
     device: str | None = None
     amp: str = "auto"

@@ -17,6 +17,7 @@ from edgetl.report import CLASS_ROWS, Section, Table, write_report
 
 if TYPE_CHECKING:
     from edgetl.demo import DemoResult
+    from edgetl.evaluate import EvalReport
 
 
 def _pct(value: float | None) -> str:
@@ -112,11 +113,27 @@ def evaluation_section(result: DemoResult) -> Section:
                     f"{ev.macro['recall']:.3f}, F1 {ev.macro['f1']:.3f}.")
     if len(shown) < len(ev.per_class):
         text.append(f"The table lists the {len(shown)} weakest classes (lowest F1); `eval/eval.json` has all.")
+    text += calibration_sentences(ev, result.runs[result.final].best)
     if ev.worst:
         text.append("Most confident mistakes: " + "; ".join(
             f"`{Path(m.path).name}` {m.true} → {m.predicted} ({m.confidence:.2f})" for m in ev.worst[:5]))
     return Section("Evaluation", text, [Table(["class", "precision", "recall", "F1", "support"], rows)],
                    [result.options.out / "eval" / "confusion.png"])
+
+
+def calibration_sentences(ev: EvalReport, best: dict[str, Any]) -> list[str]:
+    """How true the probabilities are: training's temperature fit (its best epoch), then what eval saw."""
+    from edgetl.calibration import calibration_note
+    from edgetl.train.outputs import calibration_line
+
+    out = [f"Training: {calibration_line(best)}."] if "temperature" in best else []
+    if ev.calibration:
+        cal = ev.calibration
+        out.append(f"Probabilities (as `edgetl predict` states them): mean top-1 {cal['mean_confidence']:.3f} against "
+                   f"accuracy {cal['accuracy']:.3f}, ECE {cal['ece']:.3f}.")
+        note = calibration_note(cal, cal.get("temperature", 1.0))
+        out += [f"Note: {note}."] if note else []
+    return out
 
 
 def artifacts_section(result: DemoResult) -> Section:

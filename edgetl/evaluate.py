@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.calibration import calibration, log_softmax, softmax
 from edgetl.errors import EdgetlError
 from edgetl.io import atomic_path, atomic_write_json
 
@@ -54,7 +55,7 @@ class EvalReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     macro: dict[str, float] = field(default_factory=dict)
     class_map: dict[str, str] | None = None  # folder → model class, for folders named the ImageNet way
-    calibration: dict[str, float] = field(default_factory=dict)  # see calibration()
+    calibration: dict[str, float] = field(default_factory=dict)  # edgetl.calibration.calibration, and temperature
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data; the confusion matrix is shared, not copied (``asdict`` took seconds at 1000 classes)."""
@@ -69,48 +70,16 @@ class EvalReport:
         return sorted(present, key=lambda c: (c.f1, c.recall, c.name))[:n]
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-CALIBRATION_BINS = 15
-MISCALIBRATED = 0.1  # mean top-1 probability this far from the accuracy: its probabilities mislead a threshold
-
-
-def calibration(confidence: np.ndarray, correct: np.ndarray) -> dict[str, float]:
-    """Mean top-1 probability against accuracy, and the expected calibration error (ECE: |accuracy - mean
-    probability| per probability bin, weighted by the bin's share of the images).
-
-    Accuracy alone hides what a deployment that thresholds on probability sees: a briefly trained head can be
-    right 95% of the time while saying 0.7.
-    """
-    if not len(confidence):
-        return {}
-    bins = np.minimum((confidence * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
-    ece = sum(abs(correct[bins == b].mean() - confidence[bins == b].mean()) * np.mean(bins == b)
-              for b in np.unique(bins))
-    return {"mean_confidence": float(confidence.mean()), "accuracy": float(correct.mean()), "ece": float(ece),
-            "bins": CALIBRATION_BINS}
-
-
-def calibration_note(cal: dict[str, float]) -> str | None:
-    """A sentence when the probabilities are far from how often the model is right, else None."""
-    if not cal or abs(cal["mean_confidence"] - cal["accuracy"]) < MISCALIBRATED:
-        return None
-    way = "understate" if cal["mean_confidence"] < cal["accuracy"] else "overstate"
-    fix = ("train longer or with a higher --backbone-lr-mult" if way == "understate"
-           else "more data, --label-smoothing or --head-dropout")
-    return (f"its probabilities {way} how often it is right (mean top-1 probability {cal['mean_confidence']:.2f}, "
-            f"accuracy {cal['accuracy']:.2f}, ECE {cal['ece']:.3f}): mind it before thresholding on them; {fix}")
-
-
 def report_from_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str], paths: list[str],
-                       worst: int = 10, artifact: str = "", data: str = "") -> EvalReport:
-    """All metrics from a (N, C) logit matrix and the true labels."""
+                       worst: int = 10, artifact: str = "", data: str = "", temperature: float = 1.0) -> EvalReport:
+    """All metrics from a (N, C) logit matrix and the true labels.
+
+    ``loss`` is the cross-entropy of the logits as they are (training's ``val_loss``); probabilities (the worst
+    mistakes' confidence, ``calibration``) are ``softmax(logits / temperature)``, as the Predictor states them.
+    """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    logp = _log_softmax(logits.astype(np.float64))
+    logp = log_softmax(logits.astype(np.float64))
     pred = logp.argmax(axis=1)
     n = len(labels)
     top1 = 100.0 * float((pred == labels).mean()) if n else 0.0
@@ -128,11 +97,12 @@ def report_from_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str
              "f1": float(f1[present].mean()), "classes": int(present.sum())} if present.any() else {}
     confusion = confusion_matrix(labels, pred, labels=ids).tolist()
     wrong = np.flatnonzero(pred != labels)
-    conf = np.exp(logp[np.arange(n), pred])
+    conf = softmax(logits, temperature).max(axis=1)
     order = wrong[np.argsort(-conf[wrong])][:worst]
     mistakes = [Mistake(paths[i], classes[labels[i]], classes[pred[i]], float(conf[i])) for i in order]
+    cal = calibration(conf, pred == labels)
     return EvalReport(artifact, data, n, top1, top5, loss, list(classes), per_class, confusion, mistakes,
-                      macro=macro, calibration=calibration(conf, pred == labels))
+                      macro=macro, calibration={**cal, "temperature": temperature} if cal else {})
 
 
 NAMED_MAX = 40  # classes whose names label the confusion plot; past that, names would overlap into a smear
@@ -203,12 +173,12 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | N
             raise EdgetlError(f"{data}: {found.note or 'images without class folders'}; eval scores labelled "
                               "images: put them in DIR/<class>/ folders named by the model's classes")
         (logits,), unreadable, used = logits_of_files([runner], found.paths, batch_size, progress, "evaluating")
-        classes = runner.card.classes
+        classes, temperature = runner.card.classes, runner.card.temperature
     if not used:
         raise EdgetlError(f"{data}: none of its images decodes; {unreadable[0][0]}: {unreadable[0][1]}")
     labels = np.asarray([found.labels[i] for i in used], dtype=np.int64)
     report = report_from_logits(logits, labels, classes, [str(found.paths[i]) for i in used], worst,
-                                artifact=str(artifact), data=str(data))
+                                artifact=str(artifact), data=str(data), temperature=temperature)
     report.skipped = [(str(p), reason) for p, reason in skipped] + unreadable
     report.class_map = found.class_map
     return report

@@ -23,6 +23,7 @@ def _card_fields(card: ModelCard) -> dict[str, Any]:
         "preprocess": {"input_size": list(pre.input_size), "resize": int(max(pre.size) / pre.crop_pct),
                        "crop_pct": pre.crop_pct, "crop_mode": pre.crop_mode, "interpolation": pre.interpolation,
                        "mean": list(pre.mean), "std": list(pre.std)},
+        "temperature": card.temperature,  # probabilities = softmax(logits / temperature)
         "provenance": {"weights": card.weights, "strategy": card.strategy, "seed": card.seed,
                        "metrics": card.metrics, "versions": card.versions, **card.extra},
     }

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgetl.calibration import softmax
 from edgetl.errors import EdgetlError, class_difference
 
 if TYPE_CHECKING:
@@ -19,10 +20,10 @@ if TYPE_CHECKING:
 
 
 CENTERED_MIN_IMAGES = 8  # below this the mean over the images is too noisy to take away
-# Logits: a candidate within this of every reference logit answers the same probabilities to about 1%, so it
-# follows the reference whatever its centered cosine. A barely trained model whose logits hardly change from image
-# to image (EfficientViT-M0 after 2 epochs from scratch: 1e-5) has centered logits made of rounding error, and a
-# faithful INT8 copy (max |diff| 6e-4) scored 0.03 there.
+# Logits over the card's temperature: a candidate within this of every reference logit / T answers the same
+# probabilities to about 1%, so it follows the reference whatever its centered cosine. A barely trained model
+# whose logits hardly change from image to image (EfficientViT-M0 after 2 epochs from scratch: 1e-5) has centered
+# logits made of rounding error, and a faithful INT8 copy (max |diff| 6e-4) scored 0.03 there.
 CENTERED_ABS_TOL = 0.01
 # Points of top-1 below which two figures are the same: a drop is a whole number of images times 100 / n, but
 # (1 - 0.99) * 100 is 1.0000000000000009 in floating point, and "drop <= 1 point" must pass 1 image in 100.
@@ -65,14 +66,17 @@ class ParityStats:
     accuracy_drop: float | None = None  # points (percent)
     worst: list[int] = field(default_factory=list)  # indices where the candidate differs most
     ref_absmax: float = 0.0  # largest |logit| of the reference: the scale of max_abs_diff's gate
+    temperature: float = 1.0  # the reference card's: probabilities are softmax(logits / temperature)
+    max_prob_diff: float = 0.0  # largest |difference| of a class probability, as the Predictor states them
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def compare_logits(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None = None,
-                   n_worst: int = 10) -> ParityStats:
-    """Figures for ``cand`` against ``ref`` (N x C logits), with accuracy when ``labels`` are given.
+                   n_worst: int = 10, temperature: float = 1.0) -> ParityStats:
+    """Figures for ``cand`` against ``ref`` (N x C logits), with accuracy when ``labels`` are given and
+    probabilities at ``temperature`` (the card's).
 
     Logits with inf or NaN give inf / NaN figures, without numpy's warnings: the caller says it in words.
     """
@@ -81,11 +85,13 @@ def compare_logits(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None 
     if ref.shape != cand.shape:
         raise ValueError(f"logit shapes differ: reference {ref.shape}, candidate {cand.shape}")
     with np.errstate(invalid="ignore", over="ignore"):
-        return _figures(ref, cand, labels, n_worst)
+        return _figures(ref, cand, labels, n_worst, temperature)
 
 
-def _figures(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, n_worst: int) -> ParityStats:
+def _figures(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, n_worst: int,
+             temperature: float) -> ParityStats:
     diff = np.abs(ref - cand)
+    prob_diff = np.abs(softmax(ref, temperature) - softmax(cand, temperature)) if ref.size else diff
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
     cos = np.sum(ref * cand, axis=1) / np.maximum(norms, 1e-12)
     ref_top1, cand_top1 = ref.argmax(1), cand.argmax(1)
@@ -100,7 +106,8 @@ def _figures(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, n_wor
         cosine=float(cos.mean()) if len(cos) else 1.0, centered_cosine=centered_cosine(ref, cand),
         top1_agreement=float(np.mean(ref_top1 == cand_top1)) if len(ref) else 1.0,
         top5_overlap=overlap, worst=[int(i) for i in np.argsort(-per_image)[:n_worst]],
-        ref_absmax=float(np.abs(ref).max(initial=0.0)),
+        ref_absmax=float(np.abs(ref).max(initial=0.0)), temperature=temperature,
+        max_prob_diff=float(prob_diff.max(initial=0.0)),
     )
     if labels is not None and len(labels):
         labels = np.asarray(labels)
@@ -153,7 +160,8 @@ def check_gate(stats: ParityStats, gate: Gate) -> list[str]:
             fails.append(f"top-1 disagreement {disagree:.2f} pts > {gate.max_accuracy_drop:.2f} (no labels: "
                          "an upper bound on the drop)")
     floor, centered = gate.min_centered_cosine, stats.centered_cosine
-    if floor is not None and centered is not None and centered < floor and stats.max_abs_diff > CENTERED_ABS_TOL:
+    if floor is not None and centered is not None and centered < floor \
+            and stats.max_abs_diff / stats.temperature > CENTERED_ABS_TOL:
         fails.append(f"centered cosine {centered:.4f} < {floor} (the logits no longer follow the reference's from "
                      "image to image)")
     return fails
@@ -299,7 +307,7 @@ def run_parity(reference: Runner, candidates: list[tuple[str, Runner]], paths: l
     lab = np.asarray([labels[i] for i in used]) if labels is not None else None
     results = []
     for (artifact, runner), cand, gate in zip(candidates, logits[1:], gates, strict=True):
-        stats = compare_logits(logits[0], cand, lab, n_worst=n_worst)
+        stats = compare_logits(logits[0], cand, lab, n_worst=n_worst, temperature=reference.card.temperature)
         results.append(CandidateResult(artifact, describe_runner(runner, artifact), gate, stats,
                                        check_gate(stats, gate),
                                        _worst_images(stats, logits[0], cand, used_paths, lab, classes)))

@@ -57,6 +57,27 @@ def test_eval_writes_consistent_report(run_dir: Path, digits_data: Path, command
     # the accuracy agrees with the best epoch recorded by training (same eval preprocessing)
     card = json.loads((run_dir / "model.json").read_text())
     assert saved["top1"] == pytest.approx(card["metrics"]["val_top1"])
+    assert saved["calibration"]["temperature"] == card["temperature"]
+
+
+def test_the_temperature_training_fitted_is_the_one_the_deployed_logits_give(run_dir: Path, digits_data: Path,
+                                                                            tmp_path: Path) -> None:
+    """Refit on the val images through an exported ONNX file and the Predictor (numpy preprocessing, ONNX
+    Runtime): the same temperature, and the same ECE before it, as training recorded from its own loop."""
+    from edgetl import calibration
+    from edgetl.export.onnx import onnx_from_checkpoint
+    from edgetl.runtime.loader import deployed_runner
+    from edgetl.runtime.predictor import Predictor
+
+    onnx_path = onnx_from_checkpoint(run_dir, tmp_path / "model.onnx")
+    paths = sorted((digits_data / "val").glob("*/*.png"))
+    with deployed_runner(onnx_path) as runner:
+        card = runner.card
+        logits = Predictor(runner).logits(paths)
+    labels = np.array([card.classes.index(p.parent.name) for p in paths])
+    assert card.temperature == pytest.approx(calibration.fit_temperature(logits, labels), rel=1e-3)
+    assert card.metrics["val_ece"] == pytest.approx(calibration.calibration_of_logits(logits, labels)["ece"], abs=1e-4)
+    assert calibration.nll(logits, labels, card.temperature) < calibration.nll(logits, labels, 1.0)
 
 
 def test_predict_json_matches_the_model(run_dir: Path, digits_data: Path, commands: None,
@@ -65,9 +86,10 @@ def test_predict_json_matches_the_model(run_dir: Path, digits_data: Path, comman
     assert cli.main(["predict", str(run_dir), *map(str, images), "--topk", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)["predictions"]
     model, card = load_model(run_dir)
+    assert card.temperature != 1.0  # training fitted one: the probabilities are those of logits / temperature
     batch = torch.from_numpy(np.stack([eval_array(load_rgb(p), card.preprocess) for p in images]))
     with torch.inference_mode():
-        probs = torch.softmax(model(batch), dim=1)
+        probs = torch.softmax(model(batch) / card.temperature, dim=1)
     for pred, p in zip(out, probs, strict=True):
         assert len(pred["top"]) == 3
         top = p.topk(3)
@@ -171,7 +193,7 @@ def test_report_from_logits_by_hand() -> None:
 
 
 def test_calibration_by_hand_and_the_note_on_misleading_probabilities() -> None:
-    from edgetl.evaluate import calibration, calibration_note
+    from edgetl.calibration import calibration, calibration_note
 
     cal = calibration(np.array([0.95, 0.95, 0.55, 0.55]), np.array([True, True, True, False]))
     # two bins: (1 - 0.95) and (0.55 - 0.5), each half the images
@@ -184,6 +206,21 @@ def test_calibration_by_hand_and_the_note_on_misleading_probabilities() -> None:
     report = report_from_logits(np.array([[3.0, 0.0], [0.0, 3.0]]), np.array([0, 1]), ["a", "b"], ["p", "q"])
     assert report.calibration["mean_confidence"] == pytest.approx(1 / (1 + np.exp(-3.0)))
     assert report.to_dict()["calibration"] == report.calibration
+
+
+def test_eval_states_probabilities_at_the_cards_temperature(capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # one line per sentence
+    logits, labels = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.0]]), np.array([0, 1, 1])
+    report = report_from_logits(logits, labels, ["a", "b"], ["p", "q", "r"], temperature=0.5)
+    sure, unsure = 1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(-1.2))  # logits / 0.5
+    assert report.calibration["mean_confidence"] == pytest.approx((2 * sure + unsure) / 3)
+    assert report.calibration["temperature"] == 0.5 and report.worst[0].confidence == pytest.approx(unsure)
+    assert report.loss == pytest.approx(report_from_logits(logits, labels, ["a", "b"], ["p", "q", "r"]).loss)
+    print_report(report)
+    out = capsys.readouterr().out
+    assert f"probabilities: mean top-1 {(2 * sure + unsure) / 3:.3f} against accuracy 0.667" in out
+    assert "(temperature 0.5)" in out and "its temperature (0.5) was fitted on the validation set" in out
 
 def test_many_classes_give_a_readable_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """300 classes: the terminal shows the weakest 30, the plot indices and the JSON a line per matrix row."""

@@ -68,6 +68,19 @@ def test_max_abs_diff_scales_with_the_logits_and_centered_cosine_catches_a_colla
     stats = compare_logits(flat, flat + np.random.default_rng(6).normal(0, 0.05, flat.shape), flat.argmax(1))
     stats.accuracy_drop = 0.0
     assert check_gate(stats, GATES["int8"])[0].startswith("centered cosine")  # 0.05 noise is not rounding
+    # At a card temperature of 0.01 the same 2e-4 is 0.02 of a probability logit: no longer rounding
+    sharp = compare_logits(flat, close, flat.argmax(1), temperature=0.01)
+    sharp.accuracy_drop = 0.0
+    assert check_gate(sharp, GATES["int8"])[0].startswith("centered cosine")
+
+
+def test_the_probability_difference_is_taken_at_the_cards_temperature() -> None:
+    ref, cand = np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[1.1, 0.0], [0.0, 0.0]])
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731 - two classes: p = sigmoid(logit difference)
+    assert compare_logits(ref, cand).max_prob_diff == pytest.approx(sigmoid(1.1) - sigmoid(1.0))
+    half = compare_logits(ref, cand, temperature=0.5)
+    assert half.temperature == 0.5 and half.max_prob_diff == pytest.approx(sigmoid(2.2) - sigmoid(2.0))
+    assert half.to_dict()["max_prob_diff"] == half.max_prob_diff
 
 
 def test_a_reference_that_answers_one_class_is_called_out() -> None:

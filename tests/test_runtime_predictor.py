@@ -9,11 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from edgetl.calibration import softmax
+from edgetl.card import ModelCard
 from edgetl.data.images import load_rgb
 from edgetl.data.transforms import eval_transform
 from edgetl.errors import EdgetlError
 from edgetl.runtime import load
-from edgetl.runtime.predictor import Predictor, softmax
+from edgetl.runtime.predictor import Predictor
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -51,6 +53,35 @@ def test_predict_topk_matches_torch_model(tiny_run_dir: Path, tiny_onnx: Path, h
         assert pred.top[0][1] == pytest.approx(row.max(), abs=1e-4)
         assert pred.top[0][1] >= pred.top[1][1]
         assert sum(prob for _, prob in pred.top) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_cards_temperature_travels_to_the_onnx_file_and_scales_its_probabilities(
+        tiny_run_dir: Path, hymenoptera: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from edgetl.cli import main
+    from edgetl.export.onnx import onnx_from_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run_dir, run)
+    card = ModelCard.load(run / "model.json")
+    card.temperature = 0.25
+    card.save(run / "model.json")
+    onnx_path = onnx_from_checkpoint(run, tmp_path / "model.onnx")
+    photos = _photos(hymenoptera)
+    for artifact in (run, onnx_path):
+        with load(artifact, device="cpu") as runner:
+            assert runner.card.temperature == 0.25
+            predictor = Predictor(runner)
+            logits, preds = predictor.logits(photos), predictor.predict(photos)
+        for pred, row in zip(preds, softmax(logits, 0.25), strict=True):
+            assert pred.top[0][1] == pytest.approx(row.max(), abs=1e-6)
+        assert main(["info", str(artifact)]) == 0
+        assert "softmax(logits / 0.25)" in capsys.readouterr().out
+    from edgetl.parity import compare_artifacts
+
+    (parity,) = compare_artifacts(run, [onnx_path], hymenoptera / "val", limit=8, progress=False).candidates
+    assert parity.stats.temperature == 0.25 and parity.passed  # parity states probabilities as predict does
 
 
 

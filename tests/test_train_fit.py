@@ -50,11 +50,23 @@ def test_model_learns_and_writes_the_run_dir(trained: RunResult) -> None:
     assert not list(run.glob(".*.tmp"))  # atomic writes leave no temp files
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
-    assert {"train_loss", "val_loss", "val_top1", "val_top5", "lr"} <= set(rows[0])
+    assert {"train_loss", "val_loss", "val_top1", "val_top5", "lr", "val_ece", "temperature",
+            "val_ece_calibrated"} <= set(rows[0])
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     card = ModelCard.load(run / "model.json")
     assert card.arch == "test_resnet" and card.num_classes == 10 and card.strategy == "full"
     assert card.metrics["val_top1"] == trained.best["val_top1"] and "torch" in card.versions and card.seed == 0
+    assert card.temperature == trained.best["temperature"] != 1.0  # the best epoch's, fitted on val
+    assert card.metrics["val_ece"] == trained.best["val_ece"] and "val_ece_calibrated" in card.metrics
+
+
+def test_no_calibrate_keeps_the_raw_probabilities_and_still_measures_them(digits_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "raw"
+    assert cli.main(["train", "--data", str(digits_data), "--out", str(run), "--model", "test_resnet", "--img-size",
+                     "32", "--epochs", "1", "--no-calibrate", "--quiet"]) == 0
+    card = ModelCard.load(run / "model.json")
+    assert card.temperature == 1.0 and card.to_dict()["schema"] == 1 and "val_ece" in card.metrics
+    assert "temperature" not in next(csv.DictReader((run / "metrics.csv").open()))
 
 
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path: Path, trained: RunResult) -> None:
@@ -395,6 +407,7 @@ def test_resume_keeps_the_cards_best_metrics_and_an_early_stop(digits_data: Path
     again = fit(_cfg(digits_data, run, epochs=8, patience=1, lr=0.5, batch_size=16, resume=str(run)), quiet=True)
     assert len(again.history) == len(first.history)  # stopped early: nothing more to train
     assert ModelCard.load(run / "model.json").metrics == best and best["best_epoch"] == first.best_epoch
+    assert again.card.temperature == first.card.temperature != 1.0  # the card rebuilt on resume keeps it
 
 
 def test_clip_grad_zero_turns_clipping_off() -> None:

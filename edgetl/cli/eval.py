@@ -58,13 +58,17 @@ def print_report(report: EvalReport, all_classes: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from edgetl.evaluate import calibration_note
+    from edgetl.calibration import calibration_note
 
     console = Console()
     top5 = f", top-5 {report.top5:.2f}%" if report.top5 is not None else ""
     console.print(f"[bold]{report.artifact}[/bold] on {report.data}: {report.images} images, "
                   f"top-1 {report.top1:.2f}%{top5}, loss {report.loss:.4f}", highlight=False)
-    note = calibration_note(report.calibration)
+    cal = report.calibration
+    if cal:
+        console.print(f"probabilities: mean top-1 {cal['mean_confidence']:.3f} against accuracy {cal['accuracy']:.3f}, "
+                      f"ECE {cal['ece']:.3f} (temperature {cal.get('temperature', 1.0):.3g})", highlight=False)
+    note = calibration_note(cal, cal.get("temperature", 1.0))
     if note:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     if report.macro:

@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     crop = f"{pre['input_size'][1]}x{pre['input_size'][2]}"
     rows.append(("preprocessing", f"{resize}, center crop {crop}, "
                                   f"mean {pre['mean']}, std {pre['std']}"))
+    t = info["temperature"]
+    rows.append(("probabilities", f"softmax(logits / {t:.4g}), temperature fitted on the validation set" if t != 1
+                 else "softmax(logits)"))
     for key in ("opset", "producer", "parameters", "weights_file"):
         if key in info:
             rows.append((key, _fmt(info[key])))

@@ -129,8 +129,8 @@ def parity_table(report: Any) -> Any:
     labelled = "labelled" if report.labelled else "unlabelled (no accuracy)"
     table = Table(title=escape(f"parity vs {Path(ref['artifact']).name} [{ref['backend']}/{ref['precision']}] — "
                                f"{report.images} {labelled} images"))
-    for col in ("candidate", "backend", "precision", "max |Δ|", "mean |Δ|", "cosine", "centered cos", "top-1 agree",
-                "top-5 overlap", "acc ref", "acc cand", "drop", "gate"):
+    for col in ("candidate", "backend", "precision", "max |Δ|", "mean |Δ|", "max |Δp|", "cosine", "centered cos",
+                "top-1 agree", "top-5 overlap", "acc ref", "acc cand", "drop", "gate"):
         table.add_column(col, justify="left" if col in ("candidate", "backend", "gate") else "right")
     names = short_names([c.artifact for c in report.candidates])
     for c, name in zip(report.candidates, names, strict=True):
@@ -140,7 +140,8 @@ def parity_table(report: Any) -> Any:
         backend = c.runner["backend"] + (f" ({c.runner['optimization']})" if c.runner.get("optimization") else "")
         centered = f"{s.centered_cosine:.4f}" if s.centered_cosine is not None else "-"
         table.add_row(escape(name), escape(backend), c.runner["precision"], f"{s.max_abs_diff:.2e}",
-                      f"{s.mean_abs_diff:.2e}", f"{s.cosine:.6f}", centered, f"{s.top1_agreement:.2%}",
+                      f"{s.mean_abs_diff:.2e}", f"{s.max_prob_diff:.1e}", f"{s.cosine:.6f}", centered,
+                      f"{s.top1_agreement:.2%}",
                       f"{s.top5_overlap:.2%}" if s.top5_overlap is not None else "-", *acc,
                       "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]")
     return table

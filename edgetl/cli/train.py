@@ -67,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="'auto' (from class frequencies) or a weight per class, in class order (names sorted as text)")
     t.add_argument("--patience", type=int, help="stop after this many epochs without improvement")
     t.add_argument("--monitor", choices=MONITORS, help="metric for best.safetensors and patience")
+    t.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit a temperature on the validation set so the probabilities match how often the model is "
+                        "right; answers never change")
     r = p.add_argument_group("run")
     r.add_argument("--config", help="YAML file of these options (keys with - or _)")
     r.add_argument("--out", help="run directory (default runs/<model>-<timestamp>)")

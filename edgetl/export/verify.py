@@ -144,7 +144,7 @@ def parity_record(runner: Runner, parity: ParitySet, precision: str, options: Ex
                   describe: str) -> dict[str, Any]:
     """Run ``runner`` on the parity images and judge it against the PyTorch reference."""
     logits = infer_all(runner, parity.images.array, describe, options.quiet)
-    stats = compare_logits(parity.reference, logits, parity.images.labels)
+    stats = compare_logits(parity.reference, logits, parity.images.labels, temperature=runner.card.temperature)
     gate = _gate(precision, options)
     failures = check_gate(stats, gate)
     gate_failed = bool(failures)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from edgetl.calibration import softmax
 from edgetl.data.images import BadImage, decode_rgb, map_images, to_rgb
 from edgetl.data.transforms import eval_array
 from edgetl.errors import EdgetlError
@@ -23,7 +24,7 @@ ImageLike = str | Path | Image.Image | np.ndarray
 @dataclass
 class Prediction:
     source: str
-    top: list[tuple[str, float]]  # (class name, probability), best first
+    top: list[tuple[str, float]]  # (class name, probability at the card's temperature), best first
 
     @property
     def label(self) -> str:
@@ -31,12 +32,6 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "top": [{"class": c, "prob": p} for c, p in self.top]}
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def logits_of_files(runners: Sequence[Runner], paths: Sequence[str | Path], batch_size: int = 32,
@@ -152,7 +147,7 @@ class Predictor:
         return min(topk, len(self.runner.card.classes))
 
     def _answers(self, sources: list[str], logits: np.ndarray, k: int) -> list[Prediction]:
-        probs = softmax(logits.astype(np.float64))
+        probs = softmax(logits, self.runner.card.temperature)
         classes = self.runner.card.classes
         out = []
         for source, p in zip(sources, probs, strict=True):

@@ -39,7 +39,7 @@ from edgetl.models.weights import load_weights, zero_init_head
 from edgetl.progress import show_progress
 from edgetl.train import state as run_state
 from edgetl.train.distributed import DistInfo, init_distributed, wrap_ddp
-from edgetl.train.loop import StepSettings, train_one_epoch, validate
+from edgetl.train.loop import EpochStats, StepSettings, train_one_epoch, validate
 from edgetl.train.loss import build_loss
 from edgetl.train.optim import build_optimizer, lr_at
 from edgetl.train.outputs import epoch_line, plot_curves, print_summary, write_metrics_csv
@@ -221,8 +221,9 @@ class Trainer:
         self.step, self.history = int(meta["step"]), list(meta["history"])
         self.best_value, self.best_epoch, self.bad_epochs = meta["best_value"], meta["best_epoch"], meta["bad_epochs"]
         best = [row for row in self.history if row["epoch"] == self.best_epoch]
-        if best:  # the card is rebuilt on resume: keep what best.safetensors scored
+        if best:  # the card is rebuilt on resume: keep what best.safetensors scored, and its temperature
             self.card.metrics = _best_metrics(best[0])
+            self.card.temperature = best[0].get("temperature", 1.0)
         if self.cfg.patience is not None and self.bad_epochs >= self.cfg.patience:
             self.log(f"{self.run_dir} stopped early after epoch {self.start_epoch} ({self.cfg.monitor} did not "
                      f"improve for {self.cfg.patience} epochs); pass a larger --patience to train on")
@@ -251,6 +252,7 @@ class Trainer:
         val = validate(self.ddp_model, self.val_loader, self.val_criterion, self.settings, self.num_classes)
         return {"epoch": epoch + 1, "lr": self.lr_for_step(self.step - 1), "train_loss": train.loss,
                 "train_top1": train.top1, "val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5,
+                **_calibration_row(val, self.cfg.calibrate),
                 "trainable_params": self.trainable, "seconds": train.seconds + val.seconds}
 
     def after_epoch(self, row: dict[str, Any]) -> bool:
@@ -260,6 +262,7 @@ class Trainer:
         if _improved(value, self.best_value, self.cfg.monitor):
             self.best_value, self.best_epoch, self.bad_epochs = value, row["epoch"], 0
             self.card.metrics = _best_metrics(row)
+            self.card.temperature = row.get("temperature", 1.0)
             if self.dist.is_main:
                 checkpoint.save_checkpoint(self.run_dir, "best", self.model, self.card)
         else:
@@ -332,7 +335,25 @@ def clear_previous_run(run_dir: Path) -> list[str]:
 def _best_metrics(row: dict[str, Any]) -> dict[str, Any]:
     """The card's record of the best epoch (what best.safetensors scored)."""
     return {"best_epoch": row["epoch"], **{k: row[k] for k in ("val_top1", "val_top5", "val_loss", "train_loss",
-                                                                "train_top1") if row.get(k) is not None}}
+                                                                "train_top1", "val_ece", "val_ece_calibrated")
+                                           if row.get(k) is not None}}
+
+
+def _calibration_row(val: EpochStats, fit_temperature: bool) -> dict[str, float]:
+    """How true the epoch's probabilities are: ECE as trained and, with ``fit_temperature``, the temperature
+    fitted on all of the validation set and the ECE it gives on folds it was not fitted on."""
+    from edgetl import calibration
+
+    if val.logits is None or val.targets is None:
+        return {}
+    logits, labels = val.logits.double().numpy(), val.targets.numpy()
+    row = {"val_ece": calibration.calibration_of_logits(logits, labels)["ece"]}
+    if fit_temperature:
+        heldout = calibration.heldout_calibration(logits, labels)
+        row["temperature"] = calibration.fit_temperature(logits, labels)
+        if heldout:
+            row["val_ece_calibrated"] = heldout["ece"]
+    return row
 
 
 def _start(tr: Trainer, cfg: TrainConfig) -> None:

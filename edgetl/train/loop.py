@@ -51,6 +51,8 @@ class EpochStats:
     top5: float | None
     images: int
     seconds: float
+    logits: torch.Tensor | None = None  # validate: every image's logits (all ranks), for the temperature fit
+    targets: torch.Tensor | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -120,13 +122,28 @@ def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch
 @torch.inference_mode()
 def validate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], criterion: nn.Module,
              settings: StepSettings, num_classes: int) -> EpochStats:
-    """Loss and top-1 / top-5 on ``loader`` in eval mode."""
+    """Loss and top-1 / top-5 on ``loader`` in eval mode, and the logits behind them (on the CPU)."""
     model.eval()
     meter = Meter(settings.device, num_classes)
+    outputs, targets = [], []
     for images, target in batches(loader):
         images, target = settings.to_device(images, target)
         with settings.autocast():
             logits = model(images)
             loss = criterion(logits.float(), target)
         meter.update(loss, logits.float(), target)
-    return meter.result()
+        outputs.append(logits.float())
+        targets.append(target)
+    stats = meter.result()
+    if outputs:  # every rank or none: DistributedSampler gives each as many images
+        stats.logits, stats.targets = _gathered(torch.cat(outputs)), _gathered(torch.cat(targets))
+    return stats
+
+
+def _gathered(local: torch.Tensor) -> torch.Tensor:
+    """``local`` from every rank, concatenated, on the CPU (each rank holds as many: DistributedSampler pads)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        parts = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather(parts, local)
+        local = torch.cat(parts)
+    return local.cpu()

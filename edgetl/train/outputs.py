@@ -12,8 +12,8 @@ from rich.table import Table
 
 from edgetl.io import atomic_path, atomic_write_text
 
-COLUMNS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "trainable_params",
-           "seconds")
+COLUMNS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "val_ece", "temperature",
+           "val_ece_calibrated", "trainable_params", "seconds")
 
 
 def write_metrics_csv(path: str | Path, history: list[dict[str, Any]]) -> None:
@@ -68,7 +68,17 @@ def summary_table(history: list[dict[str, Any]], best_epoch: int | None, run_dir
         table.add_row(str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['train_top1']:.1f}",
                       f"{row['val_loss']:.4f}", f"{row['val_top1']:.1f}", top5, f"{row['lr']:.2e}", style=style)
     table.caption = f"best epoch {best_epoch} by {monitor} → {run_dir / 'best.safetensors'}"
+    best = next((row for row in history if row["epoch"] == best_epoch), {})
+    if "temperature" in best:
+        table.caption += f"\n{calibration_line(best)}"
     return table
+
+
+def calibration_line(row: dict[str, Any]) -> str:
+    """The best epoch's temperature and what it did to the expected calibration error."""
+    after = f" → {row['val_ece_calibrated']:.3f} (on held-out folds)" if "val_ece_calibrated" in row else ""
+    return (f"probabilities: temperature {row['temperature']:.3g}, val ECE {row['val_ece']:.3f}{after}; "
+            "answers unchanged")
 
 
 def print_summary(console: Console, history: list[dict[str, Any]], best_epoch: int | None, run_dir: Path,

@@ -1,0 +1,69 @@
+"""Temperature scaling: the fit finds the temperature that generated the labels, never moves an answer, and is
+judged on images it was not fitted on; the card carries the temperature to every artifact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgetl import calibration as cal
+from edgetl.card import ModelCard
+from edgetl.errors import EdgetlError
+
+
+def _sampled(temperature: float, n: int = 20_000, classes: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels drawn from softmax(logits / temperature): a model whose probabilities are off by
+    exactly that temperature."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 3.0, (n, classes))
+    probs = cal.softmax(logits, temperature)
+    labels = (probs.cumsum(axis=1) < rng.random((n, 1))).sum(axis=1)
+    return logits, labels
+
+
+@pytest.mark.parametrize("true_t", [0.4, 1.0, 2.5])
+def test_the_fit_recovers_the_temperature_that_drew_the_labels(true_t: float) -> None:
+    logits, labels = _sampled(true_t)
+    t = cal.fit_temperature(logits, labels)
+    assert t == pytest.approx(true_t, rel=0.06)
+    best = cal.nll(logits, labels, t)  # a minimum: a step either way costs
+    assert best < cal.nll(logits, labels, t * 1.05) and best < cal.nll(logits, labels, t / 1.05)
+    assert (cal.softmax(logits, t).argmax(axis=1) == logits.argmax(axis=1)).all()  # no answer moves
+
+
+def test_probabilities_after_the_fit_match_the_accuracy_on_held_out_folds() -> None:
+    """An overconfident model (logits 2.5x what they should be): its ECE falls on images the fit never saw."""
+    logits, labels = _sampled(2.5, n=4000)
+    raw = cal.calibration_of_logits(logits, labels)
+    held = cal.heldout_calibration(logits, labels)
+    assert raw["mean_confidence"] > raw["accuracy"] + 0.1
+    assert held["ece"] < 0.03 < raw["ece"] and held["accuracy"] == pytest.approx(raw["accuracy"])
+    assert cal.heldout_calibration(logits[:3], labels[:3]) == {}  # too few images to hold any out
+
+
+def test_a_validation_set_it_gets_all_right_stops_the_fit_at_the_bound() -> None:
+    logits = np.array([[4.0, 0.0], [0.0, 3.0], [2.0, 0.0]])
+    t = cal.fit_temperature(logits, np.array([0, 1, 0]))
+    assert t == pytest.approx(cal.T_MIN, rel=1e-6) and cal.at_bound(t) and not cal.at_bound(1.0)
+    assert cal.fit_temperature(np.zeros((0, 2)), np.zeros(0, int)) == 1.0
+
+
+def test_the_note_names_the_fitted_temperature_when_it_did_not_hold() -> None:
+    shy = cal.calibration(np.full(4, 0.6), np.ones(4, bool))
+    assert "retrain with `edgetl train` (it fits a temperature)" in (cal.calibration_note(shy) or "")
+    assert "its temperature (0.5) was fitted on the validation set" in (cal.calibration_note(shy, 0.5) or "")
+
+
+def test_the_card_carries_the_temperature_in_the_oldest_schema_that_holds_it() -> None:
+    card = ModelCard("resnet18", ["a", "b"])
+    assert "temperature" not in card.to_dict() and card.to_dict()["schema"] == 1  # older edgetl reads it
+    card.temperature = 0.5
+    data = card.to_dict()
+    assert data["schema"] == 3 and data["temperature"] == 0.5
+    assert ModelCard.from_dict(data).temperature == 0.5
+    assert ModelCard.from_metadata(card.to_metadata(), "m.onnx").temperature == 0.5
+    for bad in (0, -1.0, float("nan"), "warm"):
+        with pytest.raises(EdgetlError, match=r"^m.json: .*(temperature|malformed)"):
+            ModelCard.from_dict({**data, "temperature": bad}, source="m.json")
+    with pytest.raises(EdgetlError, match="upgrade edgetl"):
+        ModelCard.from_dict({**data, "schema": 4})
