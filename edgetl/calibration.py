@@ -11,6 +11,7 @@ the network's own logits, and so parity, are unchanged.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,7 +20,7 @@ MISCALIBRATED = 0.1  # mean top-1 probability this far from the accuracy: its pr
 # Where the fit may put T. A validation set the model gets all right drives the fit towards 0 (certainty);
 # the bound keeps such a fit finite and says so (``at_bound``).
 T_MIN, T_MAX = 0.05, 20.0
-FIT_STEPS = 48  # golden-section steps on log T: the bracket shrinks to 1e-9 of its width
+FIT_STEPS = 36  # golden-section steps on log T: T to about 1e-7 of itself
 HELDOUT_FOLDS = 2
 
 
@@ -56,8 +57,16 @@ def calibration_of_logits(logits: np.ndarray, labels: np.ndarray, temperature: f
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     """Mean cross-entropy of ``logits / temperature``: what the fit minimises."""
-    logp = log_softmax(np.asarray(logits, dtype=np.float64) / temperature)
-    return float(-logp[np.arange(len(labels)), labels].mean())
+    return _nll_at(logits, labels)(temperature)
+
+
+def _nll_at(logits: np.ndarray, labels: np.ndarray) -> Callable[[float], float]:
+    """The cross-entropy as a function of T, the per-image work done once: max(z / T) = max(z) / T for T > 0,
+    so each T costs one exp over the logits (ImageNet's 50,000 x 1000 in about 0.2 s on 2 cores)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)  # <= 0: exp(z / T) never overflows
+    picked = z[np.arange(len(labels)), labels]
+    return lambda t: float(np.mean(np.log(np.exp(z / t).sum(axis=1)) - picked / t))
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -67,19 +76,20 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """
     if not len(labels):
         return 1.0
+    loss = _nll_at(logits, labels)
     lo, hi = math.log(T_MIN), math.log(T_MAX)
     ratio = (math.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = nll(logits, labels, math.exp(a)), nll(logits, labels, math.exp(b))
+    fa, fb = loss(math.exp(a)), loss(math.exp(b))
     for _ in range(FIT_STEPS):
         if fa <= fb:
             hi, b, fb = b, a, fa
             a = hi - ratio * (hi - lo)
-            fa = nll(logits, labels, math.exp(a))
+            fa = loss(math.exp(a))
         else:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
-            fb = nll(logits, labels, math.exp(b))
+            fb = loss(math.exp(b))
     return math.exp((lo + hi) / 2)
 
 
