@@ -48,6 +48,16 @@ def test_a_validation_set_it_gets_all_right_stops_the_fit_at_the_bound() -> None
     assert cal.fit_temperature(np.zeros((0, 2)), np.zeros(0, int)) == 1.0
 
 
+def test_the_training_summary_says_when_the_fit_stopped_at_a_bound() -> None:
+    from edgetl.train.outputs import calibration_line
+
+    row = {"temperature": 0.2, "val_ece": 0.3, "val_ece_calibrated": 0.04}
+    assert calibration_line(row) == ("probabilities: temperature 0.2, val ECE 0.300 → 0.040 (on held-out folds); "
+                                     "answers unchanged")
+    assert "nearly every validation image was right" in calibration_line({**row, "temperature": cal.T_MIN})
+    assert "the logits say little about the answer" in calibration_line({**row, "temperature": cal.T_MAX})
+
+
 def test_the_note_names_the_fitted_temperature_when_it_did_not_hold() -> None:
     shy = cal.calibration(np.full(4, 0.6), np.ones(4, bool))
     assert "retrain with `edgetl train` (it fits a temperature)" in (cal.calibration_note(shy) or "")

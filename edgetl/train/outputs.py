@@ -76,9 +76,16 @@ def summary_table(history: list[dict[str, Any]], best_epoch: int | None, run_dir
 
 def calibration_line(row: dict[str, Any]) -> str:
     """The best epoch's temperature and what it did to the expected calibration error."""
+    from edgetl.calibration import T_MIN, at_bound
+
     after = f" → {row['val_ece_calibrated']:.3f} (on held-out folds)" if "val_ece_calibrated" in row else ""
-    return (f"probabilities: temperature {row['temperature']:.3g}, val ECE {row['val_ece']:.3f}{after}; "
+    line = (f"probabilities: temperature {row['temperature']:.3g}, val ECE {row['val_ece']:.3f}{after}; "
             "answers unchanged")
+    if at_bound(row["temperature"]):
+        why = "nearly every validation image was right" if row["temperature"] < 2 * T_MIN else \
+            "the logits say little about the answer"
+        line += f" (the fit stopped at its bound: {why}; a larger validation set says more)"
+    return line
 
 
 def print_summary(console: Console, history: list[dict[str, Any]], best_epoch: int | None, run_dir: Path,
