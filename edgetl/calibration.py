@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,22 +35,30 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return np.exp(log_softmax(np.asarray(logits, dtype=np.float64) / temperature))
 
 
-def calibration(confidence: np.ndarray, correct: np.ndarray) -> dict[str, float]:
+def reliability(confidence: np.ndarray, correct: np.ndarray) -> list[dict[str, float]]:
+    """Per probability bin that has images: its range, images, mean top-1 probability and accuracy. The bars
+    of a reliability diagram: a model whose probabilities are true is as accurate as it says in every bin."""
+    bins = np.minimum((confidence * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+    return [{"lo": b / CALIBRATION_BINS, "hi": (b + 1) / CALIBRATION_BINS, "images": int(np.sum(bins == b)),
+             "confidence": float(confidence[bins == b].mean()), "accuracy": float(correct[bins == b].mean())}
+            for b in np.unique(bins)]
+
+
+def calibration(confidence: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
     """Mean top-1 probability against accuracy, and the expected calibration error (ECE: |accuracy - mean
-    probability| per probability bin, weighted by the bin's share of the images).
+    probability| per probability bin, weighted by the bin's share of the images), with the bins.
 
     Accuracy alone hides what a deployment that thresholds on probability sees.
     """
     if not len(confidence):
         return {}
-    bins = np.minimum((confidence * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
-    ece = sum(abs(correct[bins == b].mean() - confidence[bins == b].mean()) * np.mean(bins == b)
-              for b in np.unique(bins))
+    bins = reliability(confidence, correct)
+    ece = sum(abs(b["accuracy"] - b["confidence"]) * b["images"] for b in bins) / len(confidence)
     return {"mean_confidence": float(confidence.mean()), "accuracy": float(correct.mean()), "ece": float(ece),
-            "bins": CALIBRATION_BINS}
+            "bins": CALIBRATION_BINS, "reliability": bins}
 
 
-def calibration_of_logits(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict[str, float]:
+def calibration_of_logits(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict[str, Any]:
     """:func:`calibration` of the probabilities ``softmax(logits / temperature)``."""
     probs = softmax(logits, temperature)
     return calibration(probs.max(axis=1), probs.argmax(axis=1) == labels)
@@ -98,7 +107,7 @@ def at_bound(temperature: float) -> bool:
     return not T_MIN * 1.01 < temperature < T_MAX / 1.01
 
 
-def heldout_calibration(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
+def heldout_calibration(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, Any]:
     """Calibration after temperature scaling, judged on images the temperature was not fitted on.
 
     The images are split in :data:`HELDOUT_FOLDS` folds; each fold's probabilities use the T fitted on the
@@ -116,7 +125,7 @@ def heldout_calibration(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -
     return calibration(confidence, correct)
 
 
-def calibration_note(cal: dict[str, float], temperature: float = 1.0) -> str | None:
+def calibration_note(cal: dict[str, Any], temperature: float = 1.0) -> str | None:
     """A sentence when the probabilities are far from how often the model is right, else None."""
     if not cal or abs(cal["mean_confidence"] - cal["accuracy"]) < MISCALIBRATED:
         return None

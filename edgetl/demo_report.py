@@ -118,7 +118,7 @@ def evaluation_section(result: DemoResult) -> Section:
         text.append("Most confident mistakes: " + "; ".join(
             f"`{Path(m.path).name}` {m.true} → {m.predicted} ({m.confidence:.2f})" for m in ev.worst[:5]))
     return Section("Evaluation", text, [Table(["class", "precision", "recall", "F1", "support"], rows)],
-                   [result.options.out / "eval" / "confusion.png"])
+                   [result.options.out / "eval" / "confusion.png", result.options.out / "eval" / "reliability.png"])
 
 
 def calibration_sentences(ev: EvalReport, best: dict[str, Any]) -> list[str]:

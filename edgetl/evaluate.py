@@ -55,7 +55,7 @@ class EvalReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     macro: dict[str, float] = field(default_factory=dict)
     class_map: dict[str, str] | None = None  # folder → model class, for folders named the ImageNet way
-    calibration: dict[str, float] = field(default_factory=dict)  # edgetl.calibration.calibration, and temperature
+    calibration: dict[str, Any] = field(default_factory=dict)  # edgetl.calibration.calibration, and temperature
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data; the confusion matrix is shared, not copied (``asdict`` took seconds at 1000 classes)."""
@@ -151,6 +151,33 @@ def plot_confusion(report: EvalReport, path: str | Path) -> None:
     plt.close(fig)
 
 
+def plot_reliability(report: EvalReport, path: str | Path) -> None:
+    """Reliability diagram as PNG: accuracy per probability bin against the diagonal a calibrated model sits on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cal = report.calibration
+    bins = cal.get("reliability", [])
+    fig, ax = plt.subplots(figsize=(5.5, 5.4))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="as sure as it is right")
+    ax.bar([b["lo"] for b in bins], [b["accuracy"] for b in bins], width=[b["hi"] - b["lo"] for b in bins],
+           align="edge", edgecolor="black", alpha=0.7, label="accuracy in the bin")
+    ax.plot([b["confidence"] for b in bins], [b["confidence"] for b in bins], "o", color="tab:red", ms=4,
+            label="mean probability in the bin")
+    for b in bins:
+        ax.text((b["lo"] + b["hi"]) / 2, min(b["accuracy"], 0.93) + 0.02, str(b["images"]), ha="center", fontsize=7)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="top-1 probability (as edgetl predict states it)", ylabel="accuracy")
+    ece = f"ECE {cal['ece']:.3f}, " if cal else ""
+    ax.set_title(f"{ece}temperature {cal.get('temperature', 1.0):.3g}; images per bin above the bars", fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=7, frameon=False)  # off the bars
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
 def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 32,
                       worst: int = 10, progress: bool = True) -> EvalReport:
     """Run ``artifact`` over the labelled folder ``data`` (``DIR/<class>/…`` or ``DIR/val/<class>/…``).
@@ -184,13 +211,14 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | N
     return report
 
 
-def save_report(report: EvalReport, out_dir: str | Path, prefix: str = "") -> tuple[Path, Path]:
-    """``<prefix>eval.json`` and ``<prefix>confusion.png`` in ``out_dir``.
+def save_report(report: EvalReport, out_dir: str | Path, prefix: str = "") -> tuple[Path, Path, Path]:
+    """``<prefix>eval.json``, ``<prefix>confusion.png`` and ``<prefix>reliability.png`` in ``out_dir``.
 
     A prefix (``model.int8.``) keeps the reports of several artifacts in one export folder apart.
     """
     out = Path(out_dir)
-    json_path, png_path = out / f"{prefix}eval.json", out / f"{prefix}confusion.png"
-    atomic_write_json(json_path, report.to_dict())
-    plot_confusion(report, png_path)
-    return json_path, png_path
+    paths = out / f"{prefix}eval.json", out / f"{prefix}confusion.png", out / f"{prefix}reliability.png"
+    atomic_write_json(paths[0], report.to_dict())
+    plot_confusion(report, paths[1])
+    plot_reliability(report, paths[2])
+    return paths

@@ -48,7 +48,7 @@ def test_report_has_every_section_and_its_images(demo: object) -> None:
                     "Deploy to TensorRT", "Reproduce"):
         assert f"\n## {heading}\n" in md
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert {Path(i).name for i in images} >= {"training.png", "confusion.png", "bench.png"}
+    assert {Path(i).name for i in images} >= {"training.png", "confusion.png", "reliability.png", "bench.png"}
     assert all((out / i).is_file() and (out / i).stat().st_size > 5000 for i in images)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(images)

@@ -43,6 +43,10 @@ def test_eval_writes_consistent_report(run_dir: Path, digits_data: Path, command
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((run_dir / "eval.json").read_text())
     assert printed == saved and (run_dir / "confusion.png").stat().st_size > 1000
+    assert (run_dir / "reliability.png").stat().st_size > 1000
+    bins = saved["calibration"]["reliability"]  # the diagram's bars: every image in one, each as scored
+    assert sum(b["images"] for b in bins) == 60
+    assert sum(b["accuracy"] * b["images"] for b in bins) == pytest.approx(saved["top1"] * 60 / 100)
     cm = np.asarray(saved["confusion"])
     assert cm.shape == (10, 10) and cm.sum() == saved["images"] == 60
     assert saved["top1"] == pytest.approx(100.0 * np.trace(cm) / cm.sum())
@@ -197,7 +201,11 @@ def test_calibration_by_hand_and_the_note_on_misleading_probabilities() -> None:
 
     cal = calibration(np.array([0.95, 0.95, 0.55, 0.55]), np.array([True, True, True, False]))
     # two bins: (1 - 0.95) and (0.55 - 0.5), each half the images
+    bins = cal.pop("reliability")
     assert cal == pytest.approx({"mean_confidence": 0.75, "accuracy": 0.75, "ece": 0.05, "bins": 15})
+    expected = [{"lo": 8 / 15, "hi": 9 / 15, "images": 2, "confidence": 0.55, "accuracy": 0.5},
+                {"lo": 14 / 15, "hi": 1.0, "images": 2, "confidence": 0.95, "accuracy": 1.0}]
+    assert len(bins) == 2 and all(got == pytest.approx(want) for got, want in zip(bins, expected, strict=True))
     assert calibration_note(cal) is None  # as sure as it is right
     shy = calibration(np.full(4, 0.6), np.ones(4, bool))  # a briefly trained head: right, but says 0.6
     assert shy["ece"] == pytest.approx(0.4) and "understate" in (calibration_note(shy) or "")
@@ -239,7 +247,7 @@ def test_many_classes_give_a_readable_report(tmp_path: Path, capsys: pytest.Capt
     assert min(c.f1 for c in weakest) < max(c.f1 for c in rest)  # the data spread them: the choice mattered
     assert sum(line.count("species") for line in out.splitlines()) == 30 + len(report.worst) * 2
     assert all(f"x {c.name.rsplit(' ', 1)[1]}" in out.replace("\n", "") for c in weakest[:3])  # wrapped, not cut
-    json_path, png_path = save_report(report, tmp_path)
+    json_path, png_path, _ = save_report(report, tmp_path)
     # class indices, not 600 tick labels (a minute to draw at 1000 classes), on a 12-inch figure at 100 dpi
     with Image.open(png_path) as png:
         assert png.size == (1200, 1200)
@@ -264,7 +272,7 @@ def test_eval_of_an_artifact_file_names_its_reports_after_it(tiny_onnx: Path, hy
                                                               commands: None) -> None:
     out = tmp_path / "export"
     assert cli.main(["eval", str(tiny_onnx), "--data", str(hymenoptera / "val"), "--out", str(out), "--json"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["model.confusion.png", "model.eval.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.confusion.png", "model.eval.json", "model.reliability.png"]
     assert json.loads((out / "model.eval.json").read_text())["images"] == 153
 
 

@@ -312,11 +312,12 @@ def test_a_finished_run_is_not_overwritten_and_a_busy_one_not_shared(digits_data
         assert (run / "last.next.safetensors").is_file()  # a refused resume touches nothing of the live run
         (run / "last.next.safetensors").unlink()
     (run / "export").mkdir()  # what eval and export left from the old weights goes with them
-    for name in ("eval.json", "confusion.png", "export/model.onnx", "export/manifest.json", "notes.txt"):
+    for name in ("eval.json", "confusion.png", "reliability.png", "export/model.onnx", "export/manifest.json",
+                 "notes.txt"):
         (run / name).write_text("from the old run")
     result = fit(_cfg(digits_data, run, epochs=1, model="test_efficientnet"), quiet=True, overwrite=True)
     assert result.card.arch == "test_efficientnet" == ModelCard.load(run / "model.json").arch
-    assert not (run / "export").exists() and not (run / "eval.json").exists() and not (run / "confusion.png").exists()
+    assert not any((run / name).exists() for name in ("export", "eval.json", "confusion.png", "reliability.png"))
     assert (run / "notes.txt").is_file()  # a file of the user's own is left alone
     with pytest.raises(EdgetlError, match="an export folder .it holds manifest.json., not a run directory"):
         (tmp_path / "exp").mkdir()

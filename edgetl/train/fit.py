@@ -315,8 +315,8 @@ def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
 
 # What a run and the commands run on it leave in its directory: --overwrite removes them with the run, so no
 # score, plot or export of the old weights sits beside the new ones.
-RUN_OUTPUTS = (BEST_WEIGHTS, "metrics.csv", "curves.png", "*eval.json", "*confusion.png", "export",
-               f"*{run_state.PENDING}.safetensors", ".*.tmp")  # the last two: saves a kill cut short
+RUN_OUTPUTS = (BEST_WEIGHTS, "metrics.csv", "curves.png", "*eval.json", "*confusion.png", "*reliability.png",
+               "export", f"*{run_state.PENDING}.safetensors", ".*.tmp")  # the last two: saves a kill cut short
 
 
 def clear_previous_run(run_dir: Path) -> list[str]:
