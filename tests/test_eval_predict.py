@@ -88,9 +88,11 @@ def test_predict_json_matches_the_model(run_dir: Path, digits_data: Path, comman
                                         capsys: pytest.CaptureFixture[str]) -> None:
     images = sorted((digits_data / "val" / "digit_3").glob("*.png"))[:3]
     assert cli.main(["predict", str(run_dir), *map(str, images), "--topk", "3", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)["predictions"]
+    printed = json.loads(capsys.readouterr().out)
+    out = printed["predictions"]
     model, card = load_model(run_dir)
     assert card.temperature != 1.0  # training fitted one: the probabilities are those of logits / temperature
+    assert printed["temperature"] == card.temperature
     batch = torch.from_numpy(np.stack([eval_array(load_rgb(p), card.preprocess) for p in images]))
     with torch.inference_mode():
         probs = torch.softmax(model(batch) / card.temperature, dim=1)

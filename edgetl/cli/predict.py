@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     warn_if_failed_export(args.artifact)
     with deployed_runner(args.artifact, device=args.device) as runner:
         predictions, unreadable = Predictor(runner).predict_files(images, topk=args.topk, progress=not args.json)
+        temperature = runner.card.temperature
     skipped += unreadable
     if not predictions:
         raise _none_usable(skipped)
@@ -67,13 +68,14 @@ def run(args: argparse.Namespace) -> int:
         for answer in (a for p in answers for a in p["top"]):  # the ImageNet head's classes say what they are
             if imagenet_description(answer["class"]):
                 answer["description"] = imagenet_description(answer["class"])
-        print(json.dumps({"artifact": str(args.artifact), "predictions": answers,
+        print(json.dumps({"artifact": str(args.artifact), "temperature": temperature, "predictions": answers,
                           "skipped": [{"path": p, "reason": r} for p, r in skipped]}, indent=2))
         return code
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(show_header=True)
+    table = Table(show_header=True, caption=f"probabilities at temperature {temperature:.3g} (fitted in training)"
+                  if temperature != 1 else None)
     table.add_column("image", overflow="fold")  # the whole path, wrapped, never cut to "…"
     table.add_column("class", overflow="fold")  # names may differ only at the end
     table.add_column("probability", justify="right")
