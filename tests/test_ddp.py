@@ -4,26 +4,36 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
+from edgetl.calibration import fit_temperature
 from edgetl.card import ModelCard
 from edgetl.checkpoint import load_tensors
+from edgetl.evaluate import evaluate_artifact
 from edgetl.models.factory import create_model
+from edgetl.runtime.loader import deployed_runner
+from edgetl.runtime.predictor import Predictor
 
 
 def test_torchrun_two_processes_gloo(digits_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "digits"
+    shutil.copytree(digits_data, data)
+    next((data / "val" / "digit_0").iterdir()).unlink()  # 59 val images: DistributedSampler repeats one
     out = tmp_path / "ddp"
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(port),
-           "-m", "edgetl", "train", "--data", str(digits_data), "--model", "test_resnet", "--img-size", "32",
+           "-m", "edgetl", "train", "--data", str(data), "--model", "test_resnet", "--img-size", "32",
            "--epochs", "1", "--batch-size", "16", "--lr", "0.01", "--device", "cpu", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -40,3 +50,12 @@ def test_torchrun_two_processes_gloo(digits_data: Path, tmp_path: Path) -> None:
     trained = load_tensors(out / "last.safetensors")
     assert not torch.equal(initial["fc.weight"], trained["fc.weight"])
     assert not torch.equal(initial["layer1.0.conv1.weight"], trained["layer1.0.conv1.weight"])
+    # validation saw each of the 59 images once, as edgetl eval does: same top-1, loss and temperature
+    report = evaluate_artifact(out, data / "val", device="cpu", progress=False)
+    assert report.images == 59 and float(rows[0]["val_top1"]) == pytest.approx(report.top1, abs=1e-4)
+    assert float(rows[0]["val_loss"]) == pytest.approx(report.loss, rel=1e-4)
+    with deployed_runner(out, device="cpu") as runner:
+        paths = sorted((data / "val").glob("*/*.png"))
+        logits = Predictor(runner).logits(paths)
+    labels = np.array([card.classes.index(p.parent.name) for p in paths])
+    assert card.temperature == pytest.approx(fit_temperature(logits, labels), rel=1e-3)

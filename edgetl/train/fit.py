@@ -249,7 +249,8 @@ class Trainer:
                 self.ddp_model, self.train_loader, self.criterion, self.optimizer, self.settings, epoch=epoch,
                 first_step=self.step, lr_for_step=self.lr_for_step, num_classes=self.num_classes,
                 on_step=(lambda loss: progress.update(task, advance=1, loss=loss)) if show else None)
-        val = validate(self.ddp_model, self.val_loader, self.val_criterion, self.settings, self.num_classes)
+        val = validate(self.ddp_model, self.val_loader, self.val_criterion, self.settings, self.num_classes,
+                       images=len(self.split.val))
         return {"epoch": epoch + 1, "lr": self.lr_for_step(self.step - 1), "train_loss": train.loss,
                 "train_top1": train.top1, "val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5,
                 **_calibration_row(val, self.cfg.calibrate),

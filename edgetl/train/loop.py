@@ -75,8 +75,9 @@ class Meter:
                                   hits.any(dim=1).sum().double(), torch.tensor(float(n), device=self.sums.device,
                                                                                dtype=torch.float64)])
 
-    def result(self) -> EpochStats:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+    def result(self, reduce: bool = True) -> EpochStats:
+        """The epoch's figures; ``reduce``: sum the ranks' shares first (False: the sums are already whole)."""
+        if reduce and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(self.sums)
         loss, top1, top5, n = self.sums.tolist()
         n = max(n, 1.0)
@@ -121,29 +122,38 @@ def train_one_epoch(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch
 
 @torch.inference_mode()
 def validate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], criterion: nn.Module,
-             settings: StepSettings, num_classes: int) -> EpochStats:
-    """Loss and top-1 / top-5 on ``loader`` in eval mode, and the logits behind them (on the CPU)."""
+             settings: StepSettings, num_classes: int, images: int | None = None) -> EpochStats:
+    """Loss and top-1 / top-5 in eval mode over the ``images`` validation images, each once, and the logits behind
+    them (on the CPU, in the dataset's order).
+
+    Under DDP each rank scores its share and the logits are gathered: DistributedSampler repeats a few images so
+    every rank has as many, and those are dropped here, so the figures are the whole set's, as ``edgetl eval``'s.
+    """
     model.eval()
-    meter = Meter(settings.device, num_classes)
+    meter = Meter(torch.device("cpu"), num_classes)
     outputs, targets = [], []
-    for images, target in batches(loader):
-        images, target = settings.to_device(images, target)
+    for batch, target in batches(loader):
+        batch, target = settings.to_device(batch, target)
         with settings.autocast():
-            logits = model(images)
-            loss = criterion(logits.float(), target)
-        meter.update(loss, logits.float(), target)
-        outputs.append(logits.float())
+            outputs.append(model(batch).float())
         targets.append(target)
-    stats = meter.result()
     if outputs:  # every rank or none: DistributedSampler gives each as many images
-        stats.logits, stats.targets = _gathered(torch.cat(outputs)), _gathered(torch.cat(targets))
+        logits, target = _gathered(torch.cat(outputs), images), _gathered(torch.cat(targets), images)
+        meter.update(criterion(logits, target), logits, target)
+    stats = meter.result(reduce=False)
+    if outputs:
+        stats.logits, stats.targets = logits, target
     return stats
 
 
-def _gathered(local: torch.Tensor) -> torch.Tensor:
-    """``local`` from every rank, concatenated, on the CPU (each rank holds as many: DistributedSampler pads)."""
+def _gathered(local: torch.Tensor, images: int | None) -> torch.Tensor:
+    """Every rank's ``local`` on the CPU, in the dataset's order, the first ``images`` kept.
+
+    DistributedSampler (no shuffle) gives rank r the images r, r + world, r + 2 world, … of the dataset, padded
+    with its first images to an equal share: interleaving the ranks' rows restores the order, the padding last.
+    """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         parts = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
         torch.distributed.all_gather(parts, local)
-        local = torch.cat(parts)
-    return local.cpu()
+        local = torch.stack(parts, dim=1).flatten(0, 1)
+    return local[:images].cpu()
