@@ -125,8 +125,9 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """The card as JSON-ready data, in the oldest schema that holds it. A center-crop card leaves
         ``crop_mode`` out, and one at temperature 1 leaves ``temperature`` out, so an edgetl from before either
-        still reads it; a card that needs one is schema 2 or 3, which such an edgetl refuses with "upgrade
-        edgetl" instead of preprocessing wrongly or stating other probabilities."""
+        still reads it. A card that needs one is schema 2 or 3: such an edgetl refuses it (edgetl before crop
+        modes: "unknown keys […]; was it written by a newer edgetl?"; from now on, a newer schema: "upgrade
+        edgetl") instead of preprocessing wrongly or stating other probabilities."""
         data = asdict(self)
         data["schema"] = 1
         if self.preprocess.crop_mode == "center":
@@ -143,6 +144,12 @@ class ModelCard:
     def from_dict(cls, data: dict[str, Any], source: str = "model card") -> ModelCard:
         if not isinstance(data, dict):
             raise EdgetlError(f"{source}: not an edgetl model card (expected a JSON object)")
+        schema = data.get("schema", CARD_SCHEMA)
+        if not isinstance(schema, int) or isinstance(schema, bool):
+            raise EdgetlError(f"{source}: malformed model card (schema {schema!r} is not a whole number); re-create "
+                              "it with `edgetl train` or `edgetl export`")
+        if schema > CARD_SCHEMA:  # before the keys: a newer card has keys this edgetl lacks
+            raise EdgetlError(f"{source}: card schema {schema} is newer than this edgetl supports; upgrade edgetl")
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise EdgetlError(f"{source}: unknown keys {sorted(unknown)}; was it written by a newer edgetl?")
@@ -153,9 +160,6 @@ class ModelCard:
             raise EdgetlError(f"{source}: 'classes' must be a list of two or more class names; re-create the card "
                               "with `edgetl train` or `edgetl export`")
         try:
-            if int(data.get("schema", CARD_SCHEMA)) > CARD_SCHEMA:
-                raise EdgetlError(f"{source}: card schema {data['schema']} is newer than this "
-                                  "edgetl supports; upgrade edgetl")
             data = dict(data, schema=CARD_SCHEMA)  # read: in memory every card is the current schema
             data["preprocess"] = _preprocess(data.get("preprocess"), source)
             data["head"] = HeadConfig(**data.get("head", {}))

@@ -35,10 +35,24 @@ def test_probabilities_after_the_fit_match_the_accuracy_on_held_out_folds() -> N
     """An overconfident model (logits 2.5x what they should be): its ECE falls on images the fit never saw."""
     logits, labels = _sampled(2.5, n=4000)
     raw = cal.calibration_of_logits(logits, labels)
-    held = cal.heldout_calibration(logits, labels)
-    assert raw["mean_confidence"] > raw["accuracy"] + 0.1
-    assert held["ece"] < 0.03 < raw["ece"] and held["accuracy"] == pytest.approx(raw["accuracy"])
-    assert cal.heldout_calibration(logits[:3], labels[:3]) == {}  # too few images to hold any out
+    fit = cal.temperature_fit(logits, labels)
+    assert raw["mean_confidence"] > raw["accuracy"] + 0.1 and fit.ece == raw["ece"]
+    assert fit.kept is None and fit.temperature == pytest.approx(2.5, rel=0.1)
+    assert fit.heldout_ece is not None and fit.heldout_ece < 0.03 < raw["ece"]
+
+
+def test_the_temperature_stays_1_unless_it_lowers_the_loss_on_held_out_folds() -> None:
+    """A model already calibrated mostly keeps T = 1 (a fit would only follow noise); one that is not never does."""
+    def kept(t: float) -> int:
+        return sum(cal.temperature_fit(*_sampled(t, n=200, seed=seed)).kept is not None for seed in range(20))
+
+    assert kept(1.0) >= 10 and kept(2.0) == 0
+    few = cal.temperature_fit(*_sampled(2.0, n=cal.MIN_FIT_IMAGES - 1))
+    assert few.temperature == 1.0 and few.kept is not None and "too few to fit it on" in few.kept
+    assert few.ece is not None and few.heldout_ece is None
+    logits, labels = _sampled(2.0, n=100)
+    logits[3, 1] = np.inf
+    assert cal.temperature_fit(logits, labels) == cal.TemperatureFit(kept="the validation logits are not all finite")
 
 
 def test_a_validation_set_it_gets_all_right_stops_the_fit_at_the_bound() -> None:
@@ -48,14 +62,18 @@ def test_a_validation_set_it_gets_all_right_stops_the_fit_at_the_bound() -> None
     assert cal.fit_temperature(np.zeros((0, 2)), np.zeros(0, int)) == 1.0
 
 
-def test_the_training_summary_says_when_the_fit_stopped_at_a_bound() -> None:
+def test_the_training_summary_says_when_the_fit_stopped_at_a_bound_or_kept_1() -> None:
     from edgetl.train.outputs import calibration_line
 
-    row = {"temperature": 0.2, "val_ece": 0.3, "val_ece_calibrated": 0.04}
+    row = {"temperature": 0.2, "val_ece": 0.3, "val_ece_calibrated": 0.04, "val_top1": 62.5}
     assert calibration_line(row) == ("probabilities: temperature 0.2, val ECE 0.300 → 0.040 (on held-out folds); "
                                      "answers unchanged")
-    assert "nearly every validation image was right" in calibration_line({**row, "temperature": cal.T_MIN})
+    assert "the logits are still small" in calibration_line({**row, "temperature": cal.T_MIN})
+    assert "every validation image was right" in calibration_line({**row, "temperature": cal.T_MIN, "val_top1": 100.0})
     assert "the logits say little about the answer" in calibration_line({**row, "temperature": cal.T_MAX})
+    kept = {"temperature": 1.0, "val_ece": 0.05, "temperature_kept": "2 validation images are too few"}
+    assert calibration_line(kept) == ("probabilities: temperature kept at 1 (2 validation images are too few), "
+                                      "val ECE 0.050; answers unchanged")
 
 
 def test_the_note_names_the_fitted_temperature_when_it_did_not_hold() -> None:
@@ -75,5 +93,7 @@ def test_the_card_carries_the_temperature_in_the_oldest_schema_that_holds_it() -
     for bad in (0, -1.0, float("nan"), "warm"):
         with pytest.raises(EdgetlError, match=r"^m.json: .*(temperature|malformed)"):
             ModelCard.from_dict({**data, "temperature": bad}, source="m.json")
-    with pytest.raises(EdgetlError, match="upgrade edgetl"):
-        ModelCard.from_dict({**data, "schema": 4})
+    with pytest.raises(EdgetlError, match="^m.json: card schema 4 is newer than this edgetl supports; upgrade edgetl$"):
+        ModelCard.from_dict({**data, "schema": 4, "a_key_of_schema_4": 1}, source="m.json")  # not "unknown keys"
+    with pytest.raises(EdgetlError, match=r"malformed model card \(schema 'x' is not a whole number\)"):
+        ModelCard.from_dict({**data, "schema": "x"})

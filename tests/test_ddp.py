@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgetl.calibration import fit_temperature
+from edgetl.calibration import temperature_fit
 from edgetl.card import ModelCard
 from edgetl.checkpoint import load_tensors
 from edgetl.evaluate import evaluate_artifact
@@ -58,4 +58,9 @@ def test_torchrun_two_processes_gloo(digits_data: Path, tmp_path: Path) -> None:
         paths = sorted((data / "val").glob("*/*.png"))
         logits = Predictor(runner).logits(paths)
     labels = np.array([card.classes.index(p.parent.name) for p in paths])
-    assert card.temperature == pytest.approx(fit_temperature(logits, labels), rel=1e-3)
+    fitted = temperature_fit(logits, labels)  # the same images in the same order: the same folds and verdict
+    assert card.temperature == pytest.approx(fitted.temperature, rel=1e-3)
+    held = rows[0].get("val_ece_calibrated") or None  # blank, or no column, when the temperature stayed 1
+    assert (held is None) == (fitted.heldout_ece is None)
+    assert held is None or float(held) == pytest.approx(fitted.heldout_ece, abs=1e-4)
+    assert float(rows[0]["val_ece"]) == pytest.approx(fitted.ece, abs=1e-4)

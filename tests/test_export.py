@@ -546,6 +546,20 @@ def test_info_gives_the_exports_verdict_and_drops_it_for_a_changed_file(
     assert "parity" not in changed and "parity_passed" not in changed and "sha256 differs" in changed["warning"]
 
 
+def test_the_export_table_shows_how_far_each_artifacts_probabilities_move(
+        exported: tuple[Path, Manifest, Path], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgetl.cli.export import print_summary
+
+    _, manifest, _ = exported
+    monkeypatch.setenv("COLUMNS", "250")
+    print_summary(manifest)
+    shown = capsys.readouterr().out
+    fp16 = manifest.artifact("fp16").parity or {}
+    assert "max |Δp|" in shown and f"{fp16['max_prob_diff']:.1e}" in shown and fp16["temperature"] == 1.0
+    assert 0 < fp16["max_prob_diff"] < 0.05
+
+
 def test_predict_warns_about_a_file_that_failed_its_export_gate_or_is_not_the_file_checked(
         exported: tuple[Path, Manifest, Path], hymenoptera: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

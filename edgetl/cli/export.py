@@ -99,7 +99,7 @@ def print_summary(manifest: Any) -> None:
     table = Table(title=f"edgetl export — parity on {manifest.parity_data.get('n')} image(s): "
                         f"{manifest.parity_data.get('source')}")
     top5 = any((a.parity or {}).get("top5_overlap") is not None for a in manifest.artifacts)  # past 5 classes
-    for col in ("artifact", "precision", "MB", "max |Δ|", "mean |Δ|", "cosine", "top-1 agree",
+    for col in ("artifact", "precision", "MB", "max |Δ|", "mean |Δ|", "max |Δp|", "cosine", "top-1 agree",
                 *(["top-5 overlap"] if top5 else []), "acc (ref→art)", "drop", "gate"):
         table.add_column(col)
     for a in manifest.artifacts:
@@ -108,7 +108,8 @@ def print_summary(manifest: Any) -> None:
         gate = "-" if not p else ("[green]pass[/green]" if p["passed"] else "[red]FAIL[/red]")
         overlap = [_fmt(p.get("top5_overlap"), ".2%")] if top5 else []
         table.add_row(a.file, a.precision, f"{a.bytes / 2**20:.1f}", _fmt(p.get("max_abs_diff"), ".2e"),
-                      _fmt(p.get("mean_abs_diff"), ".2e"), _fmt(p.get("cosine"), ".6f"),
+                      _fmt(p.get("mean_abs_diff"), ".2e"), _fmt(p.get("max_prob_diff"), ".1e"),
+                      _fmt(p.get("cosine"), ".6f"),
                       _fmt(p.get("top1_agreement"), ".2%"), *overlap, acc, _fmt(p.get("drop"), ".2f"), gate)
     console = Console()
     if not console.is_terminal:

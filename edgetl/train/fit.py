@@ -340,21 +340,20 @@ def _best_metrics(row: dict[str, Any]) -> dict[str, Any]:
                                            if row.get(k) is not None}}
 
 
-def _calibration_row(val: EpochStats, fit_temperature: bool) -> dict[str, float]:
+def _calibration_row(val: EpochStats, fit_temperature: bool) -> dict[str, Any]:
     """How true the epoch's probabilities are: ECE as trained and, with ``fit_temperature``, the temperature
-    fitted on all of the validation set and the ECE it gives on folds it was not fitted on."""
+    for the card and the ECE it gives on folds it was not fitted on (or why it stayed 1)."""
     from edgetl import calibration
 
     if val.logits is None or val.targets is None:
         return {}
     logits, labels = val.logits.double().numpy(), val.targets.numpy()
-    row = {"val_ece": calibration.calibration_of_logits(logits, labels)["ece"]}
-    if fit_temperature:
-        heldout = calibration.heldout_calibration(logits, labels)
-        row["temperature"] = calibration.fit_temperature(logits, labels)
-        if heldout:
-            row["val_ece_calibrated"] = heldout["ece"]
-    return row
+    if not fit_temperature:
+        return {"val_ece": calibration.calibration_of_logits(logits, labels)["ece"]}
+    result = calibration.temperature_fit(logits, labels)
+    row = {"val_ece": result.ece, "temperature": result.temperature, "val_ece_calibrated": result.heldout_ece,
+           "temperature_kept": result.kept}
+    return {k: v for k, v in row.items() if v is not None}
 
 
 def _start(tr: Trainer, cfg: TrainConfig) -> None:

@@ -76,15 +76,21 @@ def summary_table(history: list[dict[str, Any]], best_epoch: int | None, run_dir
 
 def calibration_line(row: dict[str, Any]) -> str:
     """The best epoch's temperature and what it did to the expected calibration error."""
-    from edgetl.calibration import T_MIN, at_bound
+    from edgetl.calibration import at_bound
 
+    ece = f"val ECE {row['val_ece']:.3f}" if row.get("val_ece") is not None else "val ECE unknown"
+    if row.get("temperature_kept"):
+        return f"probabilities: temperature kept at 1 ({row['temperature_kept']}), {ece}; answers unchanged"
+    t = row["temperature"]
     after = f" → {row['val_ece_calibrated']:.3f} (on held-out folds)" if "val_ece_calibrated" in row else ""
-    line = (f"probabilities: temperature {row['temperature']:.3g}, val ECE {row['val_ece']:.3f}{after}; "
-            "answers unchanged")
-    if at_bound(row["temperature"]):
-        why = "nearly every validation image was right" if row["temperature"] < 2 * T_MIN else \
-            "the logits say little about the answer"
-        line += f" (the fit stopped at its bound: {why}; a larger validation set says more)"
+    line = f"probabilities: temperature {t:.3g}, {ece}{after}; answers unchanged"
+    if at_bound(t) and t > 1:
+        line += " (the fit stopped at its bound: the logits say little about the answer)"
+    elif at_bound(t) and row.get("val_top1") == 100.0:
+        line += " (the fit stopped at its bound: every validation image was right; a larger validation set says more)"
+    elif at_bound(t):
+        line += " (the fit stopped at its bound: the logits are still small, the model says much less than it knows; " \
+                "train longer)"
     return line
 
 
