@@ -23,23 +23,30 @@ from edgetl.runtime.loader import deployed_runner
 from edgetl.runtime.predictor import Predictor
 
 
+def _torchrun(*args: str) -> list[str]:
+    """Two processes on a free local port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(port), *args]
+
+
 def test_torchrun_two_processes_gloo(digits_data: Path, tmp_path: Path) -> None:
     data = tmp_path / "digits"
     shutil.copytree(digits_data, data)
     next((data / "val" / "digit_0").iterdir()).unlink()  # 59 val images: DistributedSampler repeats one
     out = tmp_path / "ddp"
-    with socket.socket() as s:  # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port),
-           "-m", "edgetl", "train", "--data", str(data), "--model", "test_resnet", "--img-size", "32",
-           "--epochs", "1", "--batch-size", "16", "--lr", "0.01", "--device", "cpu", "--out", str(out)]
+    train = ["-m", "edgetl", "train", "--data", str(data), "--model", "test_resnet", "--img-size", "32",
+             "--epochs", "1", "--batch-size", "16", "--lr", "0.01", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(_torchrun(*train, "--out", str(out)), capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "world 2" in proc.stdout
     assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 reports
+    quiet = subprocess.run(_torchrun(*train, "--out", str(tmp_path / "quiet"), "--quiet"), capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert quiet.returncode == 0 and quiet.stdout.count("best epoch") == 1, quiet.stdout + quiet.stderr
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert len(rows) == 1
     assert not list(out.glob(".*.tmp"))

@@ -122,14 +122,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from edgetl.train.distributed import launched_rank
     from edgetl.train.fit import fit
     from edgetl.train.state import config_for_run
 
     cfg, notes = config_for_run(_overrides(args), config_file=args.config, resume=args.resume)
-    for note in notes:
+    speaks = launched_rank() == 0  # under torchrun, one line per run, not one per process
+    for note in notes if speaks else ():
         print(f"note: {note}", file=sys.stderr)
     result = fit(cfg, quiet=args.quiet, overwrite=args.overwrite)
-    if args.quiet:
+    if args.quiet and speaks:
         best = result.best
         print(f"{result.run_dir}: best epoch {result.best_epoch} val_top1 {best.get('val_top1', float('nan')):.2f}")
     return 0

@@ -12,6 +12,11 @@ from torch import nn
 from edgetl.errors import EdgetlError
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 without torchrun): who speaks for the run."""
+    return int(os.environ.get("RANK", "0"))
+
+
 @dataclass
 class DistInfo:
     rank: int
@@ -55,7 +60,7 @@ def resolve_train_device(device: str | None, local_rank: int = 0) -> torch.devic
 def init_distributed(device: str | None) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); a single process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = launched_rank(), int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_train_device(device, local_rank)
     if world > 1:
         if dev.type == "cuda":
