@@ -119,7 +119,7 @@ class TemperatureFit:
     kept: str | None = None  # why the temperature stayed 1; None when it was fitted
 
 
-def temperature_fit(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> TemperatureFit:
+def choose_temperature(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> TemperatureFit:
     """Fit the temperature on all images, if it earns its place: it must lower the loss on held-out folds
     (each fold scored at the temperature fitted on the others) below that of the raw logits. A fit on a few
     images, or one that only matches noise, would otherwise make every probability the model states worse."""

@@ -35,7 +35,7 @@ def test_probabilities_after_the_fit_match_the_accuracy_on_held_out_folds() -> N
     """An overconfident model (logits 2.5x what they should be): its ECE falls on images the fit never saw."""
     logits, labels = _sampled(2.5, n=4000)
     raw = cal.calibration_of_logits(logits, labels)
-    fit = cal.temperature_fit(logits, labels)
+    fit = cal.choose_temperature(logits, labels)
     assert raw["mean_confidence"] > raw["accuracy"] + 0.1 and fit.ece == raw["ece"]
     assert fit.kept is None and fit.temperature == pytest.approx(2.5, rel=0.1)
     assert fit.heldout_ece is not None and fit.heldout_ece < 0.03 < raw["ece"]
@@ -44,15 +44,15 @@ def test_probabilities_after_the_fit_match_the_accuracy_on_held_out_folds() -> N
 def test_the_temperature_stays_1_unless_it_lowers_the_loss_on_held_out_folds() -> None:
     """A model already calibrated mostly keeps T = 1 (a fit would only follow noise); one that is not never does."""
     def kept(t: float) -> int:
-        return sum(cal.temperature_fit(*_sampled(t, n=200, seed=seed)).kept is not None for seed in range(20))
+        return sum(cal.choose_temperature(*_sampled(t, n=200, seed=seed)).kept is not None for seed in range(20))
 
     assert kept(1.0) >= 10 and kept(2.0) == 0
-    few = cal.temperature_fit(*_sampled(2.0, n=cal.MIN_FIT_IMAGES - 1))
+    few = cal.choose_temperature(*_sampled(2.0, n=cal.MIN_FIT_IMAGES - 1))
     assert few.temperature == 1.0 and few.kept is not None and "too few to fit it on" in few.kept
     assert few.ece is not None and few.heldout_ece is None
     logits, labels = _sampled(2.0, n=100)
     logits[3, 1] = np.inf
-    assert cal.temperature_fit(logits, labels) == cal.TemperatureFit(kept="the validation logits are not all finite")
+    assert cal.choose_temperature(logits, labels) == cal.TemperatureFit(kept="the validation logits are not all finite")
 
 
 def test_a_validation_set_it_gets_all_right_stops_the_fit_at_the_bound() -> None:

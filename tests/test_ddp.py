@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgetl.calibration import temperature_fit
+from edgetl.calibration import choose_temperature
 from edgetl.card import ModelCard
 from edgetl.checkpoint import load_tensors
 from edgetl.evaluate import evaluate_artifact
@@ -65,7 +65,7 @@ def test_torchrun_two_processes_gloo(digits_data: Path, tmp_path: Path) -> None:
         paths = sorted((data / "val").glob("*/*.png"))
         logits = Predictor(runner).logits(paths)
     labels = np.array([card.classes.index(p.parent.name) for p in paths])
-    fitted = temperature_fit(logits, labels)  # the same images in the same order: the same folds and verdict
+    fitted = choose_temperature(logits, labels)  # the same images in the same order: the same folds and verdict
     assert card.temperature == pytest.approx(fitted.temperature, rel=1e-3)
     held = rows[0].get("val_ece_calibrated") or None  # blank, or no column, when the temperature stayed 1
     assert (held is None) == (fitted.heldout_ece is None)

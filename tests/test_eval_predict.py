@@ -79,7 +79,7 @@ def test_the_temperature_training_fitted_is_the_one_the_deployed_logits_give(run
         card = runner.card
         logits = Predictor(runner).logits(paths)
     labels = np.array([card.classes.index(p.parent.name) for p in paths])
-    fitted = calibration.temperature_fit(logits, labels)
+    fitted = calibration.choose_temperature(logits, labels)
     assert fitted.kept is None and card.temperature == pytest.approx(fitted.temperature, rel=1e-3)
     assert card.metrics["val_ece"] == pytest.approx(calibration.calibration_of_logits(logits, labels)["ece"], abs=1e-4)
     assert calibration.nll(logits, labels, card.temperature) < calibration.nll(logits, labels, 1.0)

@@ -340,17 +340,17 @@ def _best_metrics(row: dict[str, Any]) -> dict[str, Any]:
                                            if row.get(k) is not None}}
 
 
-def _calibration_row(val: EpochStats, fit_temperature: bool) -> dict[str, Any]:
-    """How true the epoch's probabilities are: ECE as trained and, with ``fit_temperature``, the temperature
+def _calibration_row(val: EpochStats, fit: bool) -> dict[str, Any]:
+    """How true the epoch's probabilities are: ECE as trained and, with ``fit``, the temperature
     for the card and the ECE it gives on folds it was not fitted on (or why it stayed 1)."""
     from edgetl import calibration
 
     if val.logits is None or val.targets is None:
         return {}
     logits, labels = val.logits.double().numpy(), val.targets.numpy()
-    if not fit_temperature:
+    if not fit:
         return {"val_ece": calibration.calibration_of_logits(logits, labels)["ece"]}
-    result = calibration.temperature_fit(logits, labels)
+    result = calibration.choose_temperature(logits, labels)
     row = {"val_ece": result.ece, "temperature": result.temperature, "val_ece_calibrated": result.heldout_ece,
            "temperature_kept": result.kept}
     return {k: v for k, v in row.items() if v is not None}
