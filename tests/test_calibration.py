@@ -3,6 +3,8 @@ judged on images it was not fitted on; the card carries the temperature to every
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -97,3 +99,79 @@ def test_the_card_carries_the_temperature_in_the_oldest_schema_that_holds_it() -
         ModelCard.from_dict({**data, "schema": 4, "a_key_of_schema_4": 1}, source="m.json")  # not "unknown keys"
     with pytest.raises(EdgetlError, match=r"malformed model card \(schema 'x' is not a whole number\)"):
         ModelCard.from_dict({**data, "schema": "x"})
+
+
+def test_bins_have_fixed_edges_and_the_ece_weighs_each_by_its_images() -> None:
+    (edge,) = cal.calibration(np.array([0.5]), np.array([True]))["reliability"]
+    assert edge["lo"] == 7 / 15 and edge["hi"] == 8 / 15  # 0.5 falls in [7/15, 8/15): the bin is floor(15 p)
+    three_to_one = cal.calibration(np.array([0.95, 0.95, 0.95, 0.55]), np.array([True, True, True, False]))
+    assert three_to_one["ece"] == pytest.approx((3 * 0.05 + 1 * 0.55) / 4)  # not the bins' plain mean, 0.30
+
+
+def test_the_fit_reaches_the_upper_bound_and_the_guard_at_its_edges() -> None:
+    always_wrong = cal.fit_temperature(np.array([[3.0, 0.0], [0.0, 3.0]]), np.array([1, 0]))
+    assert always_wrong == pytest.approx(cal.T_MAX, rel=1e-6) and cal.at_bound(always_wrong)
+    logits, labels = _sampled(2.0, n=cal.MIN_FIT_IMAGES, seed=1)  # exactly enough images to fit on
+    enough = cal.choose_temperature(logits, labels)
+    assert enough.kept is None or "too few" not in enough.kept
+    assert cal.choose_temperature(logits, labels) == enough  # the same folds every time: reproducible
+    for n in (cal.MIN_FIT_IMAGES, 64):  # logits that say nothing: every T ties, so T stays 1 (not a rounding win)
+        tie = cal.choose_temperature(np.zeros((n, 3)), np.arange(n) % 3)
+        assert tie.temperature == 1.0 and tie.kept == "a fitted temperature did not lower the loss on held-out folds"
+
+
+def test_a_card_with_an_infinite_temperature_is_refused() -> None:
+    data = {**ModelCard("resnet18", ["a", "b"]).to_dict(), "temperature": float("inf"), "schema": 3}  # JSON's Infinity
+    with pytest.raises(EdgetlError, match="^m.json: temperature inf must be a positive number"):
+        ModelCard.from_dict(data, source="m.json")
+
+
+def test_gathered_validation_logits_come_back_in_the_datasets_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ranks, 59 images: DistributedSampler gives rank r the images r, r + 2, … and rank 1 image 0 again."""
+    import torch
+    import torch.distributed as dist
+
+    from edgetl.train.loop import _gathered
+
+    order = [*range(59), 0]
+    shares = [torch.tensor(order[r::2]) for r in range(2)]
+
+    def all_gather(parts: list[torch.Tensor], local: torch.Tensor) -> None:
+        for part, share in zip(parts, shares, strict=True):
+            part.copy_(share)
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_gather", all_gather)
+    assert _gathered(shares[0], 59).tolist() == list(range(59))
+
+
+def test_the_summary_states_the_best_epochs_temperature_not_the_last() -> None:
+    from edgetl.train.outputs import summary_table
+
+    row = {"lr": 0.1, "train_loss": 1.0, "train_top1": 50.0, "val_loss": 1.0, "val_top1": 50.0, "val_top5": 90.0}
+    history = [{**row, "epoch": 1, "temperature": 0.5, "val_ece": 0.2, "val_ece_calibrated": 0.05},
+               {**row, "epoch": 2, "temperature": 1.0, "val_ece": 0.1, "temperature_kept": "too few"}]
+    caption = str(summary_table(history, 1, Path("run"), "val_loss").caption)
+    assert "temperature 0.5, val ECE 0.200 → 0.050" in caption and "kept" not in caption
+
+
+def test_the_reliability_diagram_draws_each_bins_accuracy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from matplotlib.axes import Axes
+
+    from edgetl.evaluate import plot_reliability, report_from_logits
+
+    drawn: dict[str, object] = {}
+    bar = Axes.bar
+
+    def recording_bar(self: Axes, x: object, height: object, *args: object, **kwargs: object) -> object:
+        drawn.update(x=list(x), height=list(height), width=list(kwargs["width"]))  # type: ignore[call-overload]
+        return bar(self, x, height, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Axes, "bar", recording_bar)
+    logits, labels = _sampled(2.0, n=300)
+    report = report_from_logits(logits, labels, list("abcde"), [f"p{i}" for i in range(300)])
+    plot_reliability(report, tmp_path / "r.png")
+    bins = report.calibration["reliability"]
+    assert drawn["height"] == [b["accuracy"] for b in bins] and drawn["x"] == [b["lo"] for b in bins]
+    assert drawn["width"] == pytest.approx([b["hi"] - b["lo"] for b in bins]) and (tmp_path / "r.png").stat().st_size

@@ -78,6 +78,10 @@ def test_the_cards_temperature_travels_to_the_onnx_file_and_scales_its_probabili
             assert pred.top[0][1] == pytest.approx(row.max(), abs=1e-6)
         assert main(["info", str(artifact)]) == 0
         assert "softmax(logits / 0.25)" in capsys.readouterr().out
+    photo = str(photos[0])
+    for artifact, said in ((tiny_run_dir, False), (run, True)):  # the table says the temperature when it is not 1
+        assert main(["predict", str(artifact), photo]) == 0
+        assert ("probabilities at temperature 0.25 (fitted in training)" in capsys.readouterr().out) == said
     from edgetl.parity import compare_artifacts
 
     (parity,) = compare_artifacts(run, [onnx_path], hymenoptera / "val", limit=8, progress=False).candidates

@@ -414,6 +414,20 @@ def test_resume_keeps_the_cards_best_metrics_and_an_early_stop(digits_data: Path
     assert again.card.temperature == first.card.temperature != 1.0  # the card rebuilt on resume keeps it
 
 
+def test_under_torchrun_only_rank_0_prints_the_notes_and_the_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from edgetl.train import state
+
+    result = RunResult(tmp_path, card_for("test_resnet", ["a", "b"]), [{"epoch": 1, "val_top1": 50.0}], best_epoch=1)
+    monkeypatch.setattr(state, "config_for_run", lambda *args, **kw: (TrainConfig(), ["a note"]))
+    monkeypatch.setattr(fit_module, "fit", lambda *args, **kw: result)  # what each rank's fit returns
+    for rank, speaks in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        assert cli.main(["train", "--data", str(tmp_path), "--quiet"]) == 0
+        out, err = capsys.readouterr()
+        assert ("note: a note" in err) == speaks and ("best epoch 1 val_top1 50.00" in out) == speaks
+
+
 def test_clip_grad_zero_turns_clipping_off() -> None:
     from edgetl.cli import build_parser
     from edgetl.cli.train import _overrides
