@@ -38,7 +38,7 @@ def test_torchrun_two_processes_gloo(digits_data: Path, tmp_path: Path) -> None:
     next((data / "val" / "digit_0").iterdir()).unlink()  # 59 val images: DistributedSampler repeats one
     out = tmp_path / "ddp"
     train = ["-m", "edgetl", "train", "--data", str(data), "--model", "test_resnet", "--img-size", "32",
-             "--epochs", "1", "--batch-size", "16", "--lr", "0.01", "--device", "cpu"]
+             "--epochs", "1", "--batch-size", "16", "--lr", "0.03", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(_torchrun(*train, "--out", str(out)), capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
