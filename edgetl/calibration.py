@@ -156,6 +156,9 @@ def _heldout(logits: np.ndarray, labels: np.ndarray, seed: int) -> tuple[dict[st
     return calibration(confidence, correct), loss
 
 
+REFIT = "`edgetl train` also fits a temperature where one helps on its validation images"
+
+
 def calibration_note(cal: dict[str, Any], temperature: float = 1.0) -> str | None:
     """A sentence when the probabilities are far from how often the model is right, else None."""
     if not cal or abs(cal["mean_confidence"] - cal["accuracy"]) < MISCALIBRATED:
@@ -165,8 +168,8 @@ def calibration_note(cal: dict[str, Any], temperature: float = 1.0) -> str | Non
         fix = (f"its temperature ({temperature:.3g}) was fitted on the validation set, so these images differ from "
                "it: validate on images like these")
     elif way == "understate":
-        fix = "retrain with `edgetl train` (it fits a temperature), longer or with a higher --backbone-lr-mult"
+        fix = f"train longer or with a higher --backbone-lr-mult; {REFIT}"
     else:
-        fix = "retrain with `edgetl train` (it fits a temperature), with more data or --label-smoothing"
+        fix = f"train with more data or --label-smoothing; {REFIT}"
     return (f"its probabilities {way} how often it is right (mean top-1 probability {cal['mean_confidence']:.2f}, "
             f"accuracy {cal['accuracy']:.2f}, ECE {cal['ece']:.3f}): mind it before thresholding on them; {fix}")
