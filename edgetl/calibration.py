@@ -115,27 +115,30 @@ class TemperatureFit:
     """An epoch's temperature for the card, and the figures behind it."""
 
     temperature: float = 1.0
-    ece: float | None = None  # before: softmax(logits), all validation images
+    ece: float | None = None  # before: softmax(logits / baseline), all images
     heldout_ece: float | None = None  # after: each fold at the temperature fitted on the other folds
-    kept: str | None = None  # why the temperature stayed 1; None when it was fitted
+    kept: str | None = None  # why the temperature stayed the baseline; None when it was fitted
+    heldout_confidence: float | None = None  # after: the mean top-1 probability, as heldout_ece
 
 
-def choose_temperature(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> TemperatureFit:
+def choose_temperature(logits: np.ndarray, labels: np.ndarray, seed: int = 0, baseline: float = 1.0,
+                       what: str = "validation") -> TemperatureFit:
     """Fit the temperature on all images, if it earns its place: it must lower the loss on held-out folds
-    (each fold scored at the temperature fitted on the others) below that of the raw logits. A fit on a few
-    images, or one that only matches noise, would otherwise make every probability the model states worse."""
-    n = len(labels)
+    (each fold scored at the temperature fitted on the others) below that at ``baseline`` (the raw logits in
+    training; the card's temperature when refitting one). A fit on a few images, or one that only matches noise,
+    would otherwise make every probability the model states worse. ``what`` names the images in the reasons."""
+    n, what = len(labels), f"{what} " if what else ""
     if not np.isfinite(logits).all():
-        return TemperatureFit(kept="the validation logits are not all finite")
+        return TemperatureFit(baseline, kept=f"the {what}logits are not all finite")
     if n < MIN_FIT_IMAGES:
-        ece = calibration_of_logits(logits, labels)["ece"] if n else None
-        return TemperatureFit(ece=ece, kept=f"{n} validation images are too few to fit it on (at least "
-                                            f"{MIN_FIT_IMAGES})")
-    ece = calibration_of_logits(logits, labels)["ece"]
+        ece = calibration_of_logits(logits, labels, baseline)["ece"] if n else None
+        few = f"{n} {what}images are too few to fit it on (at least {MIN_FIT_IMAGES})"
+        return TemperatureFit(baseline, ece, kept=few)
+    ece = calibration_of_logits(logits, labels, baseline)["ece"]
     held, held_nll = _heldout(logits, labels, seed)
-    if not held_nll < nll(logits, labels, 1.0) - LOSS_TIE:
-        return TemperatureFit(ece=ece, kept="a fitted temperature did not lower the loss on held-out folds")
-    return TemperatureFit(fit_temperature(logits, labels), ece, held["ece"])
+    if not held_nll < nll(logits, labels, baseline) - LOSS_TIE:
+        return TemperatureFit(baseline, ece, kept="a fitted temperature did not lower the loss on held-out folds")
+    return TemperatureFit(fit_temperature(logits, labels), ece, held["ece"], heldout_confidence=held["mean_confidence"])
 
 
 def _heldout(logits: np.ndarray, labels: np.ndarray, seed: int) -> tuple[dict[str, Any], float]:
@@ -156,7 +159,8 @@ def _heldout(logits: np.ndarray, labels: np.ndarray, seed: int) -> tuple[dict[st
     return calibration(confidence, correct), loss
 
 
-REFIT = "`edgetl train` also fits a temperature where one helps on its validation images"
+REFIT = ("`edgetl calibrate` fits a temperature on labelled images like these (`edgetl train` fits one on its "
+         "validation images where it helps)")
 
 
 def calibration_note(cal: dict[str, Any], temperature: float = 1.0) -> str | None:
@@ -164,9 +168,9 @@ def calibration_note(cal: dict[str, Any], temperature: float = 1.0) -> str | Non
     if not cal or abs(cal["mean_confidence"] - cal["accuracy"]) < MISCALIBRATED:
         return None
     way = "understate" if cal["mean_confidence"] < cal["accuracy"] else "overstate"
-    if temperature != 1.0:  # fitted on the validation set: these images are unlike it
-        fix = (f"its temperature ({temperature:.3g}) was fitted on the validation set, so these images differ from "
-               "it: validate on images like these")
+    if temperature != 1.0:  # fitted on other images: these are unlike them
+        fix = (f"its temperature ({temperature:.3g}) was fitted on other images, so these differ from them: refit "
+               "it on labelled images like these with `edgetl calibrate`")
     elif way == "understate":
         fix = f"train longer or with a higher --backbone-lr-mult; {REFIT}"
     else:

@@ -30,6 +30,7 @@ ARCH_KEY = "edgetl.arch"
 SHAPE_KEY = "edgetl.input_shape"  # "C,H,W"
 MIN_BATCH_KEY = "edgetl.min_batch"
 MAX_BATCH_KEY = "edgetl.max_batch"
+REFIT_KEY = "temperature_refit"  # card.extra: how `edgetl calibrate` set the temperature (data, images, ECE, date)
 CPU_FEATURES_KEY = "edgetl.cpu_features"  # AOTInductor CPU packages: the exporting CPU's features (edgetl.host)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
 # timm's eval crop modes: center (resize the shorter side, crop), squash (resize both sides, crop: the aspect

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.calibration import calibration, log_softmax, softmax
+from edgetl.card import ModelCard
 from edgetl.errors import EdgetlError
 from edgetl.io import atomic_path, atomic_write_json
 
@@ -178,8 +179,20 @@ def plot_reliability(report: EvalReport, path: str | Path) -> None:
     plt.close(fig)
 
 
-def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 32,
-                      worst: int = 10, progress: bool = True) -> EvalReport:
+@dataclass
+class LabelledLogits:
+    """An artifact's logits over a labelled folder, as deployment computes them, and what was left out."""
+
+    logits: np.ndarray  # (N, C) float32
+    labels: np.ndarray  # (N,) int64
+    paths: list[str]
+    skipped: list[tuple[str, str]]
+    card: ModelCard
+    class_map: dict[str, str] | None = None
+
+
+def labelled_logits(artifact: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 32,
+                    progress: bool = True, label: str = "evaluating") -> LabelledLogits:
     """Run ``artifact`` over the labelled folder ``data`` (``DIR/<class>/…`` or ``DIR/val/<class>/…``).
 
     Files the folder check passed but a full decode refuses (a JPEG truncated past the part the check reads)
@@ -197,17 +210,25 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | N
             raise EdgetlError(f"{data}: none of its {len(skipped)} file(s) is a usable image{first}; "
                               "point --data at a folder of photos in DIR/<class>/ folders")
         if found.labels is None:
-            raise EdgetlError(f"{data}: {found.note or 'images without class folders'}; eval scores labelled "
+            raise EdgetlError(f"{data}: {found.note or 'images without class folders'}; this needs labelled "
                               "images: put them in DIR/<class>/ folders named by the model's classes")
-        (logits,), unreadable, used = logits_of_files([runner], found.paths, batch_size, progress, "evaluating")
-        classes, temperature = runner.card.classes, runner.card.temperature
+        (logits,), unreadable, used = logits_of_files([runner], found.paths, batch_size, progress, label)
+        card = runner.card
     if not used:
         raise EdgetlError(f"{data}: none of its images decodes; {unreadable[0][0]}: {unreadable[0][1]}")
     labels = np.asarray([found.labels[i] for i in used], dtype=np.int64)
-    report = report_from_logits(logits, labels, classes, [str(found.paths[i]) for i in used], worst,
-                                artifact=str(artifact), data=str(data), temperature=temperature)
-    report.skipped = [(str(p), reason) for p, reason in skipped] + unreadable
-    report.class_map = found.class_map
+    return LabelledLogits(logits, labels, [str(found.paths[i]) for i in used],
+                          [(str(p), reason) for p, reason in skipped] + unreadable, card, found.class_map)
+
+
+def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 32,
+                      worst: int = 10, progress: bool = True) -> EvalReport:
+    """Score ``artifact`` on the labelled folder ``data``: see :func:`labelled_logits` for what it reads."""
+    run = labelled_logits(artifact, data, device=device, batch_size=batch_size, progress=progress)
+    report = report_from_logits(run.logits, run.labels, run.card.classes, run.paths, worst, artifact=str(artifact),
+                                data=str(data), temperature=run.card.temperature)
+    report.skipped = run.skipped
+    report.class_map = run.class_map
     return report
 
 

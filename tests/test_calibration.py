@@ -80,9 +80,9 @@ def test_the_training_summary_says_when_the_fit_stopped_at_a_bound_or_kept_1() -
 
 def test_the_note_names_the_fitted_temperature_when_it_did_not_hold() -> None:
     shy = cal.calibration(np.full(4, 0.6), np.ones(4, bool))
-    assert "train longer or with a higher --backbone-lr-mult; `edgetl train` also fits a temperature where one helps" \
-        in (cal.calibration_note(shy) or "")
-    assert "its temperature (0.5) was fitted on the validation set" in (cal.calibration_note(shy, 0.5) or "")
+    assert "train longer or with a higher --backbone-lr-mult; `edgetl calibrate` fits a temperature on labelled " \
+        "images like these" in (cal.calibration_note(shy) or "")
+    assert "its temperature (0.5) was fitted on other images" in (cal.calibration_note(shy, 0.5) or "")
 
 
 def test_the_card_carries_the_temperature_in_the_oldest_schema_that_holds_it() -> None:

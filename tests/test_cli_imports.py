@@ -30,7 +30,7 @@ def _loaded(body: str) -> list[str]:
     "import edgetl",
     "import edgetl.runtime, edgetl.runtime.loader, edgetl.bench.schema, edgetl.bench.report, edgetl.parity",
     "from edgetl.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
-    "from edgetl.cli import main\nfor c in ('bench', 'parity', 'info'):\n    try:\n        main([c, '--help'])\n"
+    "from edgetl.cli import main\nfor c in ('bench', 'parity', 'info', 'calibrate'):\n    try:\n        main([c, '--help'])\n"
     "    except SystemExit:\n        pass",
 ])
 def test_no_heavy_imports(body: str) -> None:
@@ -39,6 +39,7 @@ def test_no_heavy_imports(body: str) -> None:
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["eval", "run", "--data", "d", "--batch-size", "0"], "--batch-size: '0': must be >= 1"),
+    (["calibrate", "run", "--data", "d", "--batch-size", "0"], "--batch-size: '0': must be >= 1"),
     (["parity", "a", "b", "--data", "d", "--batch-size", "-1"], "--batch-size: '-1': must be >= 1"),
     (["parity", "a", "b", "--data", "d", "--min-agreement", "150"], "--min-agreement: '150': must be between 0 and 1"),
     (["parity", "a", "b", "--data", "d", "--gate", "int4.max-abs-diff=1"], "expected PRECISION.CHECK=VALUE"),

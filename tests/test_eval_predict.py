@@ -231,7 +231,7 @@ def test_eval_states_probabilities_at_the_cards_temperature(capsys: pytest.Captu
     print_report(report)
     out = capsys.readouterr().out
     assert f"probabilities: mean top-1 {(2 * sure + unsure) / 3:.3f} against accuracy 0.667" in out
-    assert "(temperature 0.5)" in out and "its temperature (0.5) was fitted on the validation set" in out
+    assert "(temperature 0.5)" in out and "its temperature (0.5) was fitted on other images" in out
 
 def test_many_classes_give_a_readable_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """300 classes: the terminal shows the weakest 30, the plot indices and the JSON a line per matrix row."""

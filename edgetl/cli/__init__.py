@@ -18,7 +18,7 @@ from typing import NoReturn
 from edgetl import __version__, interrupt
 from edgetl.errors import EdgetlError, Interrupted
 
-COMMANDS = ("train", "eval", "predict", "export", "bench", "parity", "info", "demo")
+COMMANDS = ("train", "eval", "calibrate", "predict", "export", "bench", "parity", "info", "demo")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from edgetl.bench.report import console as report_console
+    from edgetl.card import REFIT_KEY
     from edgetl.info import describe_artifact
 
     info = describe_artifact(args.artifact)
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     rows.append(("preprocessing", f"{resize}, center crop {crop}, "
                                   f"mean {pre['mean']}, std {pre['std']}"))
     t = info["temperature"]
-    rows.append(("probabilities", f"softmax(logits / {t:.4g}), temperature fitted on the validation set" if t != 1
+    rows.append(("probabilities", f"softmax(logits / {t:.4g}), temperature {info['temperature_from']}" if t != 1
                  else "softmax(logits)"))
     for key in ("opset", "producer", "parameters", "weights_file"):
         if key in info:
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     for key, value in info.get("metadata", {}).items():
         rows.append((key, _fmt(value)))
     for key, value in info["provenance"].items():
-        if value not in (None, {}, []):
+        if value not in (None, {}, []) and key != REFIT_KEY:  # the "probabilities" row says it
             rows.append((key, _fmt(value)))
     for field, value in rows:
         table.add_row(field, escape(str(value)))

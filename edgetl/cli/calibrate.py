@@ -1,0 +1,84 @@
+"""Refit an artifact's temperature on labelled images like the ones it will see (another camera, light or site).
+
+The temperature makes the probabilities `edgetl predict` states match how often the model is right; training
+fits it on its validation set. This refits it on the artifact's own answers over --data and writes it where
+the runtime reads it (model.json, the ONNX metadata and its manifest entry, or the engine's .json record), when
+it lowers the loss on held-out folds below the current temperature. Answers, parity and speed do not change.
+Judge the result with `edgetl eval` on other images than --data.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from edgetl.cli.args import positive_int
+
+if TYPE_CHECKING:
+    from edgetl.recalibrate import Refit
+
+HELP = "refit the temperature of an artifact's probabilities on labelled images"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", metavar="ARTIFACT", help="run directory, .safetensors, .onnx or engine file")
+    p.add_argument("--data", required=True, help="DIR/<class>/images (or DIR/val/<class>/images) like the "
+                                                 "deployment's, at least 20")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference call")
+    p.add_argument("--dry-run", action="store_true", help="fit and report; write nothing")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from edgetl.data.folder import report_skipped
+    from edgetl.info import warn_if_failed_export
+    from edgetl.io import json_text
+    from edgetl.recalibrate import refit_temperature
+
+    warn_if_failed_export(args.artifact)
+    refit = refit_temperature(args.artifact, args.data, device=args.device, batch_size=args.batch_size,
+                              write=not args.dry_run, progress=not args.json)
+    if args.json:
+        print(json_text({**dataclasses.asdict(refit), "fitted": refit.fitted}))
+        return 0
+    from pathlib import Path
+
+    report_skipped([(Path(p), r) for p, r in refit.skipped])
+    print_refit(refit, args.dry_run)
+    return 0
+
+
+def print_refit(refit: Refit, dry_run: bool = False) -> None:
+    """Before and after, side by side, and what was written (or why nothing was)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    before = refit.before
+    table = Table(title=f"{refit.artifact} on {refit.data}: {refit.images} images, top-1 {100 * refit.accuracy:.2f}%",
+                  caption="after: each half of the images at the temperature fitted on the other half")
+    table.add_column("")
+    table.add_column("temperature", justify="right")
+    table.add_column("mean top-1 probability", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("ECE", justify="right")
+    table.add_row("before", f"{refit.old_temperature:.4g}", f"{before['mean_confidence']:.3f}",
+                  f"{refit.accuracy:.3f}", f"{before['ece']:.3f}")
+    if refit.kept is None:
+        table.add_row("after", f"{refit.temperature:.4g}", f"{refit.heldout_confidence:.3f}",
+                      f"{refit.accuracy:.3f}", f"{refit.heldout_ece:.3f}")
+    console = Console()
+    console.print(table)
+    if refit.kept is not None:
+        console.print(f"temperature kept at {refit.old_temperature:.4g}: {refit.kept}; nothing written",
+                      highlight=False)
+    elif dry_run:
+        console.print(f"--dry-run: temperature {refit.temperature:.4g} not written", highlight=False)
+    elif refit.written:
+        console.print(f"wrote temperature {refit.temperature:.4g} into {', '.join(refit.written)}; answers are "
+                      "unchanged, only the probabilities stated", highlight=False)
+    else:
+        console.print(f"temperature {refit.temperature:.4g} is the one the artifact has; nothing written",
+                      highlight=False)
