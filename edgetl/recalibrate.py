@@ -107,7 +107,7 @@ def _write_onnx(path: Path, card: ModelCard) -> Path:
     from edgetl.export.onnx import set_metadata
     from edgetl.io import atomic_path
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)  # weights kept in a side file stay there, unread
     set_metadata(model, card.to_metadata())
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
