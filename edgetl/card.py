@@ -123,6 +123,14 @@ class ModelCard:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def temperature_from(self) -> str | None:
+        """Where the temperature came from (training's validation set, or an `edgetl calibrate` refit); None at 1."""
+        refit = self.extra.get(REFIT_KEY)
+        if isinstance(refit, dict):
+            images, data, date = refit.get("images"), refit.get("data"), refit.get("date")
+            return f"refit by edgetl calibrate on {images} images of {data} ({date})"
+        return "fitted on the validation set in training" if self.temperature != 1.0 else None
+
     def to_dict(self) -> dict[str, Any]:
         """The card as JSON-ready data, in the oldest schema that holds it. A center-crop card leaves
         ``crop_mode`` out, and one at temperature 1 leaves ``temperature`` out, so an edgetl from before either

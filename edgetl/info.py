@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edgetl.card import METADATA_KEY, REFIT_KEY, ModelCard
+from edgetl.card import METADATA_KEY, ModelCard
 from edgetl.errors import EdgetlError
 from edgetl.runtime.engine_meta import card_from_engine_metadata, engine_batch_range, engine_metadata
 from edgetl.runtime.loader import artifact_kind
@@ -24,18 +24,10 @@ def _card_fields(card: ModelCard) -> dict[str, Any]:
                        "crop_pct": pre.crop_pct, "crop_mode": pre.crop_mode, "interpolation": pre.interpolation,
                        "mean": list(pre.mean), "std": list(pre.std)},
         "temperature": card.temperature,  # probabilities = softmax(logits / temperature)
-        "temperature_from": _temperature_from(card),
+        "temperature_from": card.temperature_from(),
         "provenance": {"weights": card.weights, "strategy": card.strategy, "seed": card.seed,
                        "metrics": card.metrics, "versions": card.versions, **card.extra},
     }
-
-
-def _temperature_from(card: ModelCard) -> str | None:
-    """Where the card's temperature came from: training's validation set or an `edgetl calibrate` refit."""
-    refit = card.extra.get(REFIT_KEY)
-    if isinstance(refit, dict):
-        return f"refit by edgetl calibrate on {refit.get('images')} images of {refit.get('data')} ({refit.get('date')})"
-    return "fitted on the validation set" if card.temperature != 1.0 else None
 
 
 def _io(name: str, dims: list[Any], dtype: str) -> dict[str, Any]:

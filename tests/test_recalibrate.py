@@ -67,6 +67,10 @@ def test_a_temperature_refit_on_train_photos_makes_the_val_probabilities_true(
     assert entry["sha256"] == sha256_file(onnx_file) != first  # the manifest still vouches for the file
     info = describe_artifact(onnx_file)
     assert "warning" not in info and info["temperature_from"].startswith("refit by edgetl calibrate on 244 images")
+    photo = str(next((val / "bees").glob("*.jpg")))
+    assert main(["predict", str(onnx_file), photo, "--device", "cpu"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"probabilities at temperature {done['temperature']:.3g} (refit by edgetl calibrate on 244 images" in said
 
     again = _json(capsys, argv)  # the same photos once more: the fitted temperature already holds on them
     assert not again["fitted"] and again["kept"] == "a fitted temperature did not lower the loss on held-out folds"

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     warn_if_failed_export(args.artifact)
     with deployed_runner(args.artifact, device=args.device) as runner:
         predictions, unreadable = Predictor(runner).predict_files(images, topk=args.topk, progress=not args.json)
-        temperature = runner.card.temperature
+        temperature, source = runner.card.temperature, runner.card.temperature_from()
     skipped += unreadable
     if not predictions:
         raise _none_usable(skipped)
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(show_header=True, caption=f"probabilities at temperature {temperature:.3g} (fitted in training)"
+    table = Table(show_header=True, caption=f"probabilities at temperature {temperature:.3g} ({source})"
                   if temperature != 1 else None)
     table.add_column("image", overflow="fold")  # the whole path, wrapped, never cut to "…"
     table.add_column("class", overflow="fold")  # names may differ only at the end
