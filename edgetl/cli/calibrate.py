@@ -3,7 +3,7 @@
 The temperature makes the probabilities `edgetl predict` states match how often the model is right; training
 fits it on its validation set. This refits it on the artifact's own answers over --data and writes it where
 the runtime reads it (model.json, the ONNX metadata and its manifest entry, or the engine's .json record), when
-it lowers the loss on held-out folds below the current temperature. Answers, parity and speed do not change.
+it lowers the loss on held-out folds below the current temperature. Answers and parity do not change.
 Judge the result with `edgetl eval` on other images than --data.
 """
 
@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
+    from pathlib import Path
 
     from edgetl.data.folder import report_skipped
     from edgetl.info import warn_if_failed_export
@@ -44,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json_text({**dataclasses.asdict(refit), "fitted": refit.fitted}))
         return 0
-    from pathlib import Path
-
     report_skipped([(Path(p), r) for p, r in refit.skipped])
     print_refit(refit, args.dry_run)
     return 0
@@ -56,23 +55,25 @@ def print_refit(refit: Refit, dry_run: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    before = refit.before
-    table = Table(title=f"{refit.artifact} on {refit.data}: {refit.images} images, top-1 {100 * refit.accuracy:.2f}%",
-                  caption="after: each half of the images at the temperature fitted on the other half")
-    table.add_column("")
-    table.add_column("temperature", justify="right")
-    table.add_column("mean top-1 probability", justify="right")
-    table.add_column("accuracy", justify="right")
-    table.add_column("ECE", justify="right")
-    table.add_row("before", f"{refit.old_temperature:.4g}", f"{before['mean_confidence']:.3f}",
-                  f"{refit.accuracy:.3f}", f"{before['ece']:.3f}")
-    if refit.kept is None:
-        table.add_row("after", f"{refit.temperature:.4g}", f"{refit.heldout_confidence:.3f}",
-                      f"{refit.accuracy:.3f}", f"{refit.heldout_ece:.3f}")
     console = Console()
+    if refit.warning:
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {refit.warning}", highlight=False)
+    shown = refit.kept is None
+    table = Table(title=f"{refit.artifact} on {refit.data}: {refit.images} images",
+                  caption="after: each half of the images at the temperature fitted on the other half"
+                  if shown else None)
+    for name in ("", "temperature", "mean top-1 probability", "accuracy", "ECE", "loss"):
+        table.add_column(name, justify="right" if name else "left")
+    before = refit.before
+    table.add_row("before", f"{refit.old_temperature:.4g}", f"{before['mean_confidence']:.3f}",
+                  f"{refit.accuracy:.3f}", f"{before['ece']:.3f}", _loss(refit.loss_before))
+    if shown:
+        table.add_row("after", f"{refit.temperature:.4g}", f"{refit.heldout_confidence:.3f}",
+                      f"{refit.accuracy:.3f}", f"{refit.heldout_ece:.3f}", _loss(refit.heldout_loss))
     console.print(table)
-    if refit.kept is not None:
-        console.print(f"temperature kept at {refit.old_temperature:.4g}: {refit.kept}; nothing written",
+    if not shown:
+        held = f" (held-out loss {refit.heldout_loss:.4f})" if refit.heldout_loss is not None else ""
+        console.print(f"temperature kept at {refit.old_temperature:.4g}: {refit.kept}{held}; nothing written",
                       highlight=False)
     elif dry_run:
         console.print(f"--dry-run: temperature {refit.temperature:.4g} not written", highlight=False)
@@ -82,3 +83,7 @@ def print_refit(refit: Refit, dry_run: bool = False) -> None:
     else:
         console.print(f"temperature {refit.temperature:.4g} is the one the artifact has; nothing written",
                       highlight=False)
+
+
+def _loss(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"

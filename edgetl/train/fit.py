@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from edgetl import checkpoint, interrupt
-from edgetl.card import HeadConfig, ModelCard, library_versions
+from edgetl.card import REFIT_KEY, HeadConfig, ModelCard, library_versions
 from edgetl.checkpoint import BEST_WEIGHTS, LAST_WEIGHTS
 from edgetl.config import TrainConfig, config_warnings, save_config
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
@@ -176,6 +176,9 @@ class Trainer:
                 differ = class_difference(old.classes, card.classes, "the run", "the data now")
                 raise EdgetlError(f"--resume {self.run_dir}: its {len(old.classes)} classes are not this data's "
                                   f"{len(card.classes)} ({differ}); resume with the same --data")
+            if REFIT_KEY in old.extra:  # the weights change: the refit's T was for the old ones
+                self.log(f"note: the temperature edgetl calibrate set ({old.temperature:.4g}) gives way to training's "
+                         "own; run edgetl calibrate again after this run")
         return card
 
     def lr_for_step(self, step: int) -> float:
