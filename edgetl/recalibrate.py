@@ -87,9 +87,12 @@ def _fit(path: Path, data: str | Path, logits: Any, labels: Any, old: float) -> 
                 if fit.temperature < 2 * T_MIN else
                 f"the fit ran to the end of its range (T {fit.temperature:.3g}): these images say its answers are "
                 "no better than chance; check that the folders are labelled with the model's classes")
-    return Refit(str(path), str(root.resolve()), len(labels), before["accuracy"], old,
-                 fit.temperature if kept is None else old, before, fit.baseline_loss, fit.heldout_loss,
-                 fit.heldout_ece if kept is None else None, fit.heldout_confidence if kept is None else None, kept)
+    after = kept is None
+    return Refit(artifact=str(path), data=str(root.resolve()), images=len(labels), accuracy=before["accuracy"],
+                 old_temperature=old, temperature=fit.temperature if after else old, before=before,
+                 loss_before=fit.baseline_loss, heldout_loss=fit.heldout_loss,
+                 heldout_ece=fit.heldout_ece if after else None,
+                 heldout_confidence=fit.heldout_confidence if after else None, kept=kept)
 
 
 def check_calibratable(path: Path) -> None:
