@@ -123,6 +123,15 @@ def diff_limit(stats: ParityStats, max_abs_diff: float) -> float:
     return max_abs_diff * max(1.0, stats.ref_absmax)
 
 
+def gate_record(gate: Gate, stats: ParityStats) -> dict[str, Any]:
+    """The gate as JSON, with the max abs diff it applied to these logits: the gate's value is per unit of the
+    reference's largest |logit|, so the figure it was held to is stated, not left to be worked out."""
+    out = asdict(gate)
+    if gate.max_abs_diff is not None:
+        out["max_abs_diff_applied"] = diff_limit(stats, gate.max_abs_diff)
+    return out
+
+
 def centered_cosine(ref: np.ndarray, cand: np.ndarray) -> float | None:
     """Mean per-image cosine of both logits, each less its own mean over the classes (softmax ignores a shift
     shared by all classes), then less the reference's mean over the images.
@@ -216,7 +225,8 @@ class CandidateResult:
     def to_dict(self) -> dict[str, Any]:
         stats = self.stats.to_dict()
         stats.pop("worst")
-        return {"artifact": self.artifact, **self.runner, "gate": asdict(self.gate), "passed": self.passed,
+        return {"artifact": self.artifact, **self.runner, "gate": gate_record(self.gate, self.stats),
+                "passed": self.passed,
                 "fails": self.fails, "stats": stats, "worst_images": self.worst}
 
 

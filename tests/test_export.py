@@ -560,6 +560,20 @@ def test_the_export_table_shows_how_far_each_artifacts_probabilities_move(
     assert 0 < fp16["max_prob_diff"] < 0.05
 
 
+def test_a_cpu_int8_says_it_has_no_engine_only_when_an_engine_was_asked_for(
+        exported: tuple[Path, Manifest, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    from edgetl.cli.export import print_summary
+
+    why = {"int8": "model.int8.onnx is the CPU target's (U8 activations, for ONNX Runtime)"}
+    for status, said in (("not requested", False), ("not built: TensorRT is not installed on this machine", True)):
+        manifest = dataclasses.replace(exported[1], engine_build={**exported[1].engine_build, "status": status,
+                                                                  "skipped": why})
+        print_summary(manifest)
+        assert ("no int8 engine:" in capsys.readouterr().out) == said
+
+
 def test_predict_warns_about_a_file_that_failed_its_export_gate_or_is_not_the_file_checked(
         exported: tuple[Path, Manifest, Path], hymenoptera: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -172,6 +172,8 @@ def test_parity_passes_on_faithful_export_and_fails_on_perturbed(
     assert report["passed"] and report["labelled"] and report["images"] == 24
     assert cand["stats"]["top1_agreement"] == 1.0 and cand["stats"]["max_abs_diff"] <= 1e-4
     assert cand["stats"]["accuracy_drop"] == 0.0 and cand["gate"]["max_abs_diff"] == 1e-4
+    applied = 1e-4 * max(1.0, cand["stats"]["ref_absmax"])  # per unit of the largest |reference logit|: stated
+    assert cand["gate"]["max_abs_diff_applied"] == pytest.approx(applied)
     assert "PASS" in capsys.readouterr().out
 
     assert main(["parity", str(tiny_run_dir), str(tiny_onnx), str(bad), *args, "--json", str(bad_json)]) == 1

@@ -122,8 +122,8 @@ def print_summary(manifest: Any) -> None:
         console.print("or, with TensorRT's CLI, in this folder:")
         for line in build["trtexec"].values():
             console.print(f"  {line}", highlight=False, soft_wrap=True)
-    for precision, why in build.get("skipped", {}).items():
-        console.print(f"[yellow]no {precision} engine:[/yellow] {why}", highlight=False)
+    for precision, why in build.get("skipped", {}).items() if build.get("status") != "not requested" else ():
+        console.print(f"[yellow]no {precision} engine:[/yellow] {why}", highlight=False)  # only when one was asked
     for failure in manifest.failures:
         console.print(f"[red]failed:[/red] {failure}", highlight=False)
 

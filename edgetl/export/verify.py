@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from edgetl.export.calib import (
     split_calibration,
 )
 from edgetl.export.options import DEFAULT_CALIB_SIZE, ExportOptions
-from edgetl.parity import Gate, ParityStats, check_gate, compare_logits, gate_for
+from edgetl.parity import Gate, ParityStats, check_gate, compare_logits, gate_for, gate_record
 from edgetl.progress import show_progress
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def parity_record(runner: Runner, parity: ParitySet, precision: str, options: Ex
     gate_failed = bool(failures)
     evaluated_with = {"backend": runner.info.backend, "device": runner.info.device,
                       **{k: runner.info.details.get(k) for k in ("provider", "optimization")}}
-    record: dict[str, Any] = {**stats.to_dict(), "gate": asdict(gate), "evaluated_with": evaluated_with}
+    record: dict[str, Any] = {**stats.to_dict(), "gate": gate_record(gate, stats), "evaluated_with": evaluated_with}
     if not np.all(np.isfinite(logits)):
         failures.append("outputs contain inf/NaN")
     if precision == "int8" and gate.max_accuracy_drop is not None:
