@@ -5,6 +5,7 @@ The one entry point that ``edgetl bench`` and the demo share, so both measure an
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ def bench_artifacts(paths: list[Path], config: BenchConfig, settings: RunnerSett
 
     ``trtexec`` also times each TensorRT engine with NVIDIA's trtexec and records the ratios.
     """
-    from edgetl.bench.schema import load_average, make_document
+    from edgetl.bench.schema import cpu_clock, load_average, make_document, other_cpu_share
     from edgetl.runtime.loader import artifact_kind, runner_from_artifact
 
     load_before = load_average()  # other work on the host, before this process loads or times anything
@@ -67,8 +68,10 @@ def bench_artifacts(paths: list[Path], config: BenchConfig, settings: RunnerSett
             runner = stack.enter_context(runner_from_artifact(path, device=settings.device, **settings.kwargs(path)))
             targets.append(BenchTarget(artifact_label(path, runner), runner, str(path)))
         _unique_labels(targets)
+        clock, start = cpu_clock(), time.perf_counter()
         results = bench_targets(targets, config, images=images, progress=progress)
-        doc = make_document(results, gpu=_gpu_name(targets), load_before=load_before)
+        other = other_cpu_share(clock, cpu_clock(), time.perf_counter() - start)
+        doc = make_document(results, gpu=_gpu_name(targets), load_before=load_before, other_cpu=other)
         if trtexec:
             doc["trtexec"] = _trtexec(targets, results)
     return doc

@@ -35,7 +35,7 @@ from edgetl.runtime.base import Runner
 MODES = ("compute", "e2e")
 MIN_CHUNK = 3  # timed calls per artifact and round, at least
 OPTION_KEYS = ("optimization", "threads", "compile", "channels_last", "cuda_graph", "mode", "contexts", "tensorrt",
-               "spinning", "tf32")
+               "spinning", "tf32", "int8_target")
 
 
 @dataclass
@@ -51,6 +51,7 @@ class BenchConfig:
     round_s: float = 0.1  # length of one artifact's chunk within a round
     settle_s: float = 0.02  # pause between chunks so one backend's spinning thread pool does not tax the next
     seed: int = 0
+    keep_freed_memory: bool = True  # PyTorch on the CPU: see keep_freed_memory(); False times it as a plain loop
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -175,7 +176,7 @@ def bench_targets(targets: Sequence[BenchTarget], config: BenchConfig,
     if not targets:
         raise EdgetlError("nothing to benchmark; pass at least one artifact")
     images = images or synthetic_images(seed=config.seed)
-    kept = _keep_memory_for_torch_cpu(targets)
+    kept = config.keep_freed_memory and _keep_memory_for_torch_cpu(targets)
     min_n, min_s = config.min_timed
     exact = config.iters is not None and config.duration_s is None
     results = []

@@ -64,18 +64,27 @@ def console() -> Any:
 
 
 BUSY_SHARE = 0.5  # a load average over this share of the cores before timing: other work held them
+BUSY_OTHER_CPU = 0.25  # other work took over this share of the CPUs while the timings ran
 
 
 def busy_host(doc: dict[str, Any]) -> str | None:
-    """Why CPU figures measured on a busy host mislead, when ``host.load_average.before`` says it was busy."""
+    """Why CPU figures measured on a busy host mislead: from ``host.other_cpu`` (what other work took while the
+    timings ran) where measured, else from ``host.load_average.before`` (which trails by a minute)."""
     host = doc.get("host") or {}
+    if not any(r["device"] == "cpu" for r in doc["results"]):
+        return None
+    effect = ("so CPU figures are low, and a backend running more threads loses more (PyTorch's worst), which skews "
+              "speed-ups; re-run on a quiet machine, or compare with --threads 1")
+    other = host.get("other_cpu")
+    if other is not None:
+        if other <= BUSY_OTHER_CPU:
+            return None
+        return f"other processes kept {other:.0%} of the {host['cores']} cores busy while the timings ran, {effect}"
     before = (host.get("load_average") or {}).get("before")
-    if before is None or before <= BUSY_SHARE * host.get("cores", 1) \
-            or not any(r["device"] == "cpu" for r in doc["results"]):
+    if before is None or before <= BUSY_SHARE * host.get("cores", 1):
         return None
     return (f"the host was busy before timing began (1-minute load average {before:g} on {host['cores']} cores): "
-            "other processes shared the cores, so CPU figures are low, and a backend running more threads loses "
-            "more (PyTorch's worst), which skews speed-ups; re-run on a quiet machine, or compare with --threads 1")
+            f"other processes shared the cores, {effect}")
 
 
 def warnings(doc: dict[str, Any]) -> list[str]:
@@ -89,6 +98,12 @@ def warnings(doc: dict[str, Any]) -> list[str]:
     busy = busy_host(doc)
     if busy:
         out.append(f"warning: {busy}")
+    for_trt = sorted({label_of(r) for r in doc["results"] if r["device"] == "cpu" and r["precision"] == "int8"
+                      and (r.get("options") or {}).get("int8_target") == "tensorrt"})
+    if for_trt:
+        out.append(f"note: {', '.join(for_trt)}: INT8 made for TensorRT (symmetric S8); ONNX Runtime on a CPU runs it "
+                   "slower than FP32 and, with its fused kernels, in other numerics than TensorRT's (parity judges "
+                   "it as TensorRT computes): for a CPU deployment export --int8-target cpu")
     unknown = sorted({r["artifact"] for r in doc["results"] if r["precision"] == "unknown"})
     if unknown:
         out.append(f"note: precision not recorded for {', '.join(unknown)} (TensorRT does not store it): keep the "
@@ -108,6 +123,13 @@ def footnote(doc: dict[str, Any]) -> str:
     else:
         text = ("Speed-up: throughput over the first artifact at the same batch size, all measured interleaved in one "
                 "process.")
+    if any(r.get("peak_memory_mb") is None for r in doc["results"]):
+        text += (" peak MB: the device memory the model took (PyTorch on CUDA); - where no figure would be the "
+                 "model's alone (CPU runs share one process's memory; other runtimes keep their own pools).")
+    if any((r.get("options") or {}).get("malloc") and r["backend"] == "torch" for r in doc["results"]):
+        text += (" PyTorch on the CPU ran with freed memory kept in the process (glibc mallopt, as jemalloc does): "
+                 "a plain loop without it re-faults its activations on every call and is slower "
+                 "(--no-keep-freed-memory times that).")
     if any(unstable(r) for r in doc["results"]):
         text += (f" * p99 over {UNSTABLE_RATIO:g}x p50: disturbed timings (a busy machine, or more threads than free "
                  "cores: try --threads); trust p50 over mean, speed-up and img/s there.")
@@ -157,7 +179,7 @@ def plot_figure(doc: dict[str, Any]) -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, (ax_lat, ax_tp) = plt.subplots(1, 2, figsize=(12, 4.5))
     series: dict[str, list[dict[str, Any]]] = {}
@@ -178,6 +200,7 @@ def plot_figure(doc: dict[str, Any]) -> Any:
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
     ax_lat.set_yscale("log")
+    ax_lat.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # a range within a decade is labelled
     ax_lat.yaxis.set_major_formatter(plain)
     ax_lat.yaxis.set_minor_formatter(NullFormatter())
     ax_tp.legend(fontsize=7, loc="best")
@@ -206,6 +229,10 @@ def merge_documents(paths: Sequence[str | Path]) -> dict[str, Any]:
                for p, d in zip(paths, docs, strict=True) for r in d["results"]]
     loads = [d["host"]["load_average"] for d in docs if isinstance(d["host"].get("load_average"), dict)]
     host = {**first["host"], **({"load_average": max(loads, key=lambda la: la.get("before") or 0)} if loads else {})}
+    others = [d["host"]["other_cpu"] for d in docs if d["host"].get("other_cpu") is not None]
+    host.pop("other_cpu", None)
+    if others:
+        host["other_cpu"] = max(others)
     merged = {"schema": SCHEMA, "timestamp": first["timestamp"], "host": host,  # the busiest run's load
               "versions": first["versions"], "results": results, "merged_from": [str(p) for p in paths]}
     hosts = {(d["host"]["cpu"], d["host"]["gpu"]) for d in docs}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 from edgetl.errors import EdgetlError
@@ -91,6 +92,38 @@ def load_average() -> float | None:
         return None
 
 
+def cpu_clock() -> tuple[float, float, int] | None:
+    """(busy seconds of the CPUs this process may run on, this process's own CPU seconds, how many CPUs those
+    are), from ``/proc/stat`` and ``getrusage``; None off Linux. Two readings give the share of those CPUs that
+    other work took meanwhile, as it happened: the load average trails by a minute (a run just before reads as
+    a busy host)."""
+    try:
+        import resource
+
+        cpus = os.sched_getaffinity(0)
+        lines = Path("/proc/stat").read_text().splitlines()
+        tick = os.sysconf("SC_CLK_TCK")
+    except (AttributeError, ImportError, OSError, ValueError):
+        return None
+    busy = 0
+    for line in lines:
+        name, *ticks = line.split()
+        if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in cpus:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(t) for t in ticks[:8])
+            busy += user + nice + system + irq + softirq + steal  # steal: a hypervisor ran something else
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return busy / tick, own.ru_utime + own.ru_stime, len(cpus)
+
+
+def other_cpu_share(start: tuple[float, float, int] | None, end: tuple[float, float, int] | None,
+                    wall_s: float) -> float | None:
+    """The share of this process's CPUs that other work kept busy between two :func:`cpu_clock` readings."""
+    if start is None or end is None or wall_s <= 0:
+        return None
+    other = (end[0] - start[0]) - (end[1] - start[1])
+    return round(min(max(other / (wall_s * end[2]), 0.0), 1.0), 3)
+
+
 def host_label(host: dict[str, Any]) -> str:
     """One line for titles: GPU, or CPU with its cores and features (files from before ``isa`` lack them)."""
     if host.get("gpu"):
@@ -100,14 +133,18 @@ def host_label(host: dict[str, Any]) -> str:
 
 
 def make_document(results: list[dict[str, Any]], gpu: str | None = None,
-                  versions: dict[str, str] | None = None, load_before: float | None = None) -> dict[str, Any]:
+                  versions: dict[str, str] | None = None, load_before: float | None = None,
+                  other_cpu: float | None = None) -> dict[str, Any]:
     """A complete, valid ``edgetl.bench/1`` document around ``results``; ``load_before`` is the host's load
-    average taken before anything was loaded or timed (``host.load_average``, with the one at the end)."""
+    average taken before anything was loaded or timed (``host.load_average``, with the one at the end), and
+    ``other_cpu`` the share of this process's CPUs other work took while the timings ran (``host.other_cpu``)."""
     from edgetl.card import library_versions
 
     host = host_info(gpu)
     if load_before is not None:
         host["load_average"] = {"before": load_before, "after": load_average()}
+    if other_cpu is not None:
+        host["other_cpu"] = other_cpu
     doc = {"schema": SCHEMA, "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "host": host, "versions": versions or library_versions("onnxruntime-gpu", "tensorrt"),
            "results": results}

@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "frozen-max-autotune = frozen with tuned kernels, minutes to compile)")
     p.add_argument("--cuda-graph", action="store_true", help="TensorRT engines and PyTorch (CUDA, "
                                                              "eager): one CUDA graph per batch size")
+    p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="PyTorch on the CPU: keep freed memory in the process (glibc mallopt, as jemalloc does) so "
+                        "eager is not timed on page faults; --no-keep-freed-memory times it as a plain loop runs")
     p.add_argument("--data", type=Path, default=None, help="e2e mode: folder of real images (default: synthetic)")
     p.add_argument("--json", type=output_file, default=None, help="write the edgetl.bench/1 JSON here")
     p.add_argument("--md", type=output_file, default=None, help="write a Markdown table here")
@@ -97,7 +100,8 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         raise EdgetlError("--data feeds --mode e2e (compute mode times synthetic device-resident input); "
                           "add --mode e2e or drop --data")
     config = BenchConfig(batches=args.batch, mode=args.mode, warmup_iters=args.warmup_iters,
-                         warmup_s=args.warmup_s, iters=args.iters, duration_s=args.duration)
+                         warmup_s=args.warmup_s, iters=args.iters, duration_s=args.duration,
+                         keep_freed_memory=args.keep_freed_memory)
     settings = RunnerSettings(device=args.device, provider=args.provider, threads=args.threads, half=args.half,
                               channels_last=args.channels_last, compile=args.compile, cuda_graph=args.cuda_graph)
     images = None
