@@ -21,7 +21,7 @@ HELP = "refit the temperature of an artifact's probabilities on labelled images"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("artifact", metavar="ARTIFACT", help="run directory, .safetensors, .onnx or engine file")
+    p.add_argument("artifact", metavar="ARTIFACT", help="run directory, its best.safetensors, .onnx or engine file")
     p.add_argument("--data", required=True, help="DIR/<class>/images (or DIR/val/<class>/images) like the "
                                                  "deployment's, at least 20")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
