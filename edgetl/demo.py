@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from edgetl.parity import ParityReport
     from edgetl.train.fit import RunResult
 
-BUILTIN_PER_CLASS = 100  # 10 digit classes x 100: ~670 train / 330 val, a few minutes end to end on a laptop
+BUILTIN_PER_CLASS = 100  # 10 digit classes x 100: ~670 train / 330 val (+ 330 test), a few minutes on a laptop
 BUILTIN_IMG_SIZE = 128  # the digits are 8x8 upsampled; 128 px keeps ImageNet features useful at 1/3 the cost
 
 PARITY_ALL = 1_000_000  # export's parity and INT8 budget judged on every val image, as the demo's parity is
@@ -80,6 +80,12 @@ class DemoResult:
     @property
     def final_run(self) -> Path:
         return Path(self.runs[self.final].run_dir)
+
+    @property
+    def judged_on(self) -> Path:
+        """Where the shipped model and its artifacts are judged: ``test/`` when the data has one (nothing was
+        chosen on it), else ``val/``, which chose the epoch, the run and the INT8 layers kept in float."""
+        return self.data / ("test" if self.split.test else "val")
 
     @property
     def passed(self) -> bool:
@@ -171,14 +177,15 @@ def _split_dirs(data: Path) -> dict[str, Path]:
 
 
 def run_parity_check(result: DemoResult) -> ParityReport:
-    """Every artifact against the trained PyTorch model on all validation images, with labels.
+    """Every artifact against the trained PyTorch model on all held-out images (``judged_on``), with labels.
 
-    Export already judged each file on the same images; this is the independent check a user runs on the
-    files as deployed (``edgetl parity``: the artifacts reloaded from disk, one report over all of them), so
-    the report shows the command's own verdict rather than the exporter's record of itself."""
+    Export already judged each file on val/, and kept INT8 layers in float until its budget held there; this is
+    the independent check a user runs on the files as deployed (``edgetl parity``: the artifacts reloaded from
+    disk, one report over all of them), so the report shows the command's own verdict rather than the
+    exporter's record of itself, on images no choice was made on when the data has test/."""
     from edgetl.parity import compare_artifacts
 
-    return compare_artifacts(result.final_run, result.artifacts, result.data / "val", device=result.options.device,
+    return compare_artifacts(result.final_run, result.artifacts, result.judged_on, device=result.options.device,
                              progress=not result.options.quiet)
 
 
@@ -225,7 +232,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         result.final = "probe"  # the fine-tune did not help on this data: ship the probe
     with _timed(result, "evaluate"):
         _log(options, f"evaluate: {result.final_run}")
-        result.evaluation = evaluate_artifact(result.final_run, splits["val"], device=options.device,
+        result.evaluation = evaluate_artifact(result.final_run, result.judged_on, device=options.device,
                                               progress=not options.quiet)
         save_report(result.evaluation, options.out / "eval")
     with _timed(result, "export"):

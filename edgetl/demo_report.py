@@ -24,12 +24,18 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}%"
 
 
+def _held_out(result: DemoResult) -> str:
+    """What the evaluation and parity images are, in words."""
+    return "test images (held out: nothing was chosen on them)" if result.split.test else "validation images"
+
+
 def data_section(result: DemoResult) -> Section:
     split = result.split
-    train, val = Counter(s.label for s in split.train), Counter(s.label for s in split.val)
-    shown = sorted(range(len(split.classes)), key=lambda i: (train[i], val[i], i))[:CLASS_ROWS]
-    rows = [[split.classes[i], str(train[i]), str(val[i])] for i in sorted(shown)]
-    rows.append(["**total**", str(len(split.train)), str(len(split.val))])
+    names = ["train", "val", "test"] if split.test else ["train", "val"]
+    counts = [Counter(s.label for s in getattr(split, name)) for name in names]
+    shown = sorted(range(len(split.classes)), key=lambda i: (*(c[i] for c in counts), i))[:CLASS_ROWS]
+    rows = [[split.classes[i], *(str(c[i]) for c in counts)] for i in sorted(shown)]
+    rows.append(["**total**", *(str(len(getattr(split, name))) for name in names)])
     source = "the built-in digits (scikit-learn)" if result.options.data is None else str(result.data)
     text = [f"Data: {source} at `{result.data}`, {len(split.classes)} classes, chance = "
             f"{100 / len(split.classes):.1f}% top-1."]
@@ -38,7 +44,10 @@ def data_section(result: DemoResult) -> Section:
     if split.skipped:
         text.append(f"Skipped {len(split.skipped)} unusable file(s): " +
                     "; ".join(f"`{p}` ({r})" for p, r in split.skipped[:5]))
-    return Section("Data", text, [Table(["class", "train", "val"], rows)])
+    text.append("Validation chooses the best epoch, the run shipped and the INT8 layers kept in float"
+                + ("; the test images are scored only after those choices." if split.test else
+                   "; with no DIR/test/, the figures below are on those same images and may read a little high."))
+    return Section("Data", text, [Table(["class", *names], rows)])
 
 
 def plot_training(result: DemoResult, path: Path) -> Path:
@@ -87,19 +96,24 @@ def training_section(result: DemoResult) -> Section:
         what = {"probe": "linear probe (frozen ImageNet backbone)", "finetune": "full fine-tune from the probe",
                 "scratch": "from random weights (baseline)"}[stage]
         rows.append([stage + (" ✔ shipped" if stage == result.final else ""), what, str(len(run.history)),
-                     str(run.best_epoch), _pct(best.get("val_top1")), f"{best.get('val_loss', float('nan')):.4f}"])
+                     str(run.best_epoch), _pct(best.get("val_top1")), f"{best.get('val_loss', float('nan')):.4f}",
+                     *([_pct(run.test.get("test_top1"))] if result.split.test else [])])
     best = result.runs[result.final].best.get("val_top1", 0.0)
     text = [f"Model `{result.options.model}` with weights `{result.options.weights}`; LP-FT: the probe trains "
             "only the new head, then the whole network fine-tunes from it at a lower learning rate."]
     if "scratch" in result.runs:
         scratch = result.runs["scratch"].best.get("val_top1", 0.0)
-        text.append(f"Pretrained + fine-tuned: **{best:.2f}%** val top-1 vs **{scratch:.2f}%** from scratch with the "
-                    f"same number of epochs (chance {100 / len(result.split.classes):.1f}%).")
+        tests = [r.test.get("test_top1") for r in (result.runs[result.final], result.runs["scratch"])]
+        on_test = f"; on the test images, {tests[0]:.2f}% vs {tests[1]:.2f}%" if None not in tests else ""
+        shipped = "Pretrained + fine-tuned" if result.final == "finetune" else "Pretrained (the probe, shipped)"
+        text.append(f"{shipped}: **{best:.2f}%** val top-1 vs **{scratch:.2f}%** from scratch with the "
+                    f"same number of epochs (chance {100 / len(result.split.classes):.1f}%){on_test}.")
     image = plot_training(result, result.options.out / "training.png")
     text.append("Per-run curves and metrics: " + ", ".join(f"`{Path(r.run_dir) / 'curves.png'}`"
                                                           for r in result.runs.values()) + ".")
-    return Section("Training", text, [Table(["run", "what", "epochs", "best epoch", "val top-1", "val loss"], rows)],
-                   [image])
+    header = ["run", "what", "epochs", "best epoch", "val top-1", "val loss", *(["test top-1"] if result.split.test
+                                                                                   else [])]
+    return Section("Training", text, [Table(header, rows)], [image])
 
 
 def evaluation_section(result: DemoResult) -> Section:
@@ -107,7 +121,8 @@ def evaluation_section(result: DemoResult) -> Section:
     shown = ev.per_class if len(ev.per_class) <= CLASS_ROWS else ev.weakest(CLASS_ROWS)
     rows = [[c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support)] for c in shown]
     top5 = f", top-5 {ev.top5:.2f}%" if ev.top5 is not None else ""
-    text = [f"`edgetl eval` of `{result.final_run}` on {ev.images} validation images: top-1 **{ev.top1:.2f}%**{top5}."]
+    text = [f"`edgetl eval` of `{result.final_run}` on {ev.images} {_held_out(result)}: "
+            f"top-1 **{ev.top1:.2f}%**{top5}."]
     if ev.macro:
         text.append(f"Macro over the {ev.macro['classes']} classes with images: recall (balanced accuracy) "
                     f"{ev.macro['recall']:.3f}, F1 {ev.macro['f1']:.3f}.")
@@ -150,11 +165,12 @@ def artifacts_section(result: DemoResult) -> Section:
                      f"{path.stat().st_size / 2**20:.1f}", _pct(s.cand_accuracy),
                      f"{s.accuracy_drop:+.2f}" if s.accuracy_drop is not None else "-", f"{s.top1_agreement:.2%}",
                      f"{s.max_abs_diff:.2e}", "PASS" if c.passed else "FAIL: " + "; ".join(c.fails)])
-    text = [f"`edgetl parity` on all {report.images} validation images, each artifact with the preprocessing "
+    text = [f"`edgetl parity` on all {report.images} {_held_out(result)}, each artifact with the preprocessing "
             "from its own metadata. INT8 for TensorRT is judged with ONNX Runtime graph optimisation off (Q/DQ as "
             "float fake-quant, TensorRT's numerics); INT8 for the CPU with ONNX Runtime's fused int8 kernels.",
             "Verdict: **" + ("all artifacts pass their gates" if result.passed else "a gate FAILED") + "**."]
-    header = ["artifact", "precision", "MB", "val top-1", "drop (pts)", "top-1 agreement", "max abs Δ logit", "gate"]
+    header = ["artifact", "precision", "MB", f"{result.judged_on.name} top-1", "drop (pts)", "top-1 agreement",
+              "max abs Δ logit", "gate"]
     return Section("Artifacts and parity", text, [Table(header, rows)])
 
 
@@ -184,11 +200,11 @@ def bench_section(result: DemoResult) -> Section:
 def commands(result: DemoResult) -> list[str]:
     """The CLI commands that redo each step of this demo, from the files it wrote."""
     o = result.options
-    out, run, val = o.out, result.final_run, result.data / "val"
+    out, run, val, judged = o.out, result.final_run, result.data / "val", result.judged_on
     lines = ["# train again, into new folders (each run's resolved settings are in its config.yaml)"]
     lines += [shlex.join(["edgetl", "train", "--config", str(Path(r.run_dir) / "config.yaml"), "--out",
                           str(out / "rerun" / Path(r.run_dir).name)]) for r in result.runs.values()]
-    lines += ["# evaluate", f"edgetl eval {run} --data {val} --out {out / 'eval'}", "# export with parity"]
+    lines += ["# evaluate", f"edgetl eval {run} --data {judged} --out {out / 'eval'}", "# export with parity"]
     for m, folder in zip(result.manifests, (out / "export", out / "export" / "cpu"), strict=False):
         flags = ["--fp16"] if any(a.precision == "fp16" for a in m.artifacts) else []
         int8 = next((a for a in m.artifacts if a.precision == "int8"), None)
@@ -200,7 +216,7 @@ def commands(result: DemoResult) -> list[str]:
                                  "--parity-size", str(m.parity_data["n"])]))  # every val image, as the demo
     files = [str(p) for p in result.artifacts]
     lines += ["# parity and benchmark",
-              shlex.join(["edgetl", "parity", str(run), *files, "--data", str(val), "--json",
+              shlex.join(["edgetl", "parity", str(run), *files, "--data", str(judged), "--json",
                           str(out / "parity.json")]),
               shlex.join(["edgetl", "bench", str(run), *files, "--batch", ",".join(map(str, o.bench_batches)),
                           "--duration", str(o.bench_seconds), "--json", str(out / "bench.json"), "--plot",
@@ -234,7 +250,7 @@ def write_demo_report(result: DemoResult) -> tuple[Path, Path]:
 
 
 def summary_rows(result: DemoResult) -> list[dict[str, Any]]:
-    """One row per artifact for the console table: precision, val top-1, drop, verdict."""
+    """One row per artifact for the console table: precision, top-1 on ``judged_on``, drop, verdict."""
     return [{"artifact": str(Path(c.artifact).relative_to(result.options.out)), "precision": c.runner["precision"],
              "top1": c.stats.cand_accuracy, "drop": c.stats.accuracy_drop, "passed": c.passed}
             for c in result.finished()[1].candidates]

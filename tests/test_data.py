@@ -33,9 +33,51 @@ def _copy_tree(src: Path, dst: Path) -> Path:
 def test_builtin_is_an_imagefolder_with_ten_classes(digits: Path) -> None:
     split = scan_data(digits)
     assert split.classes == CLASSES
-    assert len(split.train) == 80 and len(split.val) == 40
-    assert class_counts(split.train, 10) == [8] * 10
+    assert len(split.train) == 80 and len(split.val) == 40 and len(split.test) == 40
+    assert class_counts(split.train, 10) == [8] * 10 and class_counts(split.test, 10) == [4] * 10
     assert materialize_builtin(digits, per_class=12) == digits  # reused, not rewritten
+    paths = [{s.path.name for s in part if s.label == 3} for part in (split.train, split.val, split.test)]
+    assert not (paths[0] & paths[1] or paths[0] & paths[2] or paths[1] & paths[2])  # no digit in two splits
+
+
+def test_the_test_split_leaves_train_and_val_as_they_were(tmp_path: Path) -> None:
+    with_test = scan_data(materialize_builtin(tmp_path / "a", per_class=12))
+    without = scan_data(materialize_builtin(tmp_path / "b", per_class=12, test_fraction=0))
+    assert not without.test and not (tmp_path / "b" / "test").exists()
+    for part in ("train", "val"):
+        assert [s.path.name for s in getattr(with_test, part)] == [s.path.name for s in getattr(without, part)]
+    every = scan_data(materialize_builtin(tmp_path / "c", per_class=None))  # no spare digits: train gives some
+    assert len(every.test) == len(every.val) and len(every.train) + 2 * len(every.val) == 1797
+
+
+def test_a_test_folder_beside_train_is_the_test_split(digits: Path, tmp_path: Path) -> None:
+    data = _copy_tree(digits, tmp_path / "a")
+    shutil.rmtree(data / "val")  # train/ + test/: val is split off train/, test/ stays whole
+    split = scan_data(data)
+    assert len(split.test) == 40 and len(split.train) + len(split.val) == 80
+    assert {s.label for s in split.test} == set(range(10))
+    shutil.rmtree(data / "test" / "digit_4")
+    assert split_warnings(scan_data(data)) == ["no test images for class(es) digit_4: test top-1 says nothing of "
+                                               "them; add test images of each class"]
+    flat = tmp_path / "flat"  # no train/: a folder named test is a class like any other
+    for name in ("digit_1", "test"):
+        shutil.copytree(digits / "train" / "digit_1", flat / name)
+    assert scan_data(flat).classes == ["digit_1", "test"] and not scan_data(flat).test
+
+
+def test_a_test_folder_must_hold_usable_images_of_trainings_classes(digits: Path, tmp_path: Path) -> None:
+    data = _copy_tree(digits, tmp_path / "a")
+    shutil.copytree(digits / "test" / "digit_3", data / "test" / "digit_extra")
+    with pytest.raises(EdgetlError, match="test/digit_extra: class 'digit_extra' is in test but not in train; add "
+                                          "training images or remove it from test$"):
+        scan_data(data)
+    data = _copy_tree(digits, tmp_path / "b")
+    shutil.rmtree(data / "test")
+    (data / "test" / "digit_0").mkdir(parents=True)
+    (data / "test" / "digit_0" / "x.png").write_text("not a png")
+    with pytest.raises(EdgetlError, match=r"test: the test split has no usable images \(1 file\(s\) unusable, e\.g\. "
+                                          r".*x\.png: .*\); add images to it, or remove the folder"):
+        scan_data(data)
 
 
 def test_bad_files_are_listed_once_and_skipped(digits: Path, tmp_path: Path) -> None:

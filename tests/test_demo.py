@@ -28,17 +28,29 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> object:
         torch.set_num_threads(threads)
 
 
-def test_every_artifact_passes_parity_and_the_pretrained_model_learns(demo: object) -> None:
+def test_every_artifact_is_judged_on_the_test_images_and_the_pretrained_model_learns(demo: object) -> None:
+    """Export holds each gate on val, where its INT8 search chose the layers kept in float; parity judges again on
+    test images nothing was chosen on. On 50 small, weakly learnt digits one answer is 2 points, so the FP16 and
+    INT8 verdicts there are the demo's to report, not this test's to fix: FP32's must pass, and the verdict, the
+    exit code and the report must say what parity found."""
     from edgetl.demo import DemoResult
 
     assert isinstance(demo, DemoResult)
-    assert demo.passed, [c.fails for c in demo.parity.candidates]
+    assert all(m.passed for m in demo.manifests), [m.parity_data for m in demo.manifests]  # on val
     precisions = sorted((c.runner["precision"], c.runner.get("int8_target") or "") for c in demo.parity.candidates)
     assert precisions == [("fp16", ""), ("fp32", ""), ("int8", "cpu"), ("int8", "tensorrt")]
+    fp32 = next(c for c in demo.parity.candidates if c.runner["precision"] == "fp32")
+    assert fp32.passed and fp32.stats.top1_agreement == 1.0
+    assert demo.passed == all(c.passed for c in demo.parity.candidates)
     shipped = demo.runs[demo.final].best["val_top1"]
     assert shipped >= 50.0  # ten classes: chance is 10%
     assert shipped > demo.runs["scratch"].best["val_top1"]  # ImageNet features beat the same budget from scratch
-    assert demo.evaluation.top1 == pytest.approx(shipped, abs=0.01)  # edgetl eval agrees with the trainer
+    assert demo.judged_on == demo.data / "test"  # the built-in digits hold test images nothing was chosen on
+    test = demo.runs[demo.final].test
+    assert demo.evaluation.images == test["test_images"] == demo.parity.images == len(demo.split.test)
+    assert demo.evaluation.top1 == pytest.approx(test["test_top1"], abs=0.01)  # edgetl eval agrees with the trainer
+    md = (demo.options.out / "report.md").read_text()
+    assert ("all artifacts pass their gates" if demo.passed else "a gate FAILED") in md
 
 
 def test_report_has_every_section_and_its_images(demo: object) -> None:
@@ -58,6 +70,7 @@ def test_report_has_every_section_and_its_images(demo: object) -> None:
     best = demo.runs[demo.final].best  # type: ignore[attr-defined]
     assert demo.evaluation.calibration["temperature"] == best["temperature"]  # type: ignore[attr-defined]
     assert calibration_line(best) in md and "Probabilities (as `edgetl predict` states them)" in md
+    assert "test images (held out: nothing was chosen on them)" in md and "| test top-1 |" in md
 
 
 def test_reproduce_commands_run(demo: object, capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,7 +78,8 @@ def test_reproduce_commands_run(demo: object, capsys: pytest.CaptureFixture[str]
     lines = [line for line in demo.commands if line.startswith("edgetl ")]  # type: ignore[attr-defined]
     for verb in ("eval", "parity"):
         line = next(x for x in lines if x.startswith(f"edgetl {verb} "))
-        assert main(shlex.split(line)[1:]) == 0, line
+        verdict = 0 if verb == "eval" or demo.parity.passed else 1  # type: ignore[attr-defined]
+        assert main(shlex.split(line)[1:]) == verdict, line  # parity's exit code: the demo's own verdict
     assert any(" --int8-target tensorrt " in line for line in lines)
     for line in lines:  # every line parses: no flag the CLI lacks
         build_parser().parse_args(shlex.split(line)[1:])

@@ -281,14 +281,14 @@ def test_resume_on_data_with_another_class_names_only_the_difference(digits_data
     shutil.copytree(digits_data, data)
     run = tmp_path / "run"
     fit(_cfg(data, run, epochs=1), quiet=True)
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         shutil.copytree(data / split / "digit_0", data / split / "digit_new")
     with pytest.raises(EdgetlError) as err:
         fit(_cfg(data, run, epochs=2, resume=str(run)), quiet=True)
     message = str(err.value)
     assert "10 classes are not this data's 11 (only in the data now: digit_new)" in message
     assert "digit_3" not in message and "\n" not in message  # the difference, not both lists
-    for split in ("train", "val"):  # as many classes as before, one of them renamed: still another model's
+    for split in ("train", "val", "test"):  # as many classes as before, one of them renamed: still another model's
         shutil.rmtree(data / split / "digit_new")
         (data / split / "digit_9").rename(data / split / "digit_z")
     with pytest.raises(EdgetlError, match="classes are not this data's"):
@@ -412,6 +412,42 @@ def test_resume_keeps_the_cards_best_metrics_and_an_early_stop(digits_data: Path
     assert len(again.history) == len(first.history)  # stopped early: nothing more to train
     assert ModelCard.load(run / "model.json").metrics == best and best["best_epoch"] == first.best_epoch
     assert again.card.temperature == first.card.temperature != 1.0  # the card rebuilt on resume keeps it
+
+
+def test_the_test_folder_is_scored_once_on_the_best_weights_as_eval_scores_it(digits_data: Path,
+                                                                            tmp_path: Path) -> None:
+    from edgetl.evaluate import evaluate_artifact
+
+    run = tmp_path / "t"
+    result = fit(_cfg(digits_data, run, epochs=8, patience=1, batch_size=16), quiet=True)  # epoch 2 overshoots
+    assert result.stopped_early and result.best_epoch < result.history[-1]["epoch"]  # last is not best
+    ev = evaluate_artifact(run, digits_data / "test", progress=False)  # best.safetensors, the card's temperature
+    test = result.test
+    assert test["test_images"] == ev.images == 60
+    assert test["test_top1"] == pytest.approx(ev.top1) and test["test_top5"] == pytest.approx(ev.top5)
+    assert test["test_loss"] == pytest.approx(ev.loss, abs=1e-4)
+    assert test["test_ece"] == pytest.approx(ev.calibration["ece"], abs=1e-4)
+    assert {k: v for k, v in ModelCard.load(run / "model.json").metrics.items() if k.startswith("test_")} == test
+    last = evaluate_artifact(run / "last.safetensors", digits_data / "test", progress=False)
+    assert last.loss != pytest.approx(ev.loss, abs=1e-3)  # the last epoch's weights would have scored otherwise
+
+
+def test_the_summary_says_what_the_val_figures_are_worth(digits_data: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(digits_data, data, ignore=shutil.ignore_patterns("test"))
+    args = ["train", "--model", "test_resnet", "--img-size", "32", "--epochs", "1", "--no-calibrate"]
+    assert cli.main([*args, "--data", str(data), "--out", str(tmp_path / "a")]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "validation chose this epoch, so its val figures read a little high" in said and "test:" not in said
+    assert "DATA/test/<class>/ is scored after training" in said
+    assert cli.main([*args, "--data", str(digits_data), "--out", str(tmp_path / "b")]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "140 train / 60 val / 60 test images" in said
+    test = ModelCard.load(tmp_path / "b" / "model.json").metrics
+    assert f"test: top-1 {test['test_top1']:.1f}" in said and "on 60 images, scored once, after training" in said
+    assert cli.main(["info", str(tmp_path / "b")]) == 0
+    assert f"test top-1 {test['test_top1']:.2f}% on 60 held-out images" in " ".join(capsys.readouterr().out.split())
 
 
 def test_under_torchrun_only_rank_0_prints_the_notes_and_the_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

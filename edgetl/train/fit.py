@@ -54,6 +54,7 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    test: dict[str, Any] = field(default_factory=dict)  # best.safetensors on the test set (Trainer.score_test)
 
     @property
     def best(self) -> dict[str, Any]:
@@ -156,6 +157,12 @@ class Trainer:
         val = make_loader(ImageDataset(self.split.val, eval_transform(pre)), cfg.batch_size, train=False,
                           seed=cfg.seed, workers=cfg.workers, distributed=distributed)
         return train, val
+
+    def headline(self) -> str:
+        split, cfg, dist = self.split, self.cfg, self.dist
+        test = f" / {len(split.test)} test" if split.test else ""
+        return (f"{cfg.model}: {len(split.train)} train / {len(split.val)} val{test} images, {self.num_classes} "
+                f"classes, strategy {cfg.strategy}, device {dist.device}, world {dist.world} → {self.run_dir}")
 
     def log(self, message: str) -> None:
         if self.dist.is_main and not self.quiet:
@@ -276,6 +283,35 @@ class Trainer:
         self.save_state(row["epoch"])
         self.log(epoch_line(row, self.cfg.epochs))
         return self.cfg.patience is not None and self.bad_epochs >= self.cfg.patience
+
+    def score_test(self) -> dict[str, Any]:
+        """best.safetensors on the test set, once, at the card's temperature: the figures no choice was made on.
+
+        Validation chose the epoch (and fitted T), so its best top-1 reads high by the luck of that choice; the
+        test set, scored only here, does not. The figures go into the card as ``test_*`` metrics.
+        """
+        if not self.split.test or self.best_epoch is None:
+            return {}
+        from edgetl.calibration import calibration_of_logits
+
+        self.dist.barrier()  # rank 0 has written best.safetensors
+        best = self.run_dir / BEST_WEIGHTS
+        checkpoint.load_state(self.model, checkpoint.load_tensors(best), source=best, arch=self.card.arch)
+        loader = make_loader(ImageDataset(self.split.test, eval_transform(self.card.preprocess)), self.cfg.batch_size,
+                             train=False, seed=self.cfg.seed, workers=self.cfg.workers, distributed=self.dist.world > 1)
+        stats = validate(self.ddp_model, loader, self.val_criterion, self.settings, self.num_classes,
+                         images=len(self.split.test))
+        ece = None
+        if stats.logits is not None and stats.targets is not None:
+            ece = calibration_of_logits(stats.logits.double().numpy(), stats.targets.numpy(),
+                                        self.card.temperature).get("ece")
+        found = {"test_images": len(self.split.test), "test_top1": stats.top1, "test_top5": stats.top5,
+                 "test_loss": stats.loss, "test_ece": ece}
+        test = {k: v for k, v in found.items() if v is not None}
+        self.card.metrics.update(test)
+        if self.dist.is_main:
+            self.card.save(self.run_dir / checkpoint.CARD_FILE)
+        return test
 
     def close(self) -> None:
         self.ddp_model = self.model  # DDP's reducer must go before its process group does
@@ -408,8 +444,7 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
                         tr.log(f"--overwrite: removed the previous run's {', '.join(removed)}")
                 if list_skipped:  # False when a caller already listed them (several runs on one data set)
                     report_skipped(tr.split.skipped)
-            tr.log(f"{cfg.model}: {len(tr.split.train)} train / {len(tr.split.val)} val images, {tr.num_classes} "
-                   f"classes, strategy {cfg.strategy}, device {tr.dist.device}, world {tr.dist.world} → {tr.run_dir}")
+            tr.log(tr.headline())
             with ctrl_c.held():  # state without config.yaml could not be resumed
                 _start(tr, cfg)
                 tr.resumable = True
@@ -422,13 +457,14 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
                     stopped = True
                     tr.log(f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs")
                     break
+            test = tr.score_test()
         except KeyboardInterrupt:
             ctrl_c.stopping = True
             tr.interrupted()
             raise Interrupted from None
         tr.finish()
         if tr.dist.is_main and not quiet:
-            print_summary(console, tr.history, tr.best_epoch, tr.run_dir, cfg.monitor)
+            print_summary(console, tr.history, tr.best_epoch, tr.run_dir, cfg.monitor, test)
             tr.log(f"done in {time.perf_counter() - t0:.1f}s")
         tr.dist.barrier()  # no rank tears the process group down while rank 0 still writes
-        return RunResult(tr.run_dir, tr.card, tr.history, tr.best_epoch, stopped)
+        return RunResult(tr.run_dir, tr.card, tr.history, tr.best_epoch, stopped, test)

@@ -95,6 +95,19 @@ def calibration_line(row: dict[str, Any]) -> str:
 
 
 def print_summary(console: Console, history: list[dict[str, Any]], best_epoch: int | None, run_dir: Path,
-                  monitor: str) -> None:
+                  monitor: str, test: dict[str, Any] | None = None) -> None:
     if history:
-        console.print(summary_table(history, best_epoch, run_dir, monitor))
+        table = summary_table(history, best_epoch, run_dir, monitor)
+        table.caption = f"{table.caption}\n{test_line(test or {})}"
+        console.print(table)
+
+
+def test_line(test: dict[str, Any]) -> str:
+    """The test set's figures, or why the best epoch's val figures read high and how to get true ones."""
+    if not test:
+        return ("validation chose this epoch, so its val figures read a little high; for figures nothing was chosen "
+                "on, keep photos out of training and validation: DATA/test/<class>/ is scored after training")
+    top5 = f", top-5 {test['test_top5']:.1f}" if test.get("test_top5") is not None else ""
+    ece = f", ECE {test['test_ece']:.3f}" if test.get("test_ece") is not None else ""
+    return (f"test: top-1 {test['test_top1']:.1f}{top5}{ece} on {test['test_images']} images, scored once, "
+            "after training; nothing was chosen on them")
