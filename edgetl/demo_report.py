@@ -117,12 +117,14 @@ def training_section(result: DemoResult) -> Section:
 
 
 def evaluation_section(result: DemoResult) -> Section:
+    from edgetl.evaluate import interval_text
+
     ev, _ = result.finished()
     shown = ev.per_class if len(ev.per_class) <= CLASS_ROWS else ev.weakest(CLASS_ROWS)
     rows = [[c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support)] for c in shown]
     top5 = f", top-5 {ev.top5:.2f}%" if ev.top5 is not None else ""
     text = [f"`edgetl eval` of `{result.final_run}` on {ev.images} {_held_out(result)}: "
-            f"top-1 **{ev.top1:.2f}%**{top5}."]
+            f"top-1 **{ev.top1:.2f}%**{interval_text(ev.top1_ci)}{top5}."]
     if ev.macro:
         text.append(f"Macro over the {ev.macro['classes']} classes with images: recall (balanced accuracy) "
                     f"{ev.macro['recall']:.3f}, F1 {ev.macro['f1']:.3f}.")

@@ -6,6 +6,7 @@ preprocessing (``eval_array``), so a run directory, an ONNX file or an engine ar
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class EvalReport:
     macro: dict[str, float] = field(default_factory=dict)
     class_map: dict[str, str] | None = None  # folder → model class, for folders named the ImageNet way
     calibration: dict[str, Any] = field(default_factory=dict)  # edgetl.calibration.calibration, and temperature
+    top1_ci: tuple[float, float] | None = None  # 95% Wilson interval of top-1 (%): what another sample could give
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data; the confusion matrix is shared, not copied (``asdict`` took seconds at 1000 classes)."""
@@ -69,6 +71,22 @@ class EvalReport:
         """The ``n`` classes with images that score lowest (F1, then recall): where to look first."""
         present = [c for c in self.per_class if c.support > 0]
         return sorted(present, key=lambda c: (c.f1, c.recall, c.name))[:n]
+
+
+def wilson_interval(right: int, images: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of an accuracy, in percent: how far top-1 on ``images`` photos like these could
+    fall from the one measured. Unlike the normal approximation it stays inside 0–100 at 0 or all right."""
+    if images <= 0:
+        return None
+    p, z2 = right / images, z * z
+    centre, half = p + z2 / (2 * images), z * math.sqrt(p * (1 - p) / images + z2 / (4 * images * images))
+    scale = 100.0 / (1 + z2 / images)
+    return max(0.0, (centre - half) * scale), min(100.0, (centre + half) * scale)
+
+
+def interval_text(ci: tuple[float, float] | None) -> str:
+    """" (95% CI lo–hi)" for a top-1, or nothing."""
+    return f" (95% CI {ci[0]:.1f}–{ci[1]:.1f})" if ci else ""
 
 
 def report_from_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str], paths: list[str],
@@ -103,7 +121,8 @@ def report_from_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str
     mistakes = [Mistake(paths[i], classes[labels[i]], classes[pred[i]], float(conf[i])) for i in order]
     cal = calibration(conf, pred == labels)
     return EvalReport(artifact, data, n, top1, top5, loss, list(classes), per_class, confusion, mistakes,
-                      macro=macro, calibration={**cal, "temperature": temperature} if cal else {})
+                      macro=macro, calibration={**cal, "temperature": temperature} if cal else {},
+                      top1_ci=wilson_interval(int((pred == labels).sum()), n))
 
 
 NAMED_MAX = 40  # classes whose names label the confusion plot; past that, names would overlap into a smear

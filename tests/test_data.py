@@ -428,3 +428,32 @@ def test_a_split_far_above_the_fraction_asked_is_said(digits: Path, tmp_path: Pa
     assert any("--val-split 0.2 gave 40% of the images to validation" in w for w in split_warnings(small))
     assert split_warnings(scan_data(tmp_path / "large")) == []  # 36 images: 20% asked, 17% given
     assert split_warnings(scan_data(digits)) == []  # its own val/ folder: nothing was asked
+
+
+def _text_chunk(text: str) -> object:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("note", text)
+    return info
+
+
+def test_copies_of_training_images_in_val_or_test_are_warned_about(digits: Path, tmp_path: Path) -> None:
+    from edgetl.data.overlap import overlap_warnings
+
+    data = _copy_tree(digits, tmp_path / "d")
+    assert overlap_warnings(scan_data(data)) == []  # the built-in splits share no image
+    seen = sorted((data / "train" / "digit_2").glob("*.png"))
+    shutil.copy(seen[0], data / "val" / "digit_2" / "copy.png")
+    shutil.copy(seen[1], data / "test" / "digit_7" / "mislabelled.png")  # same bytes, another class: still a copy
+    shutil.copy(next((data / "val" / "digit_5").glob("*.png")), data / "test" / "digit_5" / "from_val.png")
+    Image.open(seen[2]).save(data / "test" / "digit_2" / "twin.png", pnginfo=_text_chunk("x"))
+    Image.open(seen[2]).save(data / "train" / "digit_2" / "twin2.png", pnginfo=_text_chunk("y"))
+    split = scan_data(data)  # the twins: same pixels and size, other bytes, so not copies
+    assert (data / "test" / "digit_2" / "twin.png").stat().st_size == (data / "train/digit_2/twin2.png").stat().st_size
+    assert any(s.path.name == "twin.png" for s in split.test)
+    val, test = overlap_warnings(split)
+    assert val.startswith(f"1 val image(s) are byte-for-byte copies of training images (e.g. "
+                          f"{data / 'val' / 'digit_2' / 'copy.png'} = {seen[0]}): val top-1 reads high on them")
+    assert test.startswith("2 test image(s) are byte-for-byte copies of training or validation images")
+    assert "twin.png" not in test

@@ -36,6 +36,7 @@ def test_torchrun_two_processes_gloo(digits_data: Path, tmp_path: Path) -> None:
     data = tmp_path / "digits"
     shutil.copytree(digits_data, data)
     next((data / "val" / "digit_0").iterdir()).unlink()  # 59 val images: DistributedSampler repeats one
+    next((data / "test" / "digit_1").iterdir()).unlink()  # and 59 test images
     out = tmp_path / "ddp"
     train = ["-m", "edgetl", "train", "--data", str(data), "--model", "test_resnet", "--img-size", "32",
              "--epochs", "1", "--batch-size", "16", "--lr", "0.03", "--device", "cpu"]
@@ -43,7 +44,7 @@ def test_torchrun_two_processes_gloo(digits_data: Path, tmp_path: Path) -> None:
     proc = subprocess.run(_torchrun(*train, "--out", str(out)), capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "world 2" in proc.stdout
-    assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 reports
+    assert proc.stdout.count("epoch 1/1") == 1 and proc.stdout.count("test: top-1") == 1  # only rank 0 reports
     quiet = subprocess.run(_torchrun(*train, "--out", str(tmp_path / "quiet"), "--quiet"), capture_output=True,
                            text=True, timeout=300, env=env)
     assert quiet.returncode == 0 and quiet.stdout.count("best epoch") == 1, quiet.stdout + quiet.stderr
@@ -61,6 +62,10 @@ def test_torchrun_two_processes_gloo(digits_data: Path, tmp_path: Path) -> None:
     report = evaluate_artifact(out, data / "val", device="cpu", progress=False)
     assert report.images == 59 and float(rows[0]["val_top1"]) == pytest.approx(report.top1, abs=1e-4)
     assert float(rows[0]["val_loss"]) == pytest.approx(report.loss, rel=1e-4)
+    test = evaluate_artifact(out, data / "test", device="cpu", progress=False)  # scored by both ranks, as val is
+    assert card.metrics["test_images"] == test.images == 59
+    assert card.metrics["test_top1"] == pytest.approx(test.top1, abs=1e-4)
+    assert card.metrics["test_loss"] == pytest.approx(test.loss, rel=1e-4)
     with deployed_runner(out, device="cpu") as runner:
         paths = sorted((data / "val").glob("*/*.png"))
         logits = Predictor(runner).logits(paths)

@@ -232,6 +232,8 @@ def test_eval_states_probabilities_at_the_cards_temperature(capsys: pytest.Captu
     out = capsys.readouterr().out
     assert f"probabilities: mean top-1 {(2 * sure + unsure) / 3:.3f} against accuracy 0.667" in out
     assert "(temperature 0.5)" in out and "its temperature (0.5) was fitted on other images" in out
+    low, high = report.top1_ci or (0, 0)
+    assert f"3 images, top-1 66.67% (95% CI {low:.1f}–{high:.1f}), loss" in out and 20 < low < 30 < 90 < high < 95
 
 def test_many_classes_give_a_readable_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """300 classes: the terminal shows the weakest 30, the plot indices and the JSON a line per matrix row."""
@@ -318,3 +320,19 @@ def test_an_imagenet_head_is_scored_on_folders_named_the_imagenet_way(hymenopter
     assert report.class_map == {"ants": "imagenet_310", "bees": "imagenet_309"} and report.images == 153
     assert report.top1 == pytest.approx(84.97, abs=0.01)  # benchmarks/results/cpu/*_parity.json: the same photos
     assert report.macro["classes"] == 2 and len(report.weakest(30)) == 2
+
+
+@pytest.mark.parametrize(("right", "images", "lo", "hi"), [(5, 10, 23.66, 76.34), (0, 10, 0.0, 27.75),
+                                                            (10, 10, 72.25, 100.0), (281, 330, None, None)])
+def test_top1_interval_is_wilsons(right: int, images: int, lo: float | None, hi: float | None) -> None:
+    from edgetl.evaluate import wilson_interval
+
+    got = wilson_interval(right, images)  # textbook values where given
+    assert got is not None and (lo is None or got == pytest.approx((lo, hi), abs=0.06))
+    assert got[0] < 100 * right / images < got[1] or right in (0, images)
+    p = right / images  # each end is where the observed rate lies exactly z standard errors from it
+    for end in got:
+        q = end / 100
+        if 1e-6 < q < 1 - 1e-6:  # not a bound clipped to 0 or 100
+            assert abs(p - q) == pytest.approx(1.96 * (q * (1 - q) / images) ** 0.5, rel=1e-9)
+    assert wilson_interval(0, 0) is None

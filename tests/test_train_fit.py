@@ -445,7 +445,8 @@ def test_the_summary_says_what_the_val_figures_are_worth(digits_data: Path, tmp_
     said = " ".join(capsys.readouterr().out.split())
     assert "140 train / 60 val / 60 test images" in said
     test = ModelCard.load(tmp_path / "b" / "model.json").metrics
-    assert f"test: top-1 {test['test_top1']:.1f}" in said and "on 60 images, scored once, after training" in said
+    assert f"test: top-1 {test['test_top1']:.1f} (95% CI " in said
+    assert "on 60 images, scored once, after training" in said
     assert cli.main(["info", str(tmp_path / "b")]) == 0
     assert f"test top-1 {test['test_top1']:.2f}% on 60 held-out images" in " ".join(capsys.readouterr().out.split())
 

@@ -61,11 +61,13 @@ def print_report(report: EvalReport, all_classes: bool = False) -> None:
     from rich.table import Table
 
     from edgetl.calibration import calibration_note
+    from edgetl.evaluate import interval_text
 
     console = Console()
     top5 = f", top-5 {report.top5:.2f}%" if report.top5 is not None else ""
+    top1 = f"top-1 {report.top1:.2f}%{interval_text(report.top1_ci)}"
     console.print(f"[bold]{report.artifact}[/bold] on {report.data}: {report.images} images, "
-                  f"top-1 {report.top1:.2f}%{top5}, loss {report.loss:.4f}", highlight=False)
+                  f"{top1}{top5}, loss {report.loss:.4f}", highlight=False)
     cal = report.calibration
     if cal:
         console.print(f"probabilities: mean top-1 {cal['mean_confidence']:.3f} against accuracy {cal['accuracy']:.3f}, "

@@ -30,6 +30,7 @@ from edgetl.checkpoint import BEST_WEIGHTS, LAST_WEIGHTS
 from edgetl.config import TrainConfig, config_warnings, save_config
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
 from edgetl.data.folder import DataSplit, report_skipped, scan_data, split_warnings
+from edgetl.data.overlap import overlap_warnings
 from edgetl.data.transforms import eval_transform, train_transform
 from edgetl.errors import INTERRUPTED_BEFORE_START, EdgetlError, Interrupted, class_difference
 from edgetl.io import dir_lock, ensure_writable_dir
@@ -105,7 +106,7 @@ class Trainer:
         self.card = self._card()
         torch.manual_seed(cfg.seed)
         if self.dist.is_main and not cfg.resume:  # said when the run started; on stderr, --quiet or not
-            for warning in [*config_warnings(cfg), *split_warnings(self.split)]:
+            for warning in [*config_warnings(cfg), *split_warnings(self.split), *overlap_warnings(self.split)]:
                 Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         self.settings = _settings(cfg, self.dist)
         self.model = self._model()

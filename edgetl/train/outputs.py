@@ -107,7 +107,11 @@ def test_line(test: dict[str, Any]) -> str:
     if not test:
         return ("validation chose this epoch, so its val figures read a little high; for figures nothing was chosen "
                 "on, keep photos out of training and validation: DATA/test/<class>/ is scored after training")
+    from edgetl.evaluate import interval_text, wilson_interval
+
+    n = test["test_images"]
+    ci = interval_text(wilson_interval(round(test["test_top1"] * n / 100), n))
     top5 = f", top-5 {test['test_top5']:.1f}" if test.get("test_top5") is not None else ""
     ece = f", ECE {test['test_ece']:.3f}" if test.get("test_ece") is not None else ""
-    return (f"test: top-1 {test['test_top1']:.1f}{top5}{ece} on {test['test_images']} images, scored once, "
-            "after training; nothing was chosen on them")
+    return (f"test: top-1 {test['test_top1']:.1f}{ci}{top5}{ece} on {n} images, scored once, after training; "
+            "nothing was chosen on them")
