@@ -64,6 +64,8 @@ class ParityStats:
     ref_accuracy: float | None = None
     cand_accuracy: float | None = None
     accuracy_drop: float | None = None  # points (percent)
+    lost: int | None = None  # images the reference gets right and the candidate wrong
+    gained: int | None = None  # and the other way: the drop is (lost - gained) images, each side its own count
     worst: list[int] = field(default_factory=list)  # indices where the candidate differs most
     ref_absmax: float = 0.0  # largest |logit| of the reference: the scale of max_abs_diff's gate
     temperature: float = 1.0  # the reference card's: probabilities are softmax(logits / temperature)
@@ -114,6 +116,8 @@ def _figures(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, n_wor
         stats.ref_accuracy = float(np.mean(ref_top1 == labels) * 100)
         stats.cand_accuracy = float(np.mean(cand_top1 == labels) * 100)
         stats.accuracy_drop = stats.ref_accuracy - stats.cand_accuracy
+        stats.lost = int(np.sum((ref_top1 == labels) & (cand_top1 != labels)))
+        stats.gained = int(np.sum((ref_top1 != labels) & (cand_top1 == labels)))
     return stats
 
 
@@ -160,9 +164,10 @@ def check_gate(stats: ParityStats, gate: Gate) -> list[str]:
         fails.append(f"max abs diff {stats.max_abs_diff:.2e} > {gate.max_abs_diff:.0e}{scale}")
     if gate.max_accuracy_drop is not None and stats.accuracy_drop is not None \
             and stats.accuracy_drop > gate.max_accuracy_drop + POINTS_EPS:
-        lost = round(stats.accuracy_drop * stats.n / 100)  # on few images one photo is many points: say how many
+        net = round(stats.accuracy_drop * stats.n / 100)  # on few images one photo is many points: say how many
+        swaps = f"{stats.lost} right → wrong, {stats.gained} wrong → right"
         fails.append(f"top-1 drop {stats.accuracy_drop:.2f} pts > {gate.max_accuracy_drop:.2f} "
-                     f"({lost} more wrong of {stats.n} images)")
+                     f"({net} more wrong of {stats.n} images: {swaps})")
     elif gate.max_accuracy_drop is not None and stats.accuracy_drop is None:
         disagree = (1.0 - stats.top1_agreement) * 100.0  # without labels: an upper bound on the drop
         if disagree > gate.max_accuracy_drop + POINTS_EPS:

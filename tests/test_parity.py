@@ -24,12 +24,16 @@ def test_compare_logits_on_known_values() -> None:
     s = compare_logits(ref, cand, labels=np.array([0, 2, 0]))
     assert s.n == 3 and s.max_abs_diff == 1.0 and s.top1_agreement == pytest.approx(2 / 3)
     assert s.ref_accuracy == 100.0 and s.cand_accuracy == pytest.approx(200 / 3)
-    assert s.accuracy_drop == pytest.approx(100 / 3) and s.worst[0] == 2
+    assert s.accuracy_drop == pytest.approx(100 / 3) and s.worst[0] == 2 and (s.lost, s.gained) == (1, 0)
+    back = compare_logits(cand, ref, labels=np.array([0, 2, 0]))  # the roles swapped: the same image, won back
+    assert (back.lost, back.gained) == (0, 1) and back.accuracy_drop == pytest.approx(-100 / 3)
+    assert compare_logits(ref, cand).lost is None  # no labels, no counts
     assert check_gate(s, GATES["fp32"]) == ["top-1 agreement 66.67% < 100.00%",
                                             "max abs diff 1.00e+00 > 1e-04 × 3 (largest |reference logit|)"]
     assert check_gate(compare_logits(ref, ref), GATES["fp32"]) == []
     assert s.centered_cosine is None  # 3 images: too few to take their mean away
-    assert check_gate(s, GATES["int8"]) == ["top-1 drop 33.33 pts > 1.00 (1 more wrong of 3 images)"]
+    assert check_gate(s, GATES["int8"]) == ["top-1 drop 33.33 pts > 1.00 (1 more wrong of 3 images: "
+                                                  "1 right → wrong, 0 wrong → right)"]
     unlabelled = compare_logits(ref, cand)  # the same logits without labels: disagreement bounds the drop
     assert check_gate(unlabelled, GATES["int8"]) == [
         "top-1 disagreement 33.33 pts > 1.00 (no labels: an upper bound on the drop)"]
