@@ -150,10 +150,33 @@ def test_csv_of_path_label(digits: Path, tmp_path: Path) -> None:
     assert scan_data(tmp_path / "bom.csv", val_split=0.25).classes == CLASSES  # Excel's UTF-8 with a BOM
 
 
+def test_a_csv_split_column_says_each_rows_split(digits: Path, tmp_path: Path) -> None:
+    rows = [(p, part) for part in ("train", "val", "test") for p in sorted((digits / part).rglob("*.png"))]
+    listed = tmp_path / "split.csv"
+    listed.write_text("path,label,split\n" + "".join(f"{p},{p.parent.name},{part.upper()}\n" for p, part in rows))
+    split, folders = scan_data(listed), scan_data(digits)
+    for part in ("train", "val", "test"):
+        assert [s.path.name for s in getattr(split, part)] == [s.path.name for s in getattr(folders, part)], part
+    assert split.val_split is None
+    with pytest.raises(EdgetlError, match="split.csv: --val-split 0.3 would split the train rows and leave the val "
+                                          "rows unused"):
+        scan_data(listed, val_split=0.3)
+    no_val = tmp_path / "no_val.csv"  # train and test rows: val comes off train, test stays whole
+    no_val.write_text("".join(line for line in listed.read_text().splitlines(keepends=True) if ",VAL" not in line))
+    split = scan_data(no_val, val_split=0.25)
+    assert len(split.test) == len(folders.test) and len(split.train) + len(split.val) == len(folders.train)
+    assert class_counts(split.val, 10) == [2] * 10 and split.val_split == 0.25
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("path,label\n{a},digit_0\n{b},\n", r"x.csv:3: .* has an empty label; give every row its class"),
     ("path,label\n{a},digit_0\n{b},digit_1\n{a},digit_1\n", r"x.csv:4: .* is listed again \(first on line 2\)"),
-    ("filename,class\n{a},digit_0\n", r"x.csv:1: 'filename,class' is neither an image row nor the header"),
+    ("filename,class\n{a},digit_0\n", r"x.csv:1: 'filename,class' is neither an image row nor a header edgetl "
+                                        r"reads; the header, if any, is 'path,label' or 'path,label,split'"),
+    ("path,label,split\n{a},digit_0,train\n{b},digit_1\n", r"x.csv:3: expected 'path,label,split'; got .* "
+                                                              r"\(2 columns\)"),
+    ("{a},digit_0,train\n{b},digit_1,Testing\n", r"x.csv:2: split 'Testing' of .* is not one of train, val, test"),
+    ("{a},digit_0,train,x\n", r"x.csv:1: expected 'path,label'; got .* \(4 columns\)"),
     ('path,label\n{a},digit_0\n"{b},digit_1\n{a},digit_2\n', r"x.csv:3: expected 'path,label'; got '.{60}…' "
                                                                  r"\(a stray quote\?\)"),
     ("path,label\n{a},digit_0,train\n", r"x.csv:2: expected 'path,label'; got .* \(3 columns\)"),

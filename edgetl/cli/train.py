@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # Every default is None = "not given", so recipes and --config can fill it (see edgetl.config).
     d = p.add_argument_group("data")
     d.add_argument("--data", help="DIR with train/ and val/ (and test/, scored once after training), DIR/<class>/..., "
-                                  "or a path,label CSV")
+                                  "or a path,label[,split] CSV")
     d.add_argument("--val-split", type=float, help="fraction held out when DATA has no val/ (default 0.2)")
     d.add_argument("--img-size", type=int, help="square input size (default: the model's pretrained size)")
     d.add_argument("--augment", choices=AUGMENTS, help="extra augmentation")

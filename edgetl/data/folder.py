@@ -1,4 +1,5 @@
-"""Find labelled images: ImageFolder trees, one folder split by a seeded stratified split, or a CSV.
+"""Find labelled images: ImageFolder trees, one folder split by a seeded stratified split, or a CSV
+(:mod:`edgetl.data.labels_csv`).
 
 Every image is decoded once up front, so a corrupt, truncated or non-image file is listed once with
 its reason and left out, instead of crashing an epoch halfway through. The check runs in threads and its
@@ -7,7 +8,6 @@ verdicts are cached per file (:mod:`edgetl.data.checked`), so a rerun decodes on
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import warnings
@@ -193,8 +193,9 @@ def _validate(split: DataSplit, source: Path, own_val: bool, has_test: bool = Fa
             unusable = _unusable(split.skipped, name if own_val else "")
             raise EdgetlError(f"{where}: the {name} split has no usable images{unusable}; {fix}")
     if has_test and not split.test:
-        raise EdgetlError(f"{source / 'test'}: the test split has no usable images{_unusable(split.skipped, 'test')}; "
-                          "add images to it, or remove the folder")
+        where, fix = (source / "test", "add images to it, or remove the folder") if source.is_dir() else \
+            (source, "fix the test rows' files, or remove those rows")
+        raise EdgetlError(f"{where}: the test split has no usable images{_unusable(split.skipped, 'test')}; {fix}")
     counts = {i for s in split.train for i in [s.label]}
     empty = [split.classes[i] for i in range(len(split.classes)) if i not in counts]
     if empty:
@@ -248,56 +249,30 @@ def _stratified_split(samples: list[Sample], val_split: float, seed: int) -> tup
     return train, val
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[Sample]]:
-    """``path,label`` rows (an optional ``path,label`` header); each bad row is an error naming its line."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise EdgetlError(f"{path}: not a UTF-8 text CSV; save it as UTF-8 lines of 'path,label'") from None
-    rows: list[tuple[Path, str]] = []
-    first_line: dict[Path, int] = {}
-    reader = csv.reader(text.splitlines(keepends=True))
-    line = 1  # where the row starts: a stray quote makes one row span many lines
-    for row in reader:
-        where, line, start = f"{path}:{line}", reader.line_num + 1, line
-        if not row:
-            continue
-        if start == 1 and _is_header(row, path):
-            continue
-        if len(row) != 2 or any("\n" in cell for cell in row):
-            shown = ",".join(row).replace("\n", " ")
-            why = "a stray quote?" if any("\n" in cell for cell in row) else f"{len(row)} columns"
-            raise EdgetlError(f"{where}: expected 'path,label'; got {shown[:60] + '…' if len(shown) > 60 else shown!r}"
-                              f" ({why})")
-        img, label = Path(row[0].strip()), row[1].strip()
-        img = img if img.is_absolute() else path.parent / img
-        if not label:
-            raise EdgetlError(f"{where}: {img.name} has an empty label; give every row its class")
-        if img in first_line:
-            raise EdgetlError(f"{where}: {img.name} is listed again (first on line {first_line[img]}); list each "
-                              "image once, or it could land in both train and val")
-        first_line[img] = start
-        rows.append((img, label))
-    if not rows:
-        raise EdgetlError(f"{path}: CSV has no rows; expected lines of 'path,label'")
-    missing = [p for p, _ in rows if not p.exists()]
-    if missing:
-        raise EdgetlError(f"{path}: {len(missing)} listed file(s) do not exist (first: {missing[0]}); fix the paths")
-    classes = sorted({label for _, label in rows})
+Splits = tuple[list[str], list[Sample], list[Sample], list[Sample], float | None]  # classes, train, val, test, asked
+
+
+def _csv_splits(path: Path, val_split: float | None, seed: int) -> Splits:
+    """(classes, train, val, test, fraction asked) of a CSV: its split column where it has one, else seeded."""
+    from edgetl.data.labels_csv import read_csv
+
+    rows = read_csv(path)
+    classes = sorted({r.label for r in rows})
     index = {c: i for i, c in enumerate(classes)}
-    return classes, [Sample(p, index[label]) for p, label in rows]
-
-
-def _is_header(row: list[str], csv_path: Path) -> bool:
-    """The first row is a header when it names no image; only ``path,label`` is one edgetl reads."""
-    cells = [c.strip().lower() for c in row]
-    if cells[:2] == ["path", "label"] and len(cells) == 2:
-        return True
-    named = Path(row[0].strip())
-    if named.suffix.lower() in IMAGE_EXTENSIONS or (csv_path.parent / named).exists():
-        return False
-    raise EdgetlError(f"{csv_path}:1: {','.join(row)[:60]!r} is neither an image row nor the header edgetl reads; "
-                      "the header, if any, is 'path,label' (two columns)")
+    samples = {name: [Sample(r.path, index[r.label]) for r in rows if r.split == name] for name in ("train", "val",
+                                                                                                    "test")}
+    if rows[0].split is None:
+        asked = 0.2 if val_split is None else val_split
+        train, val = _stratified_split([Sample(r.path, index[r.label]) for r in rows], asked, seed)
+        return classes, train, val, [], asked
+    if samples["val"] and val_split is not None:
+        raise EdgetlError(f"{path}: --val-split {val_split} would split the train rows and leave the val rows unused; "
+                          "drop --val-split, or leave val out of the split column")
+    if samples["val"]:
+        return classes, samples["train"], samples["val"], samples["test"], None
+    asked = 0.2 if val_split is None else val_split  # no val rows: split them off the train rows
+    train, val = _stratified_split(samples["train"], asked, seed)
+    return classes, train, val, samples["test"], asked
 
 
 def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -> DataSplit:
@@ -305,7 +280,7 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
 
     ``DIR`` with ``train/`` and ``val/`` → ImageFolder splits; ``DIR`` of class folders or a ``.csv``
     (``path,label``) → split with ``val_split`` (default 0.2), stratified and seeded. A ``test/`` folder beside
-    ``train/`` is the held-out test set.
+    ``train/`` is the held-out test set; a CSV's third column (``path,label,split``) says each row's split.
     """
     root = Path(data)
     if not root.exists():
@@ -313,10 +288,21 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise EdgetlError(f"{root}: not a folder or .csv; pass an ImageFolder directory or a path,label CSV")
-        classes, samples = _read_csv(root)
-        asked = 0.2 if val_split is None else val_split
-        train, val = _stratified_split(samples, asked, seed)
-    elif (root / "train").is_dir() and (root / "val").is_dir():
+        classes, train, val, test, asked = _csv_splits(root, val_split, seed)
+    else:
+        classes, train, val, test, asked = _folder_splits(root, val_split, seed)
+    _, bad = check_images([s.path for s in train + val + test])
+    bad_set = {p for p, _ in bad}
+    odd = odd_files(root) if root.is_dir() else []
+    split = DataSplit(classes, _drop_bad(train, bad_set), _drop_bad(val, bad_set), bad + odd, asked,
+                      _drop_bad(test, bad_set))
+    return _validate(split, root, own_val=root.is_dir() and (root / "val").is_dir(), has_test=bool(test))
+
+
+def _folder_splits(root: Path, val_split: float | None, seed: int) -> Splits:
+    """An ImageFolder tree: ``train/`` + ``val/`` as given, else class folders split by ``val_split``; ``test/``
+    beside ``train/`` whole."""
+    if (root / "train").is_dir() and (root / "val").is_dir():
         if val_split is not None:
             raise EdgetlError(f"{root / 'val'}: --val-split {val_split} would split train/ and leave this val/ "
                               "unused; drop --val-split, or pass a folder without val/")
@@ -327,14 +313,8 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
         classes, found = _scan_class_tree(base)
         asked = 0.2 if val_split is None else val_split
         train, val = _stratified_split(_samples(found, classes), asked, seed)
-    has_test = root.is_dir() and (root / "train").is_dir() and (root / "test").is_dir()
-    test = _held_out(root / "test", classes) if has_test else []
-    _, bad = check_images([s.path for s in train + val + test])
-    bad_set = {p for p, _ in bad}
-    odd = odd_files(root) if root.is_dir() else []
-    split = DataSplit(classes, _drop_bad(train, bad_set), _drop_bad(val, bad_set), bad + odd, asked,
-                      _drop_bad(test, bad_set))
-    return _validate(split, root, own_val=root.is_dir() and (root / "val").is_dir(), has_test=has_test)
+    has_test = (root / "train").is_dir() and (root / "test").is_dir()
+    return classes, train, val, _held_out(root / "test", classes) if has_test else [], asked
 
 
 def _held_out(folder: Path, classes: list[str]) -> list[Sample]:
