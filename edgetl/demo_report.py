@@ -24,7 +24,7 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}%"
 
 
-def _held_out(result: DemoResult) -> str:
+def _judged_on_words(result: DemoResult) -> str:
     """What the evaluation and parity images are, in words."""
     return "test images (held out: nothing was chosen on them)" if result.split.test else "validation images"
 
@@ -111,8 +111,8 @@ def training_section(result: DemoResult) -> Section:
     image = plot_training(result, result.options.out / "training.png")
     text.append("Per-run curves and metrics: " + ", ".join(f"`{Path(r.run_dir) / 'curves.png'}`"
                                                           for r in result.runs.values()) + ".")
-    header = ["run", "what", "epochs", "best epoch", "val top-1", "val loss", *(["test top-1"] if result.split.test
-                                                                                   else [])]
+    chosen = ["test top-1 (not used to choose)"] if result.split.test else []
+    header = ["run", "what", "epochs", "best epoch", "val top-1", "val loss", *chosen]
     return Section("Training", text, [Table(header, rows)], [image])
 
 
@@ -123,7 +123,7 @@ def evaluation_section(result: DemoResult) -> Section:
     shown = ev.per_class if len(ev.per_class) <= CLASS_ROWS else ev.weakest(CLASS_ROWS)
     rows = [[c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support)] for c in shown]
     top5 = f", top-5 {ev.top5:.2f}%" if ev.top5 is not None else ""
-    text = [f"`edgetl eval` of `{result.final_run}` on {ev.images} {_held_out(result)}: "
+    text = [f"`edgetl eval` of `{result.final_run}` on {ev.images} {_judged_on_words(result)}: "
             f"top-1 **{ev.top1:.2f}%**{interval_text(ev.top1_ci)}{top5}."]
     if ev.macro:
         text.append(f"Macro over the {ev.macro['classes']} classes with images: recall (balanced accuracy) "
@@ -167,7 +167,7 @@ def artifacts_section(result: DemoResult) -> Section:
                      f"{path.stat().st_size / 2**20:.1f}", _pct(s.cand_accuracy),
                      f"{s.accuracy_drop:+.2f}" if s.accuracy_drop is not None else "-", f"{s.top1_agreement:.2%}",
                      f"{s.max_abs_diff:.2e}", "PASS" if c.passed else "FAIL: " + "; ".join(c.fails)])
-    text = [f"`edgetl parity` on all {report.images} {_held_out(result)}, each artifact with the preprocessing "
+    text = [f"`edgetl parity` on all {report.images} {_judged_on_words(result)}, each artifact with the preprocessing "
             "from its own metadata. INT8 for TensorRT is judged with ONNX Runtime graph optimisation off (Q/DQ as "
             "float fake-quant, TensorRT's numerics); INT8 for the CPU with ONNX Runtime's fused int8 kernels.",
             "Verdict: **" + ("all artifacts pass their gates" if result.passed else "a gate FAILED") + "**."]

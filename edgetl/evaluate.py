@@ -84,9 +84,9 @@ def wilson_interval(right: int, images: int, z: float = 1.96) -> tuple[float, fl
     return max(0.0, (centre - half) * scale), min(100.0, (centre + half) * scale)
 
 
-def interval_text(ci: tuple[float, float] | None) -> str:
+def interval_text(ci: tuple[float, float] | None, unit: str = "") -> str:
     """" (95% CI lo–hi)" for a top-1, or nothing."""
-    return f" (95% CI {ci[0]:.1f}–{ci[1]:.1f})" if ci else ""
+    return f" (95% CI {ci[0]:.1f}–{ci[1]:.1f}{unit})" if ci else ""
 
 
 def report_from_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str], paths: list[str],

@@ -59,10 +59,16 @@ def test_a_test_folder_beside_train_is_the_test_split(digits: Path, tmp_path: Pa
     shutil.rmtree(data / "test" / "digit_4")
     assert split_warnings(scan_data(data)) == ["no test images for class(es) digit_4: test top-1 says nothing of "
                                                "them; add test images of each class"]
-    flat = tmp_path / "flat"  # no train/: a folder named test is a class like any other
-    for name in ("digit_1", "test"):
-        shutil.copytree(digits / "train" / "digit_1", flat / name)
-    assert scan_data(flat).classes == ["digit_1", "test"] and not scan_data(flat).test
+    flat = tmp_path / "flat"  # class folders and a test/ (or val/) with no train/: not trained as a class
+    for name in ("digit_1", "digit_2"):
+        shutil.copytree(digits / "train" / name, flat / name)
+    for name in ("test", "val"):
+        shutil.copytree(digits / name, flat / name)
+        with pytest.raises(EdgetlError, match=f"flat/{name}: a {name}/ folder needs .*flat/train/<class>/ beside it, "
+                                              f"or it is read as a class; move the class folders into .*flat/train/"):
+            scan_data(flat)
+        shutil.rmtree(flat / name)
+    assert scan_data(flat).classes == ["digit_1", "digit_2"]
 
 
 def test_a_test_folder_must_hold_usable_images_of_trainings_classes(digits: Path, tmp_path: Path) -> None:
@@ -75,9 +81,40 @@ def test_a_test_folder_must_hold_usable_images_of_trainings_classes(digits: Path
     shutil.rmtree(data / "test")
     (data / "test" / "digit_0").mkdir(parents=True)
     (data / "test" / "digit_0" / "x.png").write_text("not a png")
-    with pytest.raises(EdgetlError, match=r"test: the test split has no usable images \(1 file\(s\) unusable, e\.g\. "
-                                          r".*x\.png: .*\); add images to it, or remove the folder"):
+    with pytest.raises(EdgetlError, match=r"b/test: the test split has no usable images \(1 file\(s\) unusable, e\.g\. "
+                                          r".*x\.png: .*\); add images to .*b/test, or remove the folder$"):
         scan_data(data)
+    shutil.rmtree(data / "test" / "digit_0")  # an empty test/: the way out is named
+    with pytest.raises(EdgetlError, match=r"b/test: no class folders; expected .*/test/<class>/<image>, "
+                                          r"or remove test/$"):
+        scan_data(data)
+    bad = tmp_path / "test"  # under a folder named test, a corrupt training file is not the test split's
+    shutil.copytree(digits, bad / "d")
+    (bad / "d" / "train" / "digit_0" / "broken.png").write_text("no")
+    shutil.rmtree(bad / "d" / "test")
+    (bad / "d" / "test" / "digit_0").mkdir(parents=True)
+    (bad / "d" / "test" / "digit_0" / "only.png").write_text("no")
+    with pytest.raises(EdgetlError, match=r"d/test: the test split has no usable images \(1 file\(s\) unusable, "
+                                          r"e\.g\. .*only\.png: .*"):
+        scan_data(bad / "d")
+
+
+def test_csv_errors_name_the_rows_to_fix(digits: Path, tmp_path: Path) -> None:
+    files = sorted((digits / "train").rglob("*.png"))
+    broken = tmp_path / "broken.png"
+    broken.write_text("not a png")
+    rows = "".join(f"{p},{p.parent.name},train\n" for p in files)
+    (tmp_path / "t.csv").write_text(rows + f"{broken},digit_0,test\n")
+    with pytest.raises(EdgetlError, match=r"t\.csv: the test split has no usable images \(1 file\(s\) unusable, "
+                                          r"e\.g\. .*broken\.png: .*\); fix the test rows' files$"):
+        scan_data(tmp_path / "t.csv")
+    (tmp_path / "v.csv").write_text(rows + f"{broken},digit_0,val\n")
+    with pytest.raises(EdgetlError, match=r"v\.csv: the val split has no usable images .*; fix the val rows' files$"):
+        scan_data(tmp_path / "v.csv")
+    (tmp_path / "c.csv").write_text(rows + f"{files[0]},digit_nine,test\n".replace(str(files[0]), str(broken)))
+    with pytest.raises(EdgetlError, match=rf"c\.csv:{len(files) + 1}: class 'digit_nine' is in the test rows but not "
+                                          r"in train; add train rows of it or remove it from test$"):
+        scan_data(tmp_path / "c.csv")
 
 
 def test_bad_files_are_listed_once_and_skipped(digits: Path, tmp_path: Path) -> None:
@@ -479,4 +516,6 @@ def test_copies_of_training_images_in_val_or_test_are_warned_about(digits: Path,
     assert val.startswith(f"1 val image(s) are byte-for-byte copies of training images (e.g. "
                           f"{data / 'val' / 'digit_2' / 'copy.png'} = {seen[0]}): val top-1 reads high on them")
     assert test.startswith("2 test image(s) are byte-for-byte copies of training or validation images")
+    assert "; 1 of them under another class, so the labels disagree too; delete one copy of each" in test
+    assert "under another class" not in val
     assert "twin.png" not in test

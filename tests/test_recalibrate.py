@@ -232,8 +232,15 @@ def test_photos_the_run_trained_on_are_named_and_a_resumed_run_says_its_t_gives_
                                                                   f"are in {(digits_data / 'train').resolve()}")
     assert refit_temperature(run, digits_data, device="cpu", write=False, progress=False).warning is None  # val/
     card = ModelCard.load(run / "model.json")
+    assert card.metrics["test_temperature"] == card.temperature and "test_ece" in card.metrics
     write_temperature(run, _with_t(card, 0.7, extra={"temperature_refit": {"images": 9}}))
+    metrics = ModelCard.load(run / "model.json").metrics  # the test ECE was at training's T: dropped, the rest kept
+    assert "test_ece" not in metrics and metrics["test_top1"] == card.metrics["test_top1"]
     capsys.readouterr()
+    fit(TrainConfig(**{**cfg, "resume": str(run)}))  # complete: nothing trains, the refit T stays, the test rescored
+    said = " ".join(capsys.readouterr().out.split())
+    assert "gives way" not in said and ModelCard.load(run / "model.json").temperature == 0.7
+    assert "at T 0.7 on 60 images" in said and ModelCard.load(run / "model.json").metrics["test_temperature"] == 0.7
     fit(TrainConfig(**{**cfg, "epochs": 2, "resume": str(run)}))
     assert "note: the temperature edgetl calibrate set (0.7) gives way to training's own" in \
         " ".join(capsys.readouterr().out.split())

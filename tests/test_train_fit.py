@@ -432,6 +432,19 @@ def test_the_test_folder_is_scored_once_on_the_best_weights_as_eval_scores_it(di
     assert last.loss != pytest.approx(ev.loss, abs=1e-3)  # the last epoch's weights would have scored otherwise
 
 
+def test_a_resume_drops_the_test_figures_of_a_test_set_since_removed(digits_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(digits_data, data)
+    run = tmp_path / "r"
+    fit(_cfg(data, run, epochs=1), quiet=True)
+    first = ModelCard.load(run / "model.json").metrics
+    assert first["test_images"] == 60
+    shutil.rmtree(data / "test")
+    again = fit(_cfg(data, run, epochs=1, resume=str(run)), quiet=True)  # complete: nothing trains
+    assert again.test == {} and ModelCard.load(run / "model.json").metrics == \
+        {k: v for k, v in first.items() if not k.startswith("test_")}
+
+
 def test_the_summary_says_what_the_val_figures_are_worth(digits_data: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
@@ -440,15 +453,20 @@ def test_the_summary_says_what_the_val_figures_are_worth(digits_data: Path, tmp_
     assert cli.main([*args, "--data", str(data), "--out", str(tmp_path / "a")]) == 0
     said = " ".join(capsys.readouterr().out.split())
     assert "validation chose this epoch, so its val figures read a little high" in said and "test:" not in said
-    assert "DATA/test/<class>/ is scored after training" in said
+    assert f"{data / 'test'}/<class>/ is scored after training" in said
     assert cli.main([*args, "--data", str(digits_data), "--out", str(tmp_path / "b")]) == 0
     said = " ".join(capsys.readouterr().out.split())
     assert "140 train / 60 val / 60 test images" in said
     test = ModelCard.load(tmp_path / "b" / "model.json").metrics
-    assert f"test: top-1 {test['test_top1']:.1f} (95% CI " in said
-    assert "on 60 images, scored once, after training" in said
+    assert f"test: top-1 {test['test_top1']:.1f}% (95% CI " in said
+    assert f"ECE {test['test_ece']:.3f} at T {test['test_temperature']:.3g} on 60 images, scored after training" in said
     assert cli.main(["info", str(tmp_path / "b")]) == 0
-    assert f"test top-1 {test['test_top1']:.2f}% on 60 held-out images" in " ".join(capsys.readouterr().out.split())
+    assert f"test top-1 {test['test_top1']:.2f}% (95% CI " in " ".join(capsys.readouterr().out.split())
+    assert cli.main([*args, "--data", str(data / "train"), "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    assert "test_top1" not in capsys.readouterr().out  # --quiet: one line, with test_top1 only when there is one
+    assert cli.main([*args, "--data", str(digits_data), "--out", str(tmp_path / "d"), "--quiet"]) == 0
+    assert f"test_top1 {ModelCard.load(tmp_path / 'd' / 'model.json').metrics['test_top1']:.2f}" in \
+        capsys.readouterr().out
 
 
 def test_under_torchrun_only_rank_0_prints_the_notes_and_the_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -34,12 +34,17 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _accuracy(metrics: dict[str, Any]) -> str:
-    """Training's figures in words: val top-1 chose the epoch; test top-1, when the data had test/, did not."""
+def _accuracy(metrics: dict[str, Any], backend: str) -> str:
+    """Training's figures in words: val top-1 chose the epoch; test top-1, when the data had a test set, did not.
+    They are the trained PyTorch model's: an exported file's own accuracy is parity's to measure."""
+    from edgetl.evaluate import interval_text, wilson_interval
+
     text = f"val top-1 {metrics['val_top1']:.2f}% (chose epoch {metrics.get('best_epoch', '?')})"
-    if metrics.get("test_top1") is not None:
-        text += f"; test top-1 {metrics['test_top1']:.2f}% on {metrics.get('test_images', '?')} held-out images"
-    return text
+    if metrics.get("test_top1") is not None and metrics.get("test_images"):
+        n = int(metrics["test_images"])
+        ci = interval_text(wilson_interval(round(metrics["test_top1"] * n / 100), n), "%")
+        text += f"; test top-1 {metrics['test_top1']:.2f}%{ci} on {n} held-out images"
+    return text if backend == "torch" else f"of the PyTorch model it came from: {text}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     rows.append(("probabilities", f"softmax(logits / {t:.4g}), temperature {info['temperature_from']}" if t != 1
                  else "softmax(logits)"))
     if info["provenance"]["metrics"].get("val_top1") is not None:
-        rows.append(("accuracy", _accuracy(info["provenance"]["metrics"])))
+        rows.append(("accuracy", _accuracy(info["provenance"]["metrics"], info["backend"])))
     for key in ("opset", "producer", "parameters", "weights_file"):
         if key in info:
             rows.append((key, _fmt(info[key])))

@@ -133,6 +133,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     result = fit(cfg, quiet=args.quiet, overwrite=args.overwrite)
     if args.quiet and speaks:
-        best = result.best
-        print(f"{result.run_dir}: best epoch {result.best_epoch} val_top1 {best.get('val_top1', float('nan')):.2f}")
+        val = f"val_top1 {result.best.get('val_top1', float('nan')):.2f}"
+        test = f" test_top1 {result.test['test_top1']:.2f}" if result.test else ""
+        print(f"{result.run_dir}: best epoch {result.best_epoch} {val}{test}")
     return 0

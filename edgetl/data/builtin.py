@@ -27,8 +27,9 @@ def materialize_builtin(root: str | Path, per_class: int | None = None, val_frac
 
     ``per_class`` caps the train + val images per class (None = all, about 180). The test set
     (``test_fraction`` of that, default as many as val, 0 for none) comes from the digits the cap leaves
-    out, so adding it changes neither train nor val. Re-running with the same arguments reuses the
-    folder; the folder appears whole or not at all.
+    out, so adding it changes neither train nor val while there are enough of those (up to about 130 per
+    class at the default fractions); past that it takes the rest from train. Re-running with the same
+    arguments reuses the folder; the folder appears whole or not at all.
     """
     try:
         from sklearn.datasets import load_digits

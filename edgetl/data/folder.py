@@ -180,28 +180,35 @@ def _unusable(skipped: list[tuple[Path, str]], under: str = "") -> str:
     return f" ({len(hits)} file(s) unusable, e.g. {hits[0][0]}: {hits[0][1]})" if hits else ""
 
 
-def _validate(split: DataSplit, source: Path, own_val: bool, has_test: bool = False) -> DataSplit:
-    """Two classes, images in each split, every class in training; each error names the unusable files."""
+def _validate(split: DataSplit, source: Path, found: Found, bad: list[tuple[Path, str]]) -> DataSplit:
+    """Two classes, images in each split, every class in training; each error names that split's unusable files."""
     if len(split.classes) < 2:
         what = "labels in the CSV" if source.is_file() else "class folders"
         raise EdgetlError(f"{source}: only one class ({split.classes[0] if split.classes else 'none'}); "
                           f"a classifier needs at least two {what}")
-    for name, samples in (("train", split.train), ("val", split.val)):
-        if not samples:
-            where = source / name if own_val else source
-            fix = f"add images to {where}" if own_val else "add images or change --val-split"
-            unusable = _unusable(split.skipped, name if own_val else "")
-            raise EdgetlError(f"{where}: the {name} split has no usable images{unusable}; {fix}")
-    if has_test and not split.test:
-        where, fix = (source / "test", "add images to it, or remove the folder") if source.is_dir() else \
-            (source, "fix the test rows' files, or remove those rows")
-        raise EdgetlError(f"{where}: the test split has no usable images{_unusable(split.skipped, 'test')}; {fix}")
-    counts = {i for s in split.train for i in [s.label]}
-    empty = [split.classes[i] for i in range(len(split.classes)) if i not in counts]
+    for name in ("train", "val", "test"):
+        listed = {s.path for s in getattr(found, name)}
+        if listed and not getattr(split, name):
+            raise _no_usable(source, name, name in found.given, [(p, r) for p, r in bad if p in listed])
+    counts = {s.label for s in split.train}
+    empty = [i for i in range(len(split.classes)) if i not in counts]
     if empty:
-        raise EdgetlError(f"{source}: class {empty[0]!r} has no usable training images"
-                          f"{_unusable(split.skipped, empty[0])}; add some or remove the class")
+        files = {s.path for s in found.train if s.label == empty[0]}
+        raise EdgetlError(f"{source}: class {split.classes[empty[0]]!r} has no usable training images"
+                          f"{_unusable([(p, r) for p, r in bad if p in files])}; add some or remove the class")
     return split
+
+
+def _no_usable(source: Path, name: str, given: bool, skipped: list[tuple[Path, str]]) -> EdgetlError:
+    """The error for a split whose every file failed the check, with the fix that fits how the split was made."""
+    if source.is_file():
+        where, fix = source, f"fix the {name} rows' files" if given else "add images or change --val-split"
+    elif given:
+        where = source / name
+        fix = f"add images to {where}" + (", or remove the folder" if name == "test" else "")
+    else:
+        where, fix = source, "add images or change --val-split"
+    return EdgetlError(f"{where}: the {name} split has no usable images{_unusable(skipped)}; {fix}")
 
 
 def split_warnings(split: DataSplit) -> list[str]:
@@ -249,30 +256,47 @@ def _stratified_split(samples: list[Sample], val_split: float, seed: int) -> tup
     return train, val
 
 
-Splits = tuple[list[str], list[Sample], list[Sample], list[Sample], float | None]  # classes, train, val, test, asked
+DEFAULT_VAL_SPLIT = 0.2
 
 
-def _csv_splits(path: Path, val_split: float | None, seed: int) -> Splits:
-    """(classes, train, val, test, fraction asked) of a CSV: its split column where it has one, else seeded."""
-    from edgetl.data.labels_csv import read_csv
+@dataclass
+class Found:
+    """What a data source lists, before the image check: classes, the three splits, the fraction edgetl split
+    off for val (None when the data says which images are val) and the splits the data names itself."""
+
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    asked: float | None
+    given: set[str]
+
+
+def _csv_splits(path: Path, val_split: float | None, seed: int) -> Found:
+    """A CSV's samples: its split column where it has one, else a seeded stratified split."""
+    from edgetl.data.labels_csv import SPLITS, read_csv
 
     rows = read_csv(path)
     classes = sorted({r.label for r in rows})
     index = {c: i for i, c in enumerate(classes)}
-    samples = {name: [Sample(r.path, index[r.label]) for r in rows if r.split == name] for name in ("train", "val",
-                                                                                                    "test")}
+    part = {name: [Sample(r.path, index[r.label]) for r in rows if r.split == name] for name in SPLITS}
+    asked = DEFAULT_VAL_SPLIT if val_split is None else val_split
     if rows[0].split is None:
-        asked = 0.2 if val_split is None else val_split
         train, val = _stratified_split([Sample(r.path, index[r.label]) for r in rows], asked, seed)
-        return classes, train, val, [], asked
-    if samples["val"] and val_split is not None:
+        return Found(classes, train, val, [], asked, set())
+    trained = {r.label for r in rows if r.split == "train"}
+    stray = next((r for r in rows if r.label not in trained), None)
+    if stray is not None:
+        raise EdgetlError(f"{path}:{stray.line}: class {stray.label!r} is in the {stray.split} rows but not in train; "
+                          f"add train rows of it or remove it from {stray.split}")
+    given = {name for name, samples in part.items() if samples}
+    if part["val"] and val_split is not None:
         raise EdgetlError(f"{path}: --val-split {val_split} would split the train rows and leave the val rows unused; "
                           "drop --val-split, or leave val out of the split column")
-    if samples["val"]:
-        return classes, samples["train"], samples["val"], samples["test"], None
-    asked = 0.2 if val_split is None else val_split  # no val rows: split them off the train rows
-    train, val = _stratified_split(samples["train"], asked, seed)
-    return classes, train, val, samples["test"], asked
+    if part["val"]:
+        return Found(classes, part["train"], part["val"], part["test"], None, given)
+    train, val = _stratified_split(part["train"], asked, seed)  # no val rows: split them off the train rows
+    return Found(classes, train, val, part["test"], asked, given)
 
 
 def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -> DataSplit:
@@ -288,37 +312,45 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise EdgetlError(f"{root}: not a folder or .csv; pass an ImageFolder directory or a path,label CSV")
-        classes, train, val, test, asked = _csv_splits(root, val_split, seed)
+        found = _csv_splits(root, val_split, seed)
     else:
-        classes, train, val, test, asked = _folder_splits(root, val_split, seed)
-    _, bad = check_images([s.path for s in train + val + test])
+        found = _folder_splits(root, val_split, seed)
+    _, bad = check_images([s.path for s in found.train + found.val + found.test])
     bad_set = {p for p, _ in bad}
     odd = odd_files(root) if root.is_dir() else []
-    split = DataSplit(classes, _drop_bad(train, bad_set), _drop_bad(val, bad_set), bad + odd, asked,
-                      _drop_bad(test, bad_set))
-    return _validate(split, root, own_val=root.is_dir() and (root / "val").is_dir(), has_test=bool(test))
+    split = DataSplit(found.classes, _drop_bad(found.train, bad_set), _drop_bad(found.val, bad_set), bad + odd,
+                      found.asked, _drop_bad(found.test, bad_set))
+    return _validate(split, root, found, bad)
 
 
-def _folder_splits(root: Path, val_split: float | None, seed: int) -> Splits:
+def _folder_splits(root: Path, val_split: float | None, seed: int) -> Found:
     """An ImageFolder tree: ``train/`` + ``val/`` as given, else class folders split by ``val_split``; ``test/``
     beside ``train/`` whole."""
-    if (root / "train").is_dir() and (root / "val").is_dir():
+    has_train = (root / "train").is_dir()
+    for name in ("val", "test"):
+        if not has_train and (root / name).is_dir():
+            raise EdgetlError(f"{root / name}: a {name}/ folder needs {root / 'train'}/<class>/ beside it, or it is "
+                              f"read as a class; move the class folders into {root / 'train'}/ (or rename {name}/ "
+                              "if it is a class)")
+    given = {name for name in ("train", "val", "test") if has_train and (root / name).is_dir()}
+    if "val" in given:
         if val_split is not None:
             raise EdgetlError(f"{root / 'val'}: --val-split {val_split} would split train/ and leave this val/ "
                               "unused; drop --val-split, or pass a folder without val/")
         classes, found = _scan_class_tree(root / "train")
         train, val, asked = _samples(found, classes), _held_out(root / "val", classes), None
     else:
-        base = root / "train" if (root / "train").is_dir() else root
-        classes, found = _scan_class_tree(base)
-        asked = 0.2 if val_split is None else val_split
+        classes, found = _scan_class_tree(root / "train" if has_train else root)
+        asked = DEFAULT_VAL_SPLIT if val_split is None else val_split
         train, val = _stratified_split(_samples(found, classes), asked, seed)
-    has_test = (root / "train").is_dir() and (root / "test").is_dir()
-    return classes, train, val, _held_out(root / "test", classes) if has_test else [], asked
+    test = _held_out(root / "test", classes) if "test" in given else []
+    return Found(classes, train, val, test, asked, given)
 
 
 def _held_out(folder: Path, classes: list[str]) -> list[Sample]:
     """The samples of ``val/`` or ``test/``, whose classes must all be training's."""
+    if not _class_dirs(folder):
+        raise EdgetlError(f"{folder}: no class folders; expected {folder}/<class>/<image>, or remove {folder.name}/")
     _, found = _scan_class_tree(folder)
     unknown = sorted(set(found) - set(classes))
     if unknown:

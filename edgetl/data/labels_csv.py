@@ -21,6 +21,7 @@ class Row:
     path: Path
     label: str
     split: str | None  # None in a two-column CSV: edgetl splits it
+    line: int  # where the row starts, for errors
 
 
 def read_csv(path: Path) -> list[Row]:
@@ -41,7 +42,7 @@ def read_csv(path: Path) -> list[Row]:
             width = len(cells)
             continue
         width = width or len(cells)
-        row = _row(cells, where, path.parent, width)
+        row = _row(cells, where, path.parent, width, start)
         if row.path in first_line:
             raise EdgetlError(f"{where}: {row.path.name} is listed again (first on line {first_line[row.path]}); list "
                               "each image once, or it could land in two splits")
@@ -55,7 +56,7 @@ def read_csv(path: Path) -> list[Row]:
     return rows
 
 
-def _row(cells: list[str], where: str, base: Path, width: int) -> Row:
+def _row(cells: list[str], where: str, base: Path, width: int, line: int) -> Row:
     expected = "'path,label,split'" if width == 3 else "'path,label'"
     if len(cells) != width or width not in (2, 3) or any("\n" in cell for cell in cells):
         shown = ",".join(cells).replace("\n", " ")
@@ -69,7 +70,7 @@ def _row(cells: list[str], where: str, base: Path, width: int) -> Row:
     if split is not None and split not in SPLITS:
         raise EdgetlError(f"{where}: split {cells[2].strip()!r} of {img.name} is not one of train, val, test; "
                           "fix that row")
-    return Row(img if img.is_absolute() else base / img, label, split)
+    return Row(img if img.is_absolute() else base / img, label, split, line)
 
 
 def _is_header(cells: list[str], csv_path: Path) -> bool:

@@ -1,8 +1,8 @@
 """Files that sit in two splits at once: a photo copied into val/ or test/ as well as train/.
 
 A model scores such a photo as one it has trained on, so the held-out figure reads high by however many
-there are; scraped and hand-sorted data sets often hold a few. Only files of equal size are read and hashed,
-so on photos the check costs a directory listing.
+there are; scraped and hand-sorted data sets often hold a few. Only files whose size matches one in the
+other split are read and hashed, each once: on photos, whose sizes rarely match, that is few.
 """
 
 from __future__ import annotations
@@ -17,42 +17,54 @@ from edgetl.data.folder import DataSplit, Sample
 CHUNK = 1 << 20
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
+class Digests:
+    """sha256 of files, each read once however many splits compare it."""
+
+    def __init__(self) -> None:
+        self.known: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        if path not in self.known:
+            h = hashlib.sha256()
+            with path.open("rb") as fh:
+                while block := fh.read(CHUNK):
+                    h.update(block)
+            self.known[path] = h.hexdigest()
+        return self.known[path]
 
 
-def _sizes(samples: Iterable[Sample]) -> dict[int, list[Path]]:
-    out: dict[int, list[Path]] = defaultdict(list)
+def _sizes(samples: Iterable[Sample]) -> dict[int, list[Sample]]:
+    out: dict[int, list[Sample]] = defaultdict(list)
     for s in samples:
         try:
-            out[s.path.stat().st_size].append(s.path)
+            out[s.path.stat().st_size].append(s)
         except OSError:  # gone since the scan: nothing to compare
             continue
     return out
 
 
-def copies_of(held_out: list[Sample], seen: list[Sample]) -> list[tuple[Path, Path]]:
-    """(held-out file, a file of ``seen`` with the same bytes) for each held-out file that has one."""
+def copies_of(held_out: list[Sample], seen: list[Sample], digest: Digests | None = None) -> list[tuple[Sample, Sample]]:
+    """(held-out sample, a sample of ``seen`` with the same bytes) for each held-out file that has one."""
+    digest = digest or Digests()
     mine, theirs = _sizes(held_out), _sizes(seen)
     pairs = []
     for size in sorted(set(mine) & set(theirs)):
-        known = {_digest(p): p for p in theirs[size]}
-        pairs += [(p, known[d]) for p in mine[size] if (d := _digest(p)) in known]
+        known = {digest(s.path): s for s in theirs[size]}
+        pairs += [(s, known[d]) for s in mine[size] if (d := digest(s.path)) in known]
     return pairs
 
 
 def overlap_warnings(split: DataSplit) -> list[str]:
     """One warning per held-out split holding copies of images that training (or, for test, validation) saw."""
-    out = []
+    out, digest = [], Digests()
     for name, samples, seen, what in (("val", split.val, split.train, "training"),
                                       ("test", split.test, split.train + split.val, "training or validation")):
-        pairs = copies_of(samples, seen) if samples else []
-        if pairs:
-            a, b = pairs[0]
-            out.append(f"{len(pairs)} {name} image(s) are byte-for-byte copies of {what} images (e.g. {a} = {b}): "
-                       f"{name} top-1 reads high on them; delete one copy of each")
+        pairs = copies_of(samples, seen, digest) if samples else []
+        if not pairs:
+            continue
+        a, b = pairs[0]
+        relabelled = sum(x.label != y.label for x, y in pairs)
+        noise = f"; {relabelled} of them under another class, so the labels disagree too" if relabelled else ""
+        out.append(f"{len(pairs)} {name} image(s) are byte-for-byte copies of {what} images (e.g. {a.path} = "
+                   f"{b.path}): {name} top-1 reads high on them{noise}; delete one copy of each")
     return out

@@ -184,9 +184,6 @@ class Trainer:
                 differ = class_difference(old.classes, card.classes, "the run", "the data now")
                 raise EdgetlError(f"--resume {self.run_dir}: its {len(old.classes)} classes are not this data's "
                                   f"{len(card.classes)} ({differ}); resume with the same --data")
-            if REFIT_KEY in old.extra:  # the weights change: the refit's T was for the old ones
-                self.log(f"note: the temperature edgetl calibrate set ({old.temperature:.4g}) gives way to training's "
-                         "own; run edgetl calibrate again after this run")
         return card
 
     def lr_for_step(self, step: int) -> float:
@@ -244,6 +241,10 @@ class Trainer:
                      "pass --epochs N to train longer")
         else:
             self.log(f"resuming {self.run_dir} after epoch {self.start_epoch} (step {self.step})")
+            old = ModelCard.load(self.run_dir / checkpoint.CARD_FILE)
+            if REFIT_KEY in old.extra:  # the weights may change: the refit's T was for the old ones
+                self.log(f"note: the temperature edgetl calibrate set ({old.temperature:.4g}) gives way to training's "
+                         "own if a better epoch comes; run edgetl calibrate again after this run")
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         self.set_stages(epoch)
@@ -286,33 +287,41 @@ class Trainer:
         return self.cfg.patience is not None and self.bad_epochs >= self.cfg.patience
 
     def score_test(self) -> dict[str, Any]:
-        """best.safetensors on the test set, once, at the card's temperature: the figures no choice was made on.
+        """best.safetensors on the test set, once training is over: the figures no choice was made on.
 
         Validation chose the epoch (and fitted T), so its best top-1 reads high by the luck of that choice; the
-        test set, scored only here, does not. The figures go into the card as ``test_*`` metrics.
+        test set, scored only here, does not. It runs in float32 at the temperature in model.json, as
+        ``edgetl eval RUN --data DIR/test`` does, and the figures go into that card as ``test_*`` metrics.
         """
-        if not self.split.test or self.best_epoch is None:
+        if self.best_epoch is None:
             return {}
+        self.dist.barrier()  # rank 0 has written best.safetensors and model.json
+        card = ModelCard.load(self.run_dir / checkpoint.CARD_FILE)  # a refit T (edgetl calibrate) included
+        test = self._test_figures(card.temperature) if self.split.test else {}
+        stale = any(k.startswith("test_") for k in card.metrics)  # a test/ since removed, or other weights
+        for figures in (card.metrics, self.card.metrics):
+            for key in [k for k in figures if k.startswith("test_")]:
+                del figures[key]
+            figures.update(test)
+        if self.dist.is_main and (test or stale):
+            card.save(self.run_dir / checkpoint.CARD_FILE)
+        return test
+
+    def _test_figures(self, temperature: float) -> dict[str, Any]:
         from edgetl.calibration import calibration_of_logits
 
-        self.dist.barrier()  # rank 0 has written best.safetensors
         best = self.run_dir / BEST_WEIGHTS
         checkpoint.load_state(self.model, checkpoint.load_tensors(best), source=best, arch=self.card.arch)
         loader = make_loader(ImageDataset(self.split.test, eval_transform(self.card.preprocess)), self.cfg.batch_size,
                              train=False, seed=self.cfg.seed, workers=self.cfg.workers, distributed=self.dist.world > 1)
-        stats = validate(self.ddp_model, loader, self.val_criterion, self.settings, self.num_classes,
-                         images=len(self.split.test))
+        stats = validate(self.ddp_model, loader, self.val_criterion, replace(self.settings, amp_dtype=None),
+                         self.num_classes, images=len(self.split.test))
         ece = None
         if stats.logits is not None and stats.targets is not None:
-            ece = calibration_of_logits(stats.logits.double().numpy(), stats.targets.numpy(),
-                                        self.card.temperature).get("ece")
+            ece = calibration_of_logits(stats.logits.double().numpy(), stats.targets.numpy(), temperature).get("ece")
         found = {"test_images": len(self.split.test), "test_top1": stats.top1, "test_top5": stats.top5,
-                 "test_loss": stats.loss, "test_ece": ece}
-        test = {k: v for k, v in found.items() if v is not None}
-        self.card.metrics.update(test)
-        if self.dist.is_main:
-            self.card.save(self.run_dir / checkpoint.CARD_FILE)
-        return test
+                 "test_loss": stats.loss, "test_ece": ece, "test_temperature": temperature}
+        return {k: v for k, v in found.items() if v is not None}
 
     def close(self) -> None:
         self.ddp_model = self.model  # DDP's reducer must go before its process group does
@@ -465,7 +474,7 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
             raise Interrupted from None
         tr.finish()
         if tr.dist.is_main and not quiet:
-            print_summary(console, tr.history, tr.best_epoch, tr.run_dir, cfg.monitor, test)
+            print_summary(console, tr.history, tr.best_epoch, tr.run_dir, cfg.monitor, test, cfg.data)
             tr.log(f"done in {time.perf_counter() - t0:.1f}s")
         tr.dist.barrier()  # no rank tears the process group down while rank 0 still writes
         return RunResult(tr.run_dir, tr.card, tr.history, tr.best_epoch, stopped, test)

@@ -95,23 +95,33 @@ def calibration_line(row: dict[str, Any]) -> str:
 
 
 def print_summary(console: Console, history: list[dict[str, Any]], best_epoch: int | None, run_dir: Path,
-                  monitor: str, test: dict[str, Any] | None = None) -> None:
+                  monitor: str, test: dict[str, Any] | None = None, data: str | None = None) -> None:
     if history:
         table = summary_table(history, best_epoch, run_dir, monitor)
-        table.caption = f"{table.caption}\n{test_line(test or {})}"
+        table.caption = f"{table.caption}\n{test_line(test or {}, data)}"
         console.print(table)
 
 
-def test_line(test: dict[str, Any]) -> str:
+def test_line(test: dict[str, Any], data: str | None = None) -> str:
     """The test set's figures, or why the best epoch's val figures read high and how to get true ones."""
     if not test:
         return ("validation chose this epoch, so its val figures read a little high; for figures nothing was chosen "
-                "on, keep photos out of training and validation: DATA/test/<class>/ is scored after training")
+                f"on, keep photos out of training and validation: {_test_hint(data)}")
     from edgetl.evaluate import interval_text, wilson_interval
 
     n = test["test_images"]
-    ci = interval_text(wilson_interval(round(test["test_top1"] * n / 100), n))
-    top5 = f", top-5 {test['test_top5']:.1f}" if test.get("test_top5") is not None else ""
-    ece = f", ECE {test['test_ece']:.3f}" if test.get("test_ece") is not None else ""
-    return (f"test: top-1 {test['test_top1']:.1f}{ci}{top5}{ece} on {n} images, scored once, after training; "
+    ci = interval_text(wilson_interval(round(test["test_top1"] * n / 100), n), "%")
+    top5 = f", top-5 {test['test_top5']:.1f}%" if test.get("test_top5") is not None else ""
+    ece = f", ECE {test['test_ece']:.3f} at T {test['test_temperature']:.3g}" if "test_ece" in test else ""
+    return (f"test: top-1 {test['test_top1']:.1f}%{ci}{top5}{ece} on {n} images, scored after training; "
             "nothing was chosen on them")
+
+
+def _test_hint(data: str | None) -> str:
+    """Where this run's data would hold a test set."""
+    root = Path(data or "DATA")
+    if root.suffix.lower() == ".csv":
+        return f"give {root.name} a split column (path,label,split) with test rows, scored after training"
+    if data and not (root / "train").is_dir():
+        return f"move the class folders into {root / 'train'}/ and add {root / 'test'}/<class>/, scored after training"
+    return f"{root / 'test'}/<class>/ is scored after training"
