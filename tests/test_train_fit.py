@@ -446,7 +446,9 @@ def test_a_resume_drops_the_test_figures_of_a_test_set_since_removed(digits_data
 
 
 def test_the_summary_says_what_the_val_figures_are_worth(digits_data: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "500")  # the caption's paths on one line
     data = tmp_path / "data"
     shutil.copytree(digits_data, data, ignore=shutil.ignore_patterns("test"))
     args = ["train", "--model", "test_resnet", "--img-size", "32", "--epochs", "1", "--no-calibrate"]
