@@ -85,7 +85,7 @@ class DemoResult:
     def judged_on(self) -> Path:
         """Where the shipped model and its artifacts are judged: ``test/`` when the data has one (nothing was
         chosen on it), else ``val/``, which chose the epoch, the run and the INT8 layers kept in float."""
-        return self.data / ("test" if self.split.test else "val")
+        return self.split.folders["test" if self.split.test else "val"]
 
     @property
     def passed(self) -> bool:
@@ -170,10 +170,14 @@ def _artifacts(manifests: list[tuple[Path, Any]]) -> list[Path]:
 
 
 def _split_dirs(data: Path) -> dict[str, Path]:
-    if not ((data / "train").is_dir() and (data / "val").is_dir()):
+    """The data's train/, val/ and (optional) test/ folders, found as training finds them."""
+    from edgetl.data.folder import split_folders
+
+    folders = split_folders(data) if data.is_dir() else {}
+    if not {"train", "val"} <= set(folders):
         raise EdgetlError(f"{data}: edgetl demo needs DIR/train/<class>/… and DIR/val/<class>/…; "
                           "split your images that way (or use `edgetl train --val-split` step by step)")
-    return {"train": data / "train", "val": data / "val"}
+    return folders
 
 
 def run_parity_check(result: DemoResult) -> ParityReport:

@@ -202,7 +202,7 @@ def bench_section(result: DemoResult) -> Section:
 def commands(result: DemoResult) -> list[str]:
     """The CLI commands that redo each step of this demo, from the files it wrote."""
     o = result.options
-    out, run, val, judged = o.out, result.final_run, result.data / "val", result.judged_on
+    out, run, val, judged = o.out, result.final_run, result.split.folders["val"], result.judged_on
     lines = ["# train again, into new folders (each run's resolved settings are in its config.yaml)"]
     lines += [shlex.join(["edgetl", "train", "--config", str(Path(r.run_dir) / "config.yaml"), "--out",
                           str(out / "rerun" / Path(r.run_dir).name)]) for r in result.runs.values()]
@@ -212,7 +212,7 @@ def commands(result: DemoResult) -> list[str]:
         int8 = next((a for a in m.artifacts if a.precision == "int8"), None)
         if int8 is not None:
             flags += ["--int8", "--int8-target", int8.details["int8"]["target"], "--calib-data",
-                      str(result.data / "train"), "--calib-size", str(o.calib_size), "--max-accuracy-drop",
+                      str(result.split.folders["train"]), "--calib-size", str(o.calib_size), "--max-accuracy-drop",
                       str(o.int8_budget)]
         lines.append(shlex.join(["edgetl", "export", str(run), "--out", str(folder), *flags, "--val-data", str(val),
                                  "--parity-size", str(m.parity_data["n"])]))  # every val image, as the demo

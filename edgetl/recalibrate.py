@@ -142,7 +142,7 @@ T_BOUND_METRICS = ("test_ece", "test_temperature")  # training's test figures th
 def _write(path: Path, card: ModelCard) -> list[Path]:
     from edgetl.runtime.loader import artifact_kind
 
-    if card.metrics.get("test_temperature", card.temperature) != card.temperature:  # the test ECE was at the old T
+    if card.metrics.get("test_temperature") != card.temperature:  # the test ECE was at another (or an unknown) T
         card = dataclasses.replace(card, metrics={k: v for k, v in card.metrics.items() if k not in T_BOUND_METRICS})
     kind = artifact_kind(path)
     if kind == "torch":

@@ -512,10 +512,47 @@ def test_copies_of_training_images_in_val_or_test_are_warned_about(digits: Path,
     split = scan_data(data)  # the twins: same pixels and size, other bytes, so not copies
     assert (data / "test" / "digit_2" / "twin.png").stat().st_size == (data / "train/digit_2/twin2.png").stat().st_size
     assert any(s.path.name == "twin.png" for s in split.test)
-    val, test = overlap_warnings(split)
+    val, test, relabelled = overlap_warnings(split)
     assert val.startswith(f"1 val image(s) are byte-for-byte copies of training images (e.g. "
                           f"{data / 'val' / 'digit_2' / 'copy.png'} = {seen[0]}): val top-1 reads high on them")
-    assert test.startswith("2 test image(s) are byte-for-byte copies of training or validation images")
-    assert "; 1 of them under another class, so the labels disagree too; delete one copy of each" in test
-    assert "under another class" not in val
+    assert test.startswith("1 test image(s) are byte-for-byte copies of training or validation images (e.g. "
+                           f"{data / 'test' / 'digit_5' / 'from_val.png'} = ")
+    copy = data / "test" / "digit_7" / "mislabelled.png"
+    assert relabelled == (f"1 test image(s) are byte-for-byte copies of training or validation images filed under "
+                          f"another class (e.g. {copy} = {seen[1]}): the labels disagree; keep the copy with the right "
+                          "label and delete the other")
     assert "twin.png" not in test
+
+
+def test_split_folders_are_found_in_any_case_and_as_valid(digits: Path, tmp_path: Path) -> None:
+    data = _copy_tree(digits, tmp_path / "d")
+    (data / "train").rename(data / "Train")
+    (data / "val").rename(data / "valid")  # Roboflow's name
+    split = scan_data(data)
+    assert split.folders == {"train": data / "Train", "val": data / "valid", "test": data / "test"}
+    assert (len(split.train), len(split.val), len(split.test)) == (80, 40, 40)
+    assert split.given == {"train", "val", "test"}
+    shutil.copytree(data / "valid", data / "VAL")
+    with pytest.raises(EdgetlError, match=r"d/valid: both VAL/ and valid/ look like the val split; keep one$"):
+        scan_data(data)
+    notes = scan_data(digits / "train").notes  # --data DIR/train: DIR's val/ and test/ would go unused
+    assert notes == [f"{digits / 'train'} is a train/ folder: test/ and val/ beside it are not used (val is split off "
+                     f"train/); pass --data {digits} to use them"]
+    assert split_warnings(scan_data(digits / "train"))[0] == notes[0]
+
+
+def test_a_csv_split_column_needs_train_rows_and_a_flat_folders_fix_is_the_files(digits: Path,
+                                                                                 tmp_path: Path) -> None:
+    files = sorted((digits / "val").rglob("*.png"))
+    (tmp_path / "n.csv").write_text("".join(f"{p},{p.parent.name},val\n" for p in files))
+    with pytest.raises(EdgetlError, match=r"n\.csv: no rows with split train; the split column must give training "
+                                          r"some images$"):
+        scan_data(tmp_path / "n.csv")
+    flat = tmp_path / "flat"
+    for name in ("a", "b"):
+        (flat / name).mkdir(parents=True)
+        for i in range(3):
+            (flat / name / f"{i}.png").write_text("not a png")
+    with pytest.raises(EdgetlError, match=r"flat: the train split has no usable images \(6 file\(s\) unusable, .*\); "
+                                          r"fix or replace the unusable files$"):
+        scan_data(flat)

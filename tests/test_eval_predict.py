@@ -336,3 +336,13 @@ def test_top1_interval_is_wilsons(right: int, images: int, lo: float | None, hi:
         if 1e-6 < q < 1 - 1e-6:  # not a bound clipped to 0 or 100
             assert abs(p - q) == pytest.approx(1.96 * (q * (1 - q) / images) ** 0.5, rel=1e-9)
     assert wilson_interval(0, 0) is None
+
+
+def test_eval_of_a_train_and_test_folder_points_at_the_test_set(run_dir: Path, digits_data: Path, tmp_path: Path,
+                                                                 commands: None,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "d"
+    shutil.copytree(digits_data, data, ignore=shutil.ignore_patterns("val"))
+    assert cli.main(["eval", str(run_dir), "--data", str(data)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"for its test set, pass {data / 'test'}" in err

@@ -47,6 +47,9 @@ class DataSplit:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     val_split: float | None = None  # the fraction asked for when edgetl made the split; None for a val/ folder
     test: list[Sample] = field(default_factory=list)
+    given: set[str] = field(default_factory=set)  # the splits the data names itself (folders, a CSV's column)
+    folders: dict[str, Path] = field(default_factory=dict)  # split → its folder, in an ImageFolder tree
+    notes: list[str] = field(default_factory=list)  # what the layout leaves unused, said before training
 
 
 CHECK_CHUNK = 512  # files decoded between two cache commits
@@ -189,7 +192,9 @@ def _validate(split: DataSplit, source: Path, found: Found, bad: list[tuple[Path
     for name in ("train", "val", "test"):
         listed = {s.path for s in getattr(found, name)}
         if listed and not getattr(split, name):
-            raise _no_usable(source, name, name in found.given, [(p, r) for p, r in bad if p in listed])
+            given = name in found.given
+            where = found.folders.get(name, source)
+            raise _no_usable(where, name, given, [(p, r) for p, r in bad if p in listed or not given])
     counts = {s.label for s in split.train}
     empty = [i for i in range(len(split.classes)) if i not in counts]
     if empty:
@@ -199,21 +204,22 @@ def _validate(split: DataSplit, source: Path, found: Found, bad: list[tuple[Path
     return split
 
 
-def _no_usable(source: Path, name: str, given: bool, skipped: list[tuple[Path, str]]) -> EdgetlError:
-    """The error for a split whose every file failed the check, with the fix that fits how the split was made."""
-    if source.is_file():
-        where, fix = source, f"fix the {name} rows' files" if given else "add images or change --val-split"
+def _no_usable(where: Path, name: str, given: bool, skipped: list[tuple[Path, str]]) -> EdgetlError:
+    """The error for a split whose every file failed the check, with the fix that fits how the split was made:
+    ``where`` is the split's folder, or the CSV or folder edgetl split."""
+    if where.is_file() and given:
+        fix = f"fix the {name} rows' files"
     elif given:
-        where = source / name
         fix = f"add images to {where}" + (", or remove the folder" if name == "test" else "")
-    else:
-        where, fix = source, "add images or change --val-split"
+    else:  # edgetl made the split: the files are the fix, or a larger share for val
+        fix = "fix or replace the unusable files" + (", or change --val-split" if name == "val" else "")
     return EdgetlError(f"{where}: the {name} split has no usable images{_unusable(skipped)}; {fix}")
 
 
 def split_warnings(split: DataSplit) -> list[str]:
-    """Classes validation or the test cannot score, and a split far above the fraction asked: said before training."""
-    out = []
+    """Classes validation or the test cannot score, a split far above the fraction asked, and folders the layout
+    leaves unused: said before training."""
+    out = list(split.notes)
     missing = _absent(split.classes, split.val)
     if missing:
         out.append(f"no validation images for class(es) {name_list(missing)}: val top-1 and best.safetensors "
@@ -270,6 +276,8 @@ class Found:
     test: list[Sample]
     asked: float | None
     given: set[str]
+    folders: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def _csv_splits(path: Path, val_split: float | None, seed: int) -> Found:
@@ -284,6 +292,8 @@ def _csv_splits(path: Path, val_split: float | None, seed: int) -> Found:
     if rows[0].split is None:
         train, val = _stratified_split([Sample(r.path, index[r.label]) for r in rows], asked, seed)
         return Found(classes, train, val, [], asked, set())
+    if not part["train"]:
+        raise EdgetlError(f"{path}: no rows with split train; the split column must give training some images")
     trained = {r.label for r in rows if r.split == "train"}
     stray = next((r for r in rows if r.label not in trained), None)
     if stray is not None:
@@ -319,32 +329,58 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
     bad_set = {p for p, _ in bad}
     odd = odd_files(root) if root.is_dir() else []
     split = DataSplit(found.classes, _drop_bad(found.train, bad_set), _drop_bad(found.val, bad_set), bad + odd,
-                      found.asked, _drop_bad(found.test, bad_set))
+                      found.asked, _drop_bad(found.test, bad_set), found.given, found.folders, found.notes)
     return _validate(split, root, found, bad)
+
+
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """``train``/``val``/``test`` → the folder of ``root`` that holds it, named in any case, ``valid/`` and
+    ``validation/`` for val (as Roboflow and Kaggle sets name it)."""
+    out: dict[str, Path] = {}
+    for d in _class_dirs(root):
+        name = SPLIT_NAMES.get(d.name.lower())
+        if name in out:
+            raise EdgetlError(f"{d}: both {out[name].name}/ and {d.name}/ look like the {name} split; keep one")
+        if name is not None:
+            out[name] = d
+    return out
 
 
 def _folder_splits(root: Path, val_split: float | None, seed: int) -> Found:
     """An ImageFolder tree: ``train/`` + ``val/`` as given, else class folders split by ``val_split``; ``test/``
     beside ``train/`` whole."""
-    has_train = (root / "train").is_dir()
+    folders = split_folders(root)
     for name in ("val", "test"):
-        if not has_train and (root / name).is_dir():
-            raise EdgetlError(f"{root / name}: a {name}/ folder needs {root / 'train'}/<class>/ beside it, or it is "
-                              f"read as a class; move the class folders into {root / 'train'}/ (or rename {name}/ "
-                              "if it is a class)")
-    given = {name for name in ("train", "val", "test") if has_train and (root / name).is_dir()}
-    if "val" in given:
+        if "train" not in folders and name in folders:
+            raise EdgetlError(f"{folders[name]}: a {folders[name].name}/ folder needs {root / 'train'}/<class>/ beside "
+                              f"it, or it is read as a class; move the class folders into {root / 'train'}/ (or rename "
+                              f"{folders[name].name}/ if it is a class)")
+    if "val" in folders:
         if val_split is not None:
-            raise EdgetlError(f"{root / 'val'}: --val-split {val_split} would split train/ and leave this val/ "
+            raise EdgetlError(f"{folders['val']}: --val-split {val_split} would split train/ and leave this val/ "
                               "unused; drop --val-split, or pass a folder without val/")
-        classes, found = _scan_class_tree(root / "train")
-        train, val, asked = _samples(found, classes), _held_out(root / "val", classes), None
+        classes, found = _scan_class_tree(folders["train"])
+        train, val, asked = _samples(found, classes), _held_out(folders["val"], classes), None
     else:
-        classes, found = _scan_class_tree(root / "train" if has_train else root)
+        classes, found = _scan_class_tree(folders.get("train", root))
         asked = DEFAULT_VAL_SPLIT if val_split is None else val_split
         train, val = _stratified_split(_samples(found, classes), asked, seed)
-    test = _held_out(root / "test", classes) if "test" in given else []
-    return Found(classes, train, val, test, asked, given)
+    test = _held_out(folders["test"], classes) if "test" in folders else []
+    return Found(classes, train, val, test, asked, set(folders), folders, _unused_siblings(root))
+
+
+def _unused_siblings(root: Path) -> list[str]:
+    """``--data DIR/train`` beside ``DIR/val`` or ``DIR/test``: those are left unused, which is rarely meant."""
+    if root.name.lower() != "train":
+        return []
+    others = {k: v for k, v in split_folders(root.parent).items() if k != "train"}
+    if not others:
+        return []
+    return [f"{root} is a train/ folder: {' and '.join(f'{v.name}/' for v in others.values())} beside it are not "
+            f"used (val is split off {root.name}/); pass --data {root.parent} to use them"]
 
 
 def _held_out(folder: Path, classes: list[str]) -> list[Sample]:

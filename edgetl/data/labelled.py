@@ -54,8 +54,9 @@ def find_labelled(data: Path, classes: list[str], limit: int | None = None, seed
         pairs = sorted(random.Random(seed).sample(pairs, limit), key=lambda p: str(p[0]))
     note = None
     if subdirs and not labelled:
+        test = f"; for its test set, pass {root / 'test'}" if (root / "test").is_dir() else ""
         note = (f"none of {root}'s folders ({_preview(sorted(subdirs))}) is a class of the model "
-                f"({_preview(classes)}): no labels, so no accuracy")
+                f"({_preview(classes)}): no labels, so no accuracy{test}")
     return LabelledFiles([p for p, _ in pairs], [lab for _, lab in pairs] if labelled else None, skipped, class_map,
                         note)
 

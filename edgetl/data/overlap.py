@@ -55,16 +55,21 @@ def copies_of(held_out: list[Sample], seen: list[Sample], digest: Digests | None
 
 
 def overlap_warnings(split: DataSplit) -> list[str]:
-    """One warning per held-out split holding copies of images that training (or, for test, validation) saw."""
+    """Per held-out split, its copies of images training (or, for test, validation) saw: under the same class
+    (the figure reads high) and under another (the labels disagree)."""
     out, digest = [], Digests()
     for name, samples, seen, what in (("val", split.val, split.train, "training"),
                                       ("test", split.test, split.train + split.val, "training or validation")):
         pairs = copies_of(samples, seen, digest) if samples else []
-        if not pairs:
-            continue
-        a, b = pairs[0]
-        relabelled = sum(x.label != y.label for x, y in pairs)
-        noise = f"; {relabelled} of them under another class, so the labels disagree too" if relabelled else ""
-        out.append(f"{len(pairs)} {name} image(s) are byte-for-byte copies of {what} images (e.g. {a.path} = "
-                   f"{b.path}): {name} top-1 reads high on them{noise}; delete one copy of each")
+        same = [(a, b) for a, b in pairs if a.label == b.label]
+        other = [(a, b) for a, b in pairs if a.label != b.label]
+        if same:
+            a, b = same[0]
+            out.append(f"{len(same)} {name} image(s) are byte-for-byte copies of {what} images (e.g. {a.path} = "
+                       f"{b.path}): {name} top-1 reads high on them; delete one copy of each")
+        if other:
+            a, b = other[0]
+            out.append(f"{len(other)} {name} image(s) are byte-for-byte copies of {what} images filed under another "
+                       f"class (e.g. {a.path} = {b.path}): the labels disagree; keep the copy with the right label and "
+                       "delete the other")
     return out

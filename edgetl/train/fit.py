@@ -232,6 +232,9 @@ class Trainer:
         if best:  # the card is rebuilt on resume: keep what best.safetensors scored, and its temperature
             self.card.metrics = _best_metrics(best[0])
             self.card.temperature = best[0].get("temperature", 1.0)
+        refit = ModelCard.load(self.run_dir / checkpoint.CARD_FILE)
+        if REFIT_KEY in refit.extra:  # edgetl calibrate's T holds until a better epoch replaces best.safetensors
+            self.card.temperature, self.card.extra[REFIT_KEY] = refit.temperature, refit.extra[REFIT_KEY]
         if self.cfg.patience is not None and self.bad_epochs >= self.cfg.patience:
             self.log(f"{self.run_dir} stopped early after epoch {self.start_epoch} ({self.cfg.monitor} did not "
                      f"improve for {self.cfg.patience} epochs); pass a larger --patience to train on")
@@ -241,10 +244,9 @@ class Trainer:
                      "pass --epochs N to train longer")
         else:
             self.log(f"resuming {self.run_dir} after epoch {self.start_epoch} (step {self.step})")
-            old = ModelCard.load(self.run_dir / checkpoint.CARD_FILE)
-            if REFIT_KEY in old.extra:  # the weights may change: the refit's T was for the old ones
-                self.log(f"note: the temperature edgetl calibrate set ({old.temperature:.4g}) gives way to training's "
-                         "own if a better epoch comes; run edgetl calibrate again after this run")
+            if REFIT_KEY in refit.extra:
+                self.log(f"note: the temperature edgetl calibrate set ({refit.temperature:.4g}) gives way to "
+                         "training's own if a better epoch comes; run edgetl calibrate again after this run")
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         self.set_stages(epoch)
@@ -276,6 +278,7 @@ class Trainer:
             self.best_value, self.best_epoch, self.bad_epochs = value, row["epoch"], 0
             self.card.metrics = _best_metrics(row)
             self.card.temperature = row.get("temperature", 1.0)
+            self.card.extra.pop(REFIT_KEY, None)  # other weights: training's T replaces a refit one
             if self.dist.is_main:
                 checkpoint.save_checkpoint(self.run_dir, "best", self.model, self.card)
         else:
@@ -474,7 +477,10 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
             raise Interrupted from None
         tr.finish()
         if tr.dist.is_main and not quiet:
-            print_summary(console, tr.history, tr.best_epoch, tr.run_dir, cfg.monitor, test, cfg.data)
+            print_summary(console, tr.history, tr.best_epoch, tr.run_dir, cfg.monitor, test, cfg.data, tr.split.given)
+            if REFIT_KEY in tr.card.extra:
+                tr.log(f"probabilities now: temperature {tr.card.temperature:.3g}, refit by edgetl calibrate "
+                       f"(on {tr.card.extra[REFIT_KEY].get('images', '?')} images); the line above is training's fit")
             tr.log(f"done in {time.perf_counter() - t0:.1f}s")
         tr.dist.barrier()  # no rank tears the process group down while rank 0 still writes
         return RunResult(tr.run_dir, tr.card, tr.history, tr.best_epoch, stopped, test)

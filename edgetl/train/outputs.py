@@ -95,18 +95,19 @@ def calibration_line(row: dict[str, Any]) -> str:
 
 
 def print_summary(console: Console, history: list[dict[str, Any]], best_epoch: int | None, run_dir: Path,
-                  monitor: str, test: dict[str, Any] | None = None, data: str | None = None) -> None:
+                  monitor: str, test: dict[str, Any] | None = None, data: str | None = None,
+                  given: set[str] | None = None) -> None:
     if history:
         table = summary_table(history, best_epoch, run_dir, monitor)
-        table.caption = f"{table.caption}\n{test_line(test or {}, data)}"
+        table.caption = f"{table.caption}\n{test_line(test or {}, data, given or set())}"
         console.print(table)
 
 
-def test_line(test: dict[str, Any], data: str | None = None) -> str:
+def test_line(test: dict[str, Any], data: str | None = None, given: set[str] | None = None) -> str:
     """The test set's figures, or why the best epoch's val figures read high and how to get true ones."""
     if not test:
         return ("validation chose this epoch, so its val figures read a little high; for figures nothing was chosen "
-                f"on, keep photos out of training and validation: {_test_hint(data)}")
+                f"on, keep photos out of training and validation: {_test_hint(data, given or set())}")
     from edgetl.evaluate import interval_text, wilson_interval
 
     n = test["test_images"]
@@ -117,11 +118,17 @@ def test_line(test: dict[str, Any], data: str | None = None) -> str:
             "nothing was chosen on them")
 
 
-def _test_hint(data: str | None) -> str:
-    """Where this run's data would hold a test set."""
+def _test_hint(data: str | None, given: set[str]) -> str:
+    """Where this run's data would hold a test set (``given``: the splits the data names itself)."""
+    from edgetl.data.folder import split_folders
+
     root = Path(data or "DATA")
+    after = "scored after training"
     if root.suffix.lower() == ".csv":
-        return f"give {root.name} a split column (path,label,split) with test rows, scored after training"
-    if data and not (root / "train").is_dir():
-        return f"move the class folders into {root / 'train'}/ and add {root / 'test'}/<class>/, scored after training"
-    return f"{root / 'test'}/<class>/ is scored after training"
+        return (f"add rows whose split is test to {root.name}, {after}" if given else
+                f"give {root.name} a split column (path,label,split) with test rows, {after}")
+    if data and root.name.lower() == "train" and root.parent.is_dir() and len(split_folders(root.parent)) > 1:
+        return f"pass --data {root.parent} to use the val/ or test/ beside {root.name}/"
+    if data and "train" not in given:
+        return f"move the class folders into {root / 'train'}/ and add {root / 'test'}/<class>/, {after}"
+    return f"{root / 'test'}/<class>/ is {after}"
