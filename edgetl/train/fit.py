@@ -326,6 +326,14 @@ class Trainer:
                  "test_loss": stats.loss, "test_ece": ece, "test_temperature": temperature}
         return {k: v for k, v in found.items() if v is not None}
 
+    def summary(self, test: dict[str, Any]) -> None:
+        """The epochs' table, the test figures (or where a test set would go) and which temperature holds."""
+        print_summary(self.console, self.history, self.best_epoch, self.run_dir, self.cfg.monitor, test, self.cfg.data,
+                      self.split.given)
+        if REFIT_KEY in self.card.extra:
+            self.log(f"probabilities now: temperature {self.card.temperature:.3g}, refit by edgetl calibrate "
+                     f"(on {self.card.extra[REFIT_KEY].get('images', '?')} images); the line above is training's fit")
+
     def close(self) -> None:
         self.ddp_model = self.model  # DDP's reducer must go before its process group does
         self.dist.close()
@@ -477,10 +485,7 @@ def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
             raise Interrupted from None
         tr.finish()
         if tr.dist.is_main and not quiet:
-            print_summary(console, tr.history, tr.best_epoch, tr.run_dir, cfg.monitor, test, cfg.data, tr.split.given)
-            if REFIT_KEY in tr.card.extra:
-                tr.log(f"probabilities now: temperature {tr.card.temperature:.3g}, refit by edgetl calibrate "
-                       f"(on {tr.card.extra[REFIT_KEY].get('images', '?')} images); the line above is training's fit")
+            tr.summary(test)
             tr.log(f"done in {time.perf_counter() - t0:.1f}s")
         tr.dist.barrier()  # no rank tears the process group down while rank 0 still writes
         return RunResult(tr.run_dir, tr.card, tr.history, tr.best_epoch, stopped, test)
