@@ -22,7 +22,7 @@ from edgetl.config import TrainConfig
 from edgetl.errors import EdgetlError
 
 if TYPE_CHECKING:
-    from edgetl.data.folder import DataSplit
+    from edgetl.data.splits import DataSplit
     from edgetl.evaluate import EvalReport
     from edgetl.export.manifest import Manifest
     from edgetl.parity import ParityReport
@@ -171,7 +171,7 @@ def _artifacts(manifests: list[tuple[Path, Any]]) -> list[Path]:
 
 def _split_dirs(data: Path) -> dict[str, Path]:
     """The data's train/, val/ and (optional) test/ folders, found as training finds them."""
-    from edgetl.data.folder import split_folders
+    from edgetl.data.splits import split_folders
 
     folders = split_folders(data) if data.is_dir() else {}
     if not {"train", "val"} <= set(folders):
@@ -217,7 +217,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
     from rich.console import Console
     from rich.markup import escape
 
-    from edgetl.data.folder import report_skipped, scan_data
+    from edgetl.data.folder import report_skipped
+    from edgetl.data.splits import scan_data
     from edgetl.demo_report import bench_warnings, write_demo_report
     from edgetl.evaluate import evaluate_artifact, save_report
     from edgetl.export.pipeline import export_artifacts

@@ -14,8 +14,9 @@ from PIL import Image, ImageDraw
 from edgetl.card import ModelCard, Preprocess
 from edgetl.data.builtin import CLASSES, materialize_builtin
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
-from edgetl.data.folder import drop_placeholders, list_image_files, scan_data, scan_eval_folder, split_warnings
+from edgetl.data.folder import drop_placeholders, list_image_files, scan_eval_folder
 from edgetl.data.images import BadImage, load_rgb
+from edgetl.data.splits import scan_data, split_warnings
 from edgetl.data.transforms import eval_array, eval_transform
 from edgetl.errors import EdgetlError
 

@@ -12,7 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from edgetl.data.folder import DataSplit, Sample
+from edgetl.data.folder import Sample
+from edgetl.data.splits import DataSplit
 
 CHUNK = 1 << 20
 

@@ -29,8 +29,9 @@ from edgetl.card import REFIT_KEY, HeadConfig, ModelCard, library_versions
 from edgetl.checkpoint import BEST_WEIGHTS, LAST_WEIGHTS
 from edgetl.config import TrainConfig, config_warnings, save_config
 from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epoch
-from edgetl.data.folder import DataSplit, report_skipped, scan_data, split_warnings
+from edgetl.data.folder import report_skipped
 from edgetl.data.overlap import overlap_warnings
+from edgetl.data.splits import DataSplit, scan_data, split_warnings
 from edgetl.data.transforms import eval_transform, train_transform
 from edgetl.errors import INTERRUPTED_BEFORE_START, EdgetlError, Interrupted, class_difference
 from edgetl.io import dir_lock, ensure_writable_dir

@@ -120,7 +120,7 @@ def test_line(test: dict[str, Any], data: str | None = None, given: set[str] | N
 
 def _test_hint(data: str | None, given: set[str]) -> str:
     """Where this run's data would hold a test set (``given``: the splits the data names itself)."""
-    from edgetl.data.folder import split_folders
+    from edgetl.data.splits import split_folders
 
     root = Path(data or "DATA")
     after = "scored after training"
