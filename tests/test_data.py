@@ -60,6 +60,11 @@ def test_a_test_folder_beside_train_is_the_test_split(digits: Path, tmp_path: Pa
     shutil.rmtree(data / "test" / "digit_4")
     assert split_warnings(scan_data(data)) == ["no test images for class(es) digit_4: test top-1 says nothing of "
                                                "them; add test images of each class"]
+    for png in (data / "test" / "digit_5").glob("*.png"):
+        png.write_text("not a png")  # the check, not the layout, empties the class: said so
+    assert split_warnings(scan_data(data)) == ["no test images for class(es) digit_4, digit_5 (4 listed there, all "
+                                               "unusable): test top-1 says nothing of them; add test images of each "
+                                               "class"]
     flat = tmp_path / "flat"  # class folders and a test/ (or val/) with no train/: not trained as a class
     for name in ("digit_1", "digit_2"):
         shutil.copytree(digits / "train" / name, flat / name)

@@ -41,6 +41,7 @@ class DataSplit:
     given: set[str] = field(default_factory=set)  # the splits the data names itself (folders, a CSV's column)
     folders: dict[str, Path] = field(default_factory=dict)  # split → its folder, in an ImageFolder tree
     notes: list[str] = field(default_factory=list)  # what the layout leaves unused, said before training
+    dropped: dict[str, list[Sample]] = field(default_factory=dict)  # split → its samples the image check refused
 
 
 def _validate(split: DataSplit, source: Path, found: Found, bad: list[tuple[Path, str]]) -> DataSplit:
@@ -82,18 +83,25 @@ def split_warnings(split: DataSplit) -> list[str]:
     out = list(split.notes)
     missing = _absent(split.classes, split.val)
     if missing:
-        out.append(f"no validation images for class(es) {name_list(missing)}: val top-1 and best.safetensors "
-                   "ignore them; add validation images of each class")
+        out.append(f"no validation images for class(es) {name_list(missing)}{_refused(split, 'val', missing)}: "
+                   "val top-1 and best.safetensors ignore them; add validation images of each class")
     missing = _absent(split.classes, split.test) if split.test else []
     if missing:
-        out.append(f"no test images for class(es) {name_list(missing)}: test top-1 says nothing of them; add test "
-                   "images of each class")
+        out.append(f"no test images for class(es) {name_list(missing)}{_refused(split, 'test', missing)}: test top-1 "
+                   "says nothing of them; add test images of each class")
     share = len(split.val) / max(1, len(split.train) + len(split.val))
     if split.val_split is not None and share > 1.5 * split.val_split:
         out.append(f"--val-split {split.val_split:g} gave {share:.0%} of the images to validation: every class "
                    "with two or more images keeps one there, and yours are small; add images, or lay out train/ "
                    "and val/ folders yourself")
     return out
+
+
+def _refused(split: DataSplit, name: str, missing: list[str]) -> str:
+    """" (N listed there, all unusable)" when the image check, not the layout, emptied those classes."""
+    labels = {split.classes.index(c) for c in missing}
+    refused = [s for s in split.dropped.get(name, []) if s.label in labels]
+    return f" ({len(refused)} listed there, all unusable)" if refused else ""
 
 
 def _absent(classes: list[str], samples: list[Sample]) -> list[str]:
@@ -189,7 +197,8 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
     bad_set = {p for p, _ in bad}
     odd = odd_files(root) if root.is_dir() else []
     split = DataSplit(found.classes, _drop_bad(found.train, bad_set), _drop_bad(found.val, bad_set), bad + odd,
-                      found.asked, _drop_bad(found.test, bad_set), found.given, found.folders, found.notes)
+                      found.asked, _drop_bad(found.test, bad_set), found.given, found.folders, found.notes,
+                      {name: [s for s in getattr(found, name) if s.path in bad_set] for name in ("val", "test")})
     return _validate(split, root, found, bad)
 
 
