@@ -59,6 +59,7 @@ class EvalReport:
     class_map: dict[str, str] | None = None  # folder → model class, for folders named the ImageNet way
     calibration: dict[str, Any] = field(default_factory=dict)  # edgetl.calibration.calibration, and temperature
     top1_ci: tuple[float, float] | None = None  # 95% Wilson interval of top-1 (%): what another sample could give
+    warning: str | None = None  # some images are the model's training images: top-1 reads high
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data; the confusion matrix is shared, not copied (``asdict`` took seconds at 1000 classes)."""
@@ -208,21 +209,25 @@ class LabelledLogits:
     skipped: list[tuple[str, str]]
     card: ModelCard
     class_map: dict[str, str] | None = None
+    source: str = ""  # what was read (the split's folder, the CSV's rows), for the report
+    warning: str | None = None  # some images are the model's training images
 
 
 def labelled_logits(artifact: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 32,
-                    progress: bool = True, label: str = "evaluating") -> LabelledLogits:
-    """Run ``artifact`` over the labelled folder ``data`` (``DIR/<class>/…`` or ``DIR/val/<class>/…``).
+                    progress: bool = True, label: str = "evaluating", split: str = "val") -> LabelledLogits:
+    """Run ``artifact`` over the ``split`` images of ``data``: a folder of ``DIR/<class>/…``, a split of
+    ``DIR/{train,val,test}/<class>/…`` or a CSV's rows (:func:`edgetl.data.labelled.find_labelled`).
 
     Files the folder check passed but a full decode refuses (a JPEG truncated past the part the check reads)
     are skipped with the reason, as the check's own finds are.
     """
     from edgetl.data.labelled import find_labelled
+    from edgetl.data.trained_on import trained_on
     from edgetl.runtime.loader import deployed_runner
     from edgetl.runtime.predictor import logits_of_files
 
-    with deployed_runner(artifact, device=device) as runner:
-        found = find_labelled(Path(data), runner.card.classes)  # as parity reads it: ImageNet heads map "ants/"
+    with deployed_runner(artifact, device=device) as runner:  # as parity reads it: ImageNet heads map "ants/"
+        found = find_labelled(Path(data), runner.card.classes, split=split, trained=trained_on(artifact))
         skipped = found.skipped
         if not found.paths:
             first = f"; {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
@@ -237,17 +242,17 @@ def labelled_logits(artifact: str | Path, data: str | Path, *, device: str | Non
         raise EdgetlError(f"{data}: none of its images decodes; {unreadable[0][0]}: {unreadable[0][1]}")
     labels = np.asarray([found.labels[i] for i in used], dtype=np.int64)
     return LabelledLogits(logits, labels, [str(found.paths[i]) for i in used],
-                          [(str(p), reason) for p, reason in skipped] + unreadable, card, found.class_map)
+                          [(str(p), reason) for p, reason in skipped] + unreadable, card, found.class_map,
+                          found.source, found.warning)
 
 
 def evaluate_artifact(artifact: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 32,
-                      worst: int = 10, progress: bool = True) -> EvalReport:
-    """Score ``artifact`` on the labelled folder ``data``: see :func:`labelled_logits` for what it reads."""
-    run = labelled_logits(artifact, data, device=device, batch_size=batch_size, progress=progress)
+                      worst: int = 10, progress: bool = True, split: str = "val") -> EvalReport:
+    """Score ``artifact`` on the ``split`` images of ``data``: see :func:`labelled_logits` for what it reads."""
+    run = labelled_logits(artifact, data, device=device, batch_size=batch_size, progress=progress, split=split)
     report = report_from_logits(run.logits, run.labels, run.card.classes, run.paths, worst, artifact=str(artifact),
-                                data=str(data), temperature=run.card.temperature)
-    report.skipped = run.skipped
-    report.class_map = run.class_map
+                                data=run.source or str(data), temperature=run.card.temperature)
+    report.skipped, report.class_map, report.warning = run.skipped, run.class_map, run.warning
     return report
 
 

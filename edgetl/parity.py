@@ -247,6 +247,8 @@ class ParityReport:
     class_map: dict[str, str] | None = None
     note: str | None = None
     warning: str | None = None  # see one_class_reference
+    data: str = ""  # what was read: the folder, the split's folder, a CSV's rows
+    trained_on: str | None = None  # some images are the model's training images: accuracy reads high
 
     @property
     def passed(self) -> bool:
@@ -259,7 +261,9 @@ class ParityReport:
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
                 **({"class_map": self.class_map} if self.class_map else {}),
                 **({"note": self.note} if self.note else {}),
-                **({"warning": self.warning} if self.warning else {})}
+                **({"warning": self.warning} if self.warning else {}),
+                **({"data": self.data} if self.data else {}),
+                **({"trained_on": self.trained_on} if self.trained_on else {})}
 
 
 def describe_runner(runner: Runner, artifact: str) -> dict[str, Any]:
@@ -333,26 +337,29 @@ def run_parity(reference: Runner, candidates: list[tuple[str, Runner]], paths: l
 def compare_artifacts(reference: Path, candidates: list[Path], data: Path, device: str | None = None,
                       provider: str | None = None, limit: int | None = None,
                       overrides: dict[str, float | None] | None = None, batch_size: int = 32, n_worst: int = 10,
-                      progress: bool = True) -> ParityReport:
+                      progress: bool = True, split: str = "val") -> ParityReport:
     """Every candidate file against the reference file on ``data``'s images, each in its deployed numerics.
 
-    ``provider`` applies to the .onnx candidates. The report lists every file left out, the folder →
-    class mapping used for labels, and why a folder of class folders gave none.
+    ``data`` and ``split`` read as :func:`edgetl.data.labelled.find_labelled` reads them, for the run behind
+    the reference (else a candidate's). ``provider`` applies to the .onnx candidates. The report lists every
+    file left out, the folder → class mapping used for labels, and why a folder of class folders gave none.
     """
     from contextlib import ExitStack
 
     from edgetl.data.labelled import find_labelled
+    from edgetl.data.trained_on import trained_on
     from edgetl.runtime.loader import artifact_kind, deployed_runner
 
+    trained = next((t for t in map(trained_on, [reference, *candidates]) if t is not None), None)
     with ExitStack() as stack:
         ref = stack.enter_context(deployed_runner(reference, device, None))
-        images = find_labelled(data, ref.card.classes, limit)
+        images = find_labelled(data, ref.card.classes, limit, split=split, trained=trained)
         runners = [(str(p), stack.enter_context(deployed_runner(
             p, device, provider if artifact_kind(p) == "onnx" else None))) for p in candidates]
         report = run_parity(ref, runners, images.paths, images.labels, reference_artifact=str(reference),
                             overrides=overrides, batch_size=batch_size, n_worst=n_worst, progress=progress)
     report.skipped = [(str(p), r) for p, r in images.skipped] + report.skipped
-    report.class_map = images.class_map
+    report.class_map, report.data, report.trained_on = images.class_map, images.source, images.warning
     if images.note:
         report.note = (f"{images.note}; INT8 is gated on top-1 disagreement with the reference "
                        f"(<= {GATES['int8'].max_accuracy_drop:g} pts = agreement >= 99%)")

@@ -27,7 +27,7 @@ class Refit:
     """The temperature refit on a labelled folder: the figures before and after, and what was written."""
 
     artifact: str
-    data: str  # the folder the images came from (DIR/val when DIR has one), absolute
+    data: str  # what the images came from (DIR/val when DIR has one; a CSV's rows), absolute
     images: int
     accuracy: float  # top-1, the same at any temperature
     old_temperature: float
@@ -49,7 +49,7 @@ class Refit:
 
 
 def refit_temperature(artifact: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 32,
-                      write: bool = True, progress: bool = True) -> Refit:
+                      write: bool = True, progress: bool = True, split: str = "val") -> Refit:
     """Fit the temperature of ``artifact`` on the labelled folder ``data``; with ``write``, store it in the
     artifact (see :func:`write_temperature`) when it earned its place.
 
@@ -62,9 +62,9 @@ def refit_temperature(artifact: str | Path, data: str | Path, *, device: str | N
     check_calibratable(path)
     with _locked(path) if write else contextlib.nullcontext():
         run = labelled_logits(path, data, device=device, batch_size=batch_size, progress=progress,
-                              label="calibrating")
-        refit = _fit(path, data, run.logits, run.labels, run.card.temperature)
-        refit.skipped, refit.warning = run.skipped, trained_on(path, run.paths)
+                              label="calibrating", split=split)
+        refit = _fit(path, run.source, run.logits, run.labels, run.card.temperature)
+        refit.skipped, refit.warning = run.skipped, run.warning
         if write and refit.fitted:
             record = {"data": refit.data, "images": refit.images, "ece_before": round(refit.before["ece"], 4),
                       "heldout_ece": round(refit.heldout_ece, 4) if refit.heldout_ece is not None else None,
@@ -75,11 +75,10 @@ def refit_temperature(artifact: str | Path, data: str | Path, *, device: str | N
     return refit
 
 
-def _fit(path: Path, data: str | Path, logits: Any, labels: Any, old: float) -> Refit:
+def _fit(path: Path, source: str, logits: Any, labels: Any, old: float) -> Refit:
     """Training's guarded fit against the card's temperature, refusing a fit that ran to an end of its range."""
     fit = choose_temperature(logits, labels, baseline=old, what="")
     before = calibration_of_logits(logits, labels, old)
-    root = Path(data) / "val" if (Path(data) / "val").is_dir() else Path(data)  # as find_labelled reads it
     kept = fit.kept
     if kept is None and at_bound(fit.temperature):
         kept = (f"the fit ran to the end of its range (T {fit.temperature:.3g}): these images say every answer is "
@@ -88,7 +87,7 @@ def _fit(path: Path, data: str | Path, logits: Any, labels: Any, old: float) -> 
                 f"the fit ran to the end of its range (T {fit.temperature:.3g}): these images say its answers are "
                 "no better than chance; check that the folders are labelled with the model's classes")
     after = kept is None
-    return Refit(artifact=str(path), data=str(root.resolve()), images=len(labels), accuracy=before["accuracy"],
+    return Refit(artifact=str(path), data=source, images=len(labels), accuracy=before["accuracy"],
                  old_temperature=old, temperature=fit.temperature if after else old, before=before,
                  loss_before=fit.baseline_loss, heldout_loss=fit.heldout_loss,
                  heldout_ece=fit.heldout_ece if after else None,
@@ -203,41 +202,3 @@ def _write_engine_record(path: Path, card: ModelCard) -> Path:
         raise EdgetlError(f"{sidecar}: not an edgetl engine record (expected a JSON object); re-export the engine")
     atomic_write_json(sidecar, {**record, "card": card.to_dict()})
     return sidecar
-
-
-def trained_on(artifact: Path, paths: list[str]) -> str | None:
-    """A warning when the images include the model's training data (from its run's ``config.yaml``): the model
-    has learnt those, so its probabilities on them are higher than on new images and a fit there sharpens too
-    little or softens them."""
-    train = _training_folder(artifact)
-    if train is None:
-        return None
-    n = sum(Path(p).resolve().is_relative_to(train) for p in paths)
-    if not n:
-        return None
-    return (f"{n} of these {len(paths)} images are in {train}, where the model was trained: its probabilities on "
-            "them are higher than on new images; calibrate on labelled images it has not trained on")
-
-
-def _training_folder(artifact: Path) -> Path | None:
-    """The folder the run behind ``artifact`` trained on: a run directory's, or the one an export came from."""
-    from edgetl.config import read_yaml_config
-    from edgetl.io import read_json
-
-    run = artifact if artifact.is_dir() else artifact.resolve().parent
-    manifest = run / "manifest.json"
-    if not (run / "config.yaml").is_file() and manifest.is_file():  # an export folder: its source checkpoint's run
-        doc = read_json(manifest)
-        source = doc.get("source") if isinstance(doc, dict) else None
-        if isinstance(source, dict) and source.get("kind") == "checkpoint" and source.get("path"):
-            run = Path(source["path"]).parent
-    if not (run / "config.yaml").is_file():
-        return None
-    try:
-        data = read_yaml_config(run / "config.yaml").get("data")
-    except EdgetlError:
-        return None
-    root = Path(str(data)) if data else None
-    if root is None or not root.is_dir():
-        return None
-    return (root / "train" if (root / "train").is_dir() else root).resolve()

@@ -345,4 +345,4 @@ def test_eval_of_a_train_and_test_folder_points_at_the_test_set(run_dir: Path, d
     shutil.copytree(digits_data, data, ignore=shutil.ignore_patterns("val"))
     assert cli.main(["eval", str(run_dir), "--data", str(data)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert f"for its test set, pass {data / 'test'}" in err
+    assert "no val/ folder (it has test/, train/); pass --split test to use test/" in err

@@ -251,7 +251,7 @@ def test_photos_the_run_trained_on_are_named_and_a_resumed_run_says_its_t_gives_
     run = fit(TrainConfig(**cfg), quiet=True).run_dir
     refit = refit_temperature(run, digits_data / "train", device="cpu", write=False, progress=False)
     assert refit.warning is not None and refit.warning.startswith(f"{refit.images} of these {refit.images} images "
-                                                                  f"are in {(digits_data / 'train').resolve()}")
+                                                                  f"are training images of {run}")
     assert refit_temperature(run, digits_data, device="cpu", write=False, progress=False).warning is None  # val/
     card = ModelCard.load(run / "model.json")
     assert card.metrics["test_temperature"] == card.temperature and "test_ece" in card.metrics

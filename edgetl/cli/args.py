@@ -75,3 +75,15 @@ def output_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text!r}: cannot write there ({exc.strerror or exc}); "
                                          "choose another path") from None
     return path
+
+
+DATA_HELP = ("labelled images: DIR/<class>/…, a split of DIR/{train,val,test}/<class>/… (see --split) or a "
+             "path,label[,split] CSV")
+
+
+def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--data`` and ``--split``, read as training reads data: the same folders, the same CSV, the same val."""
+    p.add_argument("--data", type=Path, required=required, help=DATA_HELP)
+    p.add_argument("--split", choices=("val", "test", "train"), default="val",
+                   help="which split of a DIR/{train,val,test} folder or a CSV's split column (default: val; "
+                        "where edgetl split val off the run's own data, the same images)")

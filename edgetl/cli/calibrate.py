@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from edgetl.cli.args import positive_int
+from edgetl.cli.args import add_data_arguments, positive_int
 
 if TYPE_CHECKING:
     from edgetl.recalibrate import Refit
@@ -22,8 +22,7 @@ HELP = "refit the temperature of an artifact's probabilities on labelled images"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", metavar="ARTIFACT", help="run directory, its best.safetensors, .onnx or engine file")
-    p.add_argument("--data", required=True, help="DIR/<class>/images (or DIR/val/<class>/images) like the "
-                                                 "deployment's, at least 20")
+    add_data_arguments(p)  # like the deployment's images, at least 20
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference call")
     p.add_argument("--dry-run", action="store_true", help="fit and report; write nothing")
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     warn_if_failed_export(args.artifact)
     refit = refit_temperature(args.artifact, args.data, device=args.device, batch_size=args.batch_size,
-                              write=not args.dry_run, progress=not args.json)
+                              write=not args.dry_run, progress=not args.json, split=args.split)
     if args.json:
         print(json_text({**dataclasses.asdict(refit), "fitted": refit.fitted}))
         return 0

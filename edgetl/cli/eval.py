@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgetl.cli.args import non_negative_int, positive_int
+from edgetl.cli.args import add_data_arguments, non_negative_int, positive_int
 from edgetl.report import CLASS_ROWS
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ HELP = "accuracy, per-class scores and confusion matrix on a labelled folder"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", metavar="RUN_DIR", help="run directory, .safetensors, .onnx or engine file")
-    p.add_argument("--data", required=True, help="DIR/<class>/images (or DIR/val/<class>/images)")
+    add_data_arguments(p)
     p.add_argument("--out", help="where eval.json and the plots go (default: beside the artifact)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference call")
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     artifact = Path(args.artifact)
     warn_if_failed_export(artifact)
     report = evaluate_artifact(artifact, args.data, device=args.device, batch_size=args.batch_size,
-                               worst=args.worst, progress=not args.json)
+                               worst=args.worst, progress=not args.json, split=args.split)
     out = Path(args.out) if args.out else artifact if artifact.is_dir() else artifact.parent
     prefix = "" if artifact.is_dir() else f"{artifact.stem}."
     json_path, confusion, reliability = save_report(report, out, prefix=prefix)
@@ -68,6 +68,8 @@ def print_report(report: EvalReport, all_classes: bool = False) -> None:
     top1 = f"top-1 {report.top1:.2f}%{interval_text(report.top1_ci)}"
     console.print(f"[bold]{report.artifact}[/bold] on {report.data}: {report.images} images, "
                   f"{top1}{top5}, loss {report.loss:.4f}", highlight=False)
+    if report.warning:
+        console.print(f"[yellow]warning:[/yellow] {report.warning}", highlight=False)
     cal = report.calibration
     if cal:
         console.print(f"probabilities: mean top-1 {cal['mean_confidence']:.3f} against accuracy {cal['accuracy']:.3f}, "

@@ -17,7 +17,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgetl.cli.args import fraction, non_negative_float, non_negative_int, output_file, positive_int
+from edgetl.cli.args import (
+    add_data_arguments,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    output_file,
+    positive_int,
+)
 from edgetl.errors import EdgetlError
 
 HELP = "compare artifacts with a reference on real images; exit 1 if a gate fails"
@@ -42,8 +49,7 @@ def gate_setting(text: str) -> tuple[str, float | None]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("reference", type=Path, metavar="REFERENCE", help="the trained model (run dir) or any artifact")
     p.add_argument("candidates", type=Path, nargs="+", metavar="CANDIDATE", help="artifacts to check")
-    p.add_argument("--data", type=Path, required=True,
-                   help="images: DIR/<class>/… (or DIR/val/<class>/…) for accuracy, or any folder of images")
+    add_data_arguments(p)  # a folder without class folders gives agreement only
     p.add_argument("--limit", type=positive_int, default=None, help="use at most N images "
                                                                     "(a seeded, class-mixed subset)")
     p.add_argument("--json", type=output_file, default=None, help="write the report (with the worst images) here")
@@ -82,14 +88,15 @@ def run(args: argparse.Namespace) -> int:
         raise EdgetlError(f"--provider {args.provider} applies to .onnx candidates and none was given; drop it")
     report = compare_artifacts(args.reference, args.candidates, args.data, device=args.device, provider=args.provider,
                                limit=args.limit, overrides=_overrides(args), batch_size=args.batch_size,
-                               n_worst=args.worst, progress=not args.no_progress)
+                               n_worst=args.worst, progress=not args.no_progress, split=args.split)
     report_skipped([(Path(p), r) for p, r in report.skipped])
     console = report_console()
     console.print(parity_table(report))
     if report.note:
         console.print(f"[yellow]labels:[/yellow] {escape(report.note)}", highlight=False)
-    if report.warning:
-        console.print(f"[yellow]warning:[/yellow] {escape(report.warning)}", highlight=False)
+    for warning in (report.warning, report.trained_on):
+        if warning:
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     if report.class_map:
         mapping = ", ".join(f"{folder} → {cls}" for folder, cls in report.class_map.items())
         console.print(f"labels: folders read as ImageNet classes ({mapping})", highlight=False)
@@ -128,7 +135,8 @@ def parity_table(report: Any) -> Any:
     ref = report.reference
     labelled = "labelled" if report.labelled else "unlabelled (no accuracy)"
     table = Table(title=escape(f"parity vs {Path(ref['artifact']).name} [{ref['backend']}/{ref['precision']}] — "
-                               f"{report.images} {labelled} images"))
+                               f"{report.images} {labelled} images"),
+                  caption=escape(f"images: {report.data}") if report.data else None)
     for col in ("candidate", "backend", "precision", "max |Δ|", "mean |Δ|", "max |Δp|", "cosine", "centered cos",
                 "top-1 agree", "top-5 overlap", "acc ref", "acc cand", "drop", "gate"):
         table.add_column(col, justify="left" if col in ("candidate", "backend", "gate") else "right")

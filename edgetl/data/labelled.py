@@ -1,7 +1,9 @@
-"""Which files of an image folder to judge a model on, and their labels.
+"""Which files of an image folder or CSV to judge a model on, and their labels.
 
-Shared by export (``--val-data``) and parity so both read a folder the same way: ``DIR/<class>/…`` (or
-``DIR/val/<class>/…``) named by the model's classes or, for the ImageNet head, by ImageNet class names.
+Shared by eval, parity, calibrate and export's ``--val-data`` so all read data as training does: a folder of
+``DIR/<class>/…``, or one split of ``DIR/{train,val,test}/<class>/…`` (val by default; ``valid/`` counts), or the
+rows of a ``path,label[,split]`` CSV, named by the model's classes or, for the ImageNet head, by ImageNet class
+names. Where edgetl split val off the run's own data, the same seeded split gives the same val images.
 """
 
 from __future__ import annotations
@@ -9,56 +11,155 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgetl.data.imagenet import IMAGENET_CLASSES, imagenet_index, imagenet_samples
 from edgetl.errors import EdgetlError
 
+if TYPE_CHECKING:
+    from edgetl.data.trained_on import TrainedOn
+
+SPLITS = ("train", "val", "test")
+
 
 @dataclass
 class LabelledFiles:
-    """The image files to judge on, their labels when the folder has them, and what was left out."""
+    """The image files to judge on, their labels when the data has them, and what was left out."""
 
     paths: list[Path]
     labels: list[int] | None
     skipped: list[tuple[Path, str]]
     class_map: dict[str, str] | None = None  # folder name → model class, for folders named by ImageNet class
     note: str | None = None  # why a folder with class folders gave no labels
+    source: str = ""  # what was read, absolute: the folder, the CSV's rows, or the val split edgetl made
+    warning: str | None = None  # some of the images are the model's training images
 
 
-def find_labelled(data: Path, classes: list[str], limit: int | None = None, seed: int = 0) -> LabelledFiles:
-    """Labelled samples when ``data`` is laid out by the model's classes (or, for the ImageNet head, by
-    ImageNet class names such as ``ants``), else every image unlabelled; ``limit`` draws a seeded sample.
+def find_labelled(data: Path, classes: list[str], limit: int | None = None, seed: int = 0, split: str = "val",
+                  trained: TrainedOn | None = None) -> LabelledFiles:
+    """The ``split`` images of ``data`` with their labels (see the module's docstring), else, for a folder
+    whose folders are not classes, every image unlabelled; ``limit`` draws a seeded sample.
 
-    Folders of which only some are the model's classes are an error: a labelling mistake, not unlabelled data.
+    ``trained`` (the run behind the model) finds the val images edgetl split off that run's data, and says
+    when any image scored is one it trained on. Folders of which only some are the model's classes are an
+    error: a labelling mistake, not unlabelled data.
     """
-    from edgetl.data.folder import check_images, list_image_files, scan_eval_folder
-
-    if not data.is_dir():
-        raise EdgetlError(f"{data}: not a folder; pass a folder of images (DIR/<class>/… for accuracy)")
-    root = data / "val" if (data / "val").is_dir() else data
-    subdirs = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
-    mapped = imagenet_samples(root) if subdirs and classes == IMAGENET_CLASSES else None
-    class_map = None
-    if subdirs and subdirs <= set(classes):
-        samples, skipped = scan_eval_folder(data, classes)
-        pairs, labelled = [(s.path, s.label) for s in samples], True
-    elif mapped is not None:
-        pairs, skipped, class_map, labelled = mapped.pairs, mapped.skipped, mapped.class_map, True
+    if split not in SPLITS:
+        raise EdgetlError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    if split == "val" and trained is not None and trained.made_val_of(data):
+        found = _made_val(data, classes, trained)
+    elif data.is_file() and data.suffix.lower() == ".csv":
+        found = _csv_rows(data, classes, split)
+    elif data.is_dir():
+        found = _folder(_split_root(data, classes, split), classes)
     else:
-        _check_not_half_labelled(root, subdirs, classes)
-        good, skipped = check_images(list_image_files(data))
-        pairs, labelled = [(p, -1) for p in good], False
-    if limit is not None and limit < len(pairs):
+        raise EdgetlError(f"{data}: not a folder or .csv; pass a folder of images (DIR/<class>/… for accuracy) "
+                          "or a path,label CSV")
+    if limit is not None and limit < len(found.paths):
         if limit < 1:
             raise EdgetlError(f"--limit {limit} must be at least 1")
-        pairs = sorted(random.Random(seed).sample(pairs, limit), key=lambda p: str(p[0]))
+        keep = sorted(random.Random(seed).sample(range(len(found.paths)), limit), key=lambda i: str(found.paths[i]))
+        found.paths = [found.paths[i] for i in keep]
+        found.labels = [found.labels[i] for i in keep] if found.labels is not None else None
+    if trained is not None:
+        found.warning = trained.overlap(found.paths)
+    return found
+
+
+def _split_root(data: Path, classes: list[str], split: str) -> Path:
+    """The folder holding ``split``'s class folders: ``data`` itself when its folders are classes, else its
+    ``train/``, ``val/`` (``valid/``, ``validation/``) or ``test/``, found as training finds them."""
+    from edgetl.data.folder import class_dirs
+    from edgetl.data.splits import split_folders
+
+    names = {d.name for d in class_dirs(data)}
+    folders = {} if names and names <= set(classes) else split_folders(data)
+    if split in folders:
+        return folders[split]
+    if folders:
+        have = ", ".join(f"{d.name}/" for d in sorted(folders.values()))
+        other = next(k for k in ("test", "val", "train") if k in folders)
+        raise EdgetlError(f"{data}: no {split}/ folder (it has {have}); pass --split {other} to use "
+                          f"{folders[other].name}/, or the folder of {split} images")
+    if split != "val":
+        raise EdgetlError(f"{data}: no {split}/ folder; pass --split {split} with a folder that has "
+                          f"{data / split}/<class>/, or the {split} images' folder itself without --split")
+    return data
+
+
+def _folder(root: Path, classes: list[str]) -> LabelledFiles:
+    """``root/<class>/…`` labelled by the model's classes (or ImageNet names), else every image unlabelled."""
+    from edgetl.data.folder import check_images, list_image_files, scan_eval_folder
+
+    subdirs = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    mapped = imagenet_samples(root) if subdirs and classes == IMAGENET_CLASSES else None
+    if subdirs and subdirs <= set(classes):
+        samples, skipped = scan_eval_folder(root, classes)
+        return LabelledFiles([s.path for s in samples], [s.label for s in samples], skipped, source=str(root.resolve()))
+    if mapped is not None:
+        return LabelledFiles([p for p, _ in mapped.pairs], [lab for _, lab in mapped.pairs], mapped.skipped,
+                             mapped.class_map, source=str(root.resolve()))
+    _check_not_half_labelled(root, subdirs, classes)
+    good, skipped = check_images(list_image_files(root))
     note = None
-    if subdirs and not labelled:
-        test = f"; for its test set, pass {root / 'test'}" if (root / "test").is_dir() else ""
+    if subdirs:
         note = (f"none of {root}'s folders ({_preview(sorted(subdirs))}) is a class of the model "
-                f"({_preview(classes)}): no labels, so no accuracy{test}")
-    return LabelledFiles([p for p, _ in pairs], [lab for _, lab in pairs] if labelled else None, skipped, class_map,
-                        note)
+                f"({_preview(classes)}): no labels, so no accuracy")
+    return LabelledFiles(good, None, skipped, note=note, source=str(root.resolve()))
+
+
+def _csv_rows(path: Path, classes: list[str], split: str) -> LabelledFiles:
+    """The rows of a ``path,label[,split]`` CSV in ``split`` (every row of a two-column one, for val)."""
+    from edgetl.data.folder import check_images
+    from edgetl.data.labels_csv import read_csv
+
+    rows = read_csv(path)
+    if rows[0].split is None:
+        if split != "val":
+            raise EdgetlError(f"{path}: no split column, so no {split} rows; add a third column "
+                              f"(path,label,split) or pass a CSV of {split} images alone")
+        chosen, source = rows, f"{path.resolve()} (all {len(rows)} rows)"
+    else:
+        chosen = [r for r in rows if r.split == split]
+        if not chosen:
+            have = ", ".join(s for s in SPLITS if any(r.split == s for r in rows))
+            raise EdgetlError(f"{path}: no {split} rows (it has {have}); pass --split to pick one of those")
+        source = f"{path.resolve()} ({split} rows)"
+    labels = []
+    for row in chosen:
+        label = _label_index(row.label, classes)
+        if label is None:
+            raise EdgetlError(f"{path}:{row.line}: label {row.label!r} is not a class of the model "
+                              f"({_preview(classes)}); fix the row, or judge the model trained on these labels")
+        labels.append(label)
+    good, skipped = check_images([r.path for r in chosen])
+    keep = set(good)
+    pairs = [(r.path, lab) for r, lab in zip(chosen, labels, strict=True) if r.path in keep]
+    return LabelledFiles([p for p, _ in pairs], [lab for _, lab in pairs], skipped, source=source)
+
+
+def _label_index(label: str, classes: list[str]) -> int | None:
+    if label in classes:
+        return classes.index(label)
+    return imagenet_index(label) if classes == IMAGENET_CLASSES else None
+
+
+def _made_val(data: Path, classes: list[str], trained: TrainedOn) -> LabelledFiles:
+    """The val images edgetl split off the run's own data: training's seeded split, redone by file name."""
+    from edgetl.data.folder import check_images
+
+    found = trained.splits
+    assert found is not None and found.asked is not None  # made_val_of checked both
+    names = [found.classes[s.label] for s in found.val]
+    stray = next((n for n in names if n not in classes), None)
+    if stray is not None:
+        raise EdgetlError(f"{data}: class {stray!r} is not one of the model's; the data changed since {trained.run} "
+                          "trained; pass a folder of held-out images")
+    good, skipped = check_images([s.path for s in found.val])
+    keep = set(good)
+    pairs = [(s.path, classes.index(n)) for s, n in zip(found.val, names, strict=True) if s.path in keep]
+    source = f"{trained.data} (the {found.asked:g} val split edgetl made for {trained.run.name}, seed {trained.seed})"
+    return LabelledFiles([p for p, _ in pairs], [lab for _, lab in pairs], skipped, source=source)
 
 
 def _preview(names: list[str], n: int = 4) -> str:

@@ -185,14 +185,7 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
     ``train/`` is the held-out test set; a CSV's third column (``path,label,split``) says each row's split.
     """
     root = Path(data)
-    if not root.exists():
-        raise EdgetlError(f"{root}: data not found; pass a folder (DIR/train, DIR/val or DIR/<class>) or a CSV")
-    if root.is_file():
-        if root.suffix.lower() != ".csv":
-            raise EdgetlError(f"{root}: not a folder or .csv; pass an ImageFolder directory or a path,label CSV")
-        found = _csv_splits(root, val_split, seed)
-    else:
-        found = _folder_splits(root, val_split, seed)
+    found = find_splits(root, val_split, seed)
     _, bad = check_images([s.path for s in found.train + found.val + found.test])
     bad_set = {p for p, _ in bad}
     odd = odd_files(root) if root.is_dir() else []
@@ -200,6 +193,19 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
                       found.asked, _drop_bad(found.test, bad_set), found.given, found.folders, found.notes,
                       {name: [s for s in getattr(found, name) if s.path in bad_set] for name in ("val", "test")})
     return _validate(split, root, found, bad)
+
+
+def find_splits(data: str | Path, val_split: float | None = None, seed: int = 0) -> Found:
+    """Which file ``data`` puts in which split, by name only: no image is opened, so it is cheap to redo (to
+    know which files a run trained on, or the val images edgetl split off for it)."""
+    root = Path(data)
+    if not root.exists():
+        raise EdgetlError(f"{root}: data not found; pass a folder (DIR/train, DIR/val or DIR/<class>) or a CSV")
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise EdgetlError(f"{root}: not a folder or .csv; pass an ImageFolder directory or a path,label CSV")
+        return _csv_splits(root, val_split, seed)
+    return _folder_splits(root, val_split, seed)
 
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

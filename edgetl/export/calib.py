@@ -11,13 +11,16 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from edgetl.card import Preprocess
 from edgetl.errors import EdgetlError
 from edgetl.progress import show_progress
+
+if TYPE_CHECKING:
+    from edgetl.data.trained_on import TrainedOn
 
 T = TypeVar("T")
 
@@ -32,6 +35,7 @@ class ImageSet:
     source: str = ""
     class_map: dict[str, str] | None = None  # folder name → model class, when folders were mapped by ImageNet name
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # files left out, with the reason
+    warning: str | None = None  # some are the model's training images (edgetl.data.trained_on)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -111,19 +115,21 @@ def calibration_files(folder: str | Path) -> list[Path]:
 
 
 def labelled_images(folder: str | Path, classes: list[str], pre: Preprocess, limit: int | None = None,
-                    seed: int = 0) -> ImageSet:
-    """A labelled folder (``DIR/<class>/…``) mapped onto ``classes`` and preprocessed.
+                    seed: int = 0, trained: TrainedOn | None = None) -> ImageSet:
+    """The val images of a labelled folder or CSV (as :func:`edgetl.data.labelled.find_labelled` reads them for
+    the run ``trained`` describes) mapped onto ``classes`` and preprocessed.
 
     For the ImageNet head, folders named after ImageNet classes (``ants``, ``bees``) map by name.
     """
     from edgetl.data.folder import scan_eval_folder
     from edgetl.data.labelled import find_labelled
 
-    found = find_labelled(Path(folder), classes, limit, seed)
+    found = find_labelled(Path(folder), classes, limit, seed, trained=trained)
     if found.labels is None:
-        scan_eval_folder(folder, classes)  # names the folder that is not a class
+        scan_eval_folder(found.source, classes)  # names the folder that is not a class
     if not found.paths or found.labels is None:
         raise EdgetlError(f"{folder}: no usable labelled images; expected {folder}/<class>/<image>")
-    images = preprocess_files(found.paths, pre, found.labels, describe="Loading val images", source=str(folder))
+    images = preprocess_files(found.paths, pre, found.labels, describe="Loading val images", source=found.source)
     images.class_map, images.skipped = found.class_map, found.skipped + images.skipped
+    images.warning = found.warning
     return images

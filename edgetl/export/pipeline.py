@@ -368,6 +368,7 @@ def clear_previous_export(out: Path) -> None:
 
 def _export_into(checkpoint: str | Path, out: Path, options: ExportOptions) -> Manifest:
     from edgetl.checkpoint import save_checkpoint
+    from edgetl.data.trained_on import trained_on
     from edgetl.export.source import load_source
     from edgetl.runtime.torch_runner import TorchRunner
 
@@ -380,7 +381,8 @@ def _export_into(checkpoint: str | Path, out: Path, options: ExportOptions) -> M
             save_checkpoint(out / REFERENCE_RUN, "best", model, card)
             source["reference_run"] = REFERENCE_RUN
     options = with_recipe(options, card.arch)
-    calib, parity_images, parity_info = export_images(card, options)
+    trained = trained_on(checkpoint) if source["kind"] == "checkpoint" else None
+    calib, parity_images, parity_info = export_images(card, options, trained)
     with _stage(options, "reference"):
         reference = infer_all(TorchRunner(model, card), parity_images.array, "PyTorch reference", options.quiet)
     if parity_images.paths and (warning := one_class_reference(reference, card.classes)):

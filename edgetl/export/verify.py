@@ -29,6 +29,7 @@ from edgetl.parity import Gate, ParityStats, check_gate, compare_logits, gate_fo
 from edgetl.progress import show_progress
 
 if TYPE_CHECKING:
+    from edgetl.data.trained_on import TrainedOn
     from edgetl.runtime.base import Runner
 
 SYNTHETIC_IMAGES = 8  # N(0,1) inputs parity falls back to when no images are given
@@ -71,20 +72,29 @@ class ParitySet:
     info: dict[str, Any]
 
 
-def export_images(card: ModelCard, options: ExportOptions) -> tuple[ImageSet | None, ImageSet, dict[str, Any]]:
-    """(calibration images, parity images, description of the parity data); files left out are listed."""
+def export_images(card: ModelCard, options: ExportOptions,
+                  trained: TrainedOn | None = None) -> tuple[ImageSet | None, ImageSet, dict[str, Any]]:
+    """(calibration images, parity images, description of the parity data); files left out are listed.
+
+    ``trained`` (the source checkpoint's run) gives ``--val-data`` the val images training split off its data.
+    """
     from edgetl.data.folder import report_skipped
 
-    calib, parity, info = _load_images(card, options)
+    calib, parity, info = _load_images(card, options, trained)
     skipped = dict.fromkeys([*(calib.skipped if calib else []), *parity.skipped])
     if skipped and not options.quiet:
         report_skipped(list(skipped))
+    if parity.warning and not options.quiet:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] --val-data: {parity.warning}", highlight=False)
     if parity.skipped:
         info["skipped"] = [f"{p}: {reason}" for p, reason in parity.skipped]
     return calib, parity, info
 
 
-def _load_images(card: ModelCard, options: ExportOptions) -> tuple[ImageSet | None, ImageSet, dict[str, Any]]:
+def _load_images(card: ModelCard, options: ExportOptions,
+                 trained: TrainedOn | None = None) -> tuple[ImageSet | None, ImageSet, dict[str, Any]]:
     pre = card.preprocess
     calib: ImageSet | None = None
     held: list[Path] = []
@@ -93,9 +103,10 @@ def _load_images(card: ModelCard, options: ExportOptions) -> tuple[ImageSet | No
         chosen, held = split_calibration(files, options.calib_size or DEFAULT_CALIB_SIZE, options.seed)
         calib = preprocess_files(chosen, pre, describe="Loading calibration images", source=str(options.calib_data))
     if options.val_data is not None:
-        val = labelled_images(options.val_data, card.classes, pre, options.parity_size, options.seed)
-        info = {"source": str(options.val_data), "n": len(val), "labelled": True,
-                "same_as_calibration": bool(calib and set(val.paths) & set(calib.paths))}
+        val = labelled_images(options.val_data, card.classes, pre, options.parity_size, options.seed, trained)
+        info = {"source": val.source, "n": len(val), "labelled": True,
+                "same_as_calibration": bool(calib and set(val.paths) & set(calib.paths)),
+                **({"trained_on": val.warning} if val.warning else {})}
         if val.class_map:
             info["class_map"] = val.class_map
         return calib, val, info

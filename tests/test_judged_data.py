@@ -1,0 +1,102 @@
+"""The images eval, parity, calibrate and export judge a model on, read as training read its data.
+
+A real run on real (digit) images: the val images edgetl split off for it, split folders named the ways
+training accepts, a CSV's rows, and a warning when the images scored are ones the model trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgetl.card import ModelCard
+from edgetl.cli import main
+from edgetl.data.labelled import find_labelled
+from edgetl.data.splits import scan_data
+from edgetl.data.trained_on import trained_on
+from edgetl.errors import EdgetlError
+from edgetl.evaluate import evaluate_artifact
+
+
+@pytest.fixture(scope="module")
+def flat_run(digits_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A run on one folder of class folders, which edgetl split into train and val itself (seed 0, 20%)."""
+    from edgetl.config import TrainConfig
+    from edgetl.train.fit import fit
+
+    flat = tmp_path_factory.mktemp("flat") / "digits"
+    shutil.copytree(digits_data / "train", flat)
+    cfg = TrainConfig(data=str(flat), out=str(tmp_path_factory.mktemp("flat_run") / "run"), model="test_resnet",
+                      img_size=32, epochs=2, lr=1e-2, batch_size=32, strategy="full")
+    return flat, fit(cfg, quiet=True).run_dir
+
+
+def _csv(path: Path, rows: list[tuple[Path, str, str | None]]) -> Path:
+    path.write_text("".join(",".join([str(p), label] + ([split] if split else [])) + "\n" for p, label, split in rows))
+    return path
+
+
+def test_the_folder_a_run_split_gives_the_val_images_training_held_out(flat_run: tuple[Path, Path]) -> None:
+    from edgetl.export.options import ExportOptions
+    from edgetl.export.verify import export_images
+    from edgetl.recalibrate import refit_temperature
+
+    flat, run = flat_run
+    held = {s.path for s in scan_data(flat).val}  # training's own split, redone
+    card = ModelCard.load(run / "model.json")
+    found = find_labelled(flat, card.classes, trained=trained_on(run))
+    assert set(found.paths) == held and found.warning is None and "val split edgetl made" in found.source
+    report = evaluate_artifact(run, flat, device="cpu", progress=False)
+    assert report.images == len(held) and report.warning is None
+    assert report.top1 == pytest.approx(card.metrics["val_top1"], abs=1e-6)  # the figure training reported
+    _, images, info = export_images(card, ExportOptions(val_data=flat, quiet=True), trained_on(run))
+    assert set(images.paths) == held and "val split edgetl made" in info["source"] and "trained_on" not in info
+    refit = refit_temperature(run, flat, device="cpu", write=False, progress=False)
+    assert refit.images == len(held) and refit.warning is None
+    assert find_labelled(flat, card.classes).paths != found.paths  # another model's view: the whole folder
+
+
+def test_training_images_among_those_scored_are_counted_and_named(flat_run: tuple[Path, Path], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    flat, run = flat_run
+    split = scan_data(flat)
+    every = _csv(tmp_path / "all.csv", [(s.path, split.classes[s.label], None) for s in split.train + split.val])
+    assert main(["eval", str(run), "--data", str(every)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    total = len(split.train) + len(split.val)
+    assert f"warning: {len(split.train)} of these {total} images are training images of {run}" in out
+    assert main(["parity", str(run), str(run), "--data", str(every), "--json", str(tmp_path / "p.json"),
+                 "--no-progress"]) == 0
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["trained_on"].startswith(f"{len(split.train)} of these {total}") and doc["images"] == total
+    assert main(["eval", str(run), "--data", str(flat), "--split", "train"]) == 2
+    assert "no train/ folder" in capsys.readouterr().err
+
+
+def test_split_folders_and_csv_rows_read_as_training_reads_them(flat_run: tuple[Path, Path], digits_data: Path,
+                                                                tmp_path: Path) -> None:
+    _, run = flat_run
+    data = tmp_path / "roboflow"
+    for src, dst in (("train", "TRAIN"), ("val", "Valid"), ("test", "test")):  # as exported sets name them
+        shutil.copytree(digits_data / src, data / dst)
+
+    def scores(d: Path, split: str = "val") -> tuple[int, float]:
+        r = evaluate_artifact(run, d, device="cpu", progress=False, split=split)
+        return r.images, r.top1
+
+    val, test = scores(digits_data / "val"), scores(digits_data / "test")
+    assert scores(data) == val and scores(data, "test") == test
+    rows = [(p, p.parent.name, split) for split in ("train", "val", "test")
+            for p in sorted((digits_data / split).rglob("*.png"))]
+    labelled = _csv(tmp_path / "split.csv", rows)
+    assert scores(labelled) == val and scores(labelled, "test") == test
+    with pytest.raises(EdgetlError, match=r"split.csv: no test rows \(it has train, val\); pass --split"):
+        scores(_csv(tmp_path / "split.csv", [r for r in rows if r[2] != "test"]), "test")
+    with pytest.raises(EdgetlError, match="no split column, so no test rows"):
+        scores(_csv(tmp_path / "plain.csv", [(p, label, None) for p, label, _ in rows]), "test")
+    wrong = [*rows[:3], (rows[3][0], "digit_x", "val")]
+    with pytest.raises(EdgetlError, match=r"wrong.csv:4: label 'digit_x' is not a class of the model"):
+        scores(_csv(tmp_path / "wrong.csv", wrong))
