@@ -100,3 +100,27 @@ def test_split_folders_and_csv_rows_read_as_training_reads_them(flat_run: tuple[
     wrong = [*rows[:3], (rows[3][0], "digit_x", "val")]
     with pytest.raises(EdgetlError, match=r"wrong.csv:4: label 'digit_x' is not a class of the model"):
         scores(_csv(tmp_path / "wrong.csv", wrong))
+
+
+def test_data_changed_since_training_is_said_by_eval_and_by_a_resume(digits_data: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from edgetl.config import TrainConfig
+    from edgetl.train.fit import fit
+
+    flat = tmp_path / "digits"
+    shutil.copytree(digits_data / "train", flat)
+    cfg = {"data": str(flat), "out": str(tmp_path / "run"), "model": "test_resnet", "img_size": 32, "epochs": 1,
+           "lr": 1e-2, "batch_size": 32}
+    run = fit(TrainConfig(**cfg), quiet=True).run_dir
+    assert json.loads((run / "split.json").read_text())["train"]["images"] == len(scan_data(flat).train)
+    assert evaluate_artifact(run, flat, device="cpu", progress=False).warning is None
+    for i, src in enumerate(sorted((digits_data / "val" / "digit_3").glob("*.png"))):
+        shutil.copy(src, flat / "digit_3" / f"new_{i}.png")  # new photos reshuffle the seeded split
+    report = evaluate_artifact(run, flat, device="cpu", progress=False)
+    assert report.warning is not None and f"{flat} changed since {run} trained (train: " in report.warning
+    assert "some of these images may be ones it trained on" in report.warning
+    capsys.readouterr()
+    fit(TrainConfig(**{**cfg, "epochs": 2, "resume": str(run)}), quiet=True)
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"warning: {flat} changed since this run last trained (train: " in err
+    assert evaluate_artifact(run, flat, device="cpu", progress=False).warning is None  # the split it trained on last

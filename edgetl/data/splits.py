@@ -7,6 +7,7 @@ decides which image belongs to which split and refuses, with a fix, a layout tha
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class DataSplit:
     folders: dict[str, Path] = field(default_factory=dict)  # split → its folder, in an ImageFolder tree
     notes: list[str] = field(default_factory=list)  # what the layout leaves unused, said before training
     dropped: dict[str, list[Sample]] = field(default_factory=dict)  # split → its samples the image check refused
+    digest: dict[str, dict[str, int | str]] = field(default_factory=dict)  # split_digest of the split as listed
 
 
 def _validate(split: DataSplit, source: Path, found: Found, bad: list[tuple[Path, str]]) -> DataSplit:
@@ -191,7 +193,8 @@ def scan_data(data: str | Path, val_split: float | None = None, seed: int = 0) -
     odd = odd_files(root) if root.is_dir() else []
     split = DataSplit(found.classes, _drop_bad(found.train, bad_set), _drop_bad(found.val, bad_set), bad + odd,
                       found.asked, _drop_bad(found.test, bad_set), found.given, found.folders, found.notes,
-                      {name: [s for s in getattr(found, name) if s.path in bad_set] for name in ("val", "test")})
+                      {name: [s for s in getattr(found, name) if s.path in bad_set] for name in ("val", "test")},
+                      split_digest(found, root))
     return _validate(split, root, found, bad)
 
 
@@ -206,6 +209,23 @@ def find_splits(data: str | Path, val_split: float | None = None, seed: int = 0)
             raise EdgetlError(f"{root}: not a folder or .csv; pass an ImageFolder directory or a path,label CSV")
         return _csv_splits(root, val_split, seed)
     return _folder_splits(root, val_split, seed)
+
+
+def split_digest(found: Found, root: Path) -> dict[str, dict[str, int | str]]:
+    """Per split, how many files it lists and a SHA-256 of their names and classes: a run records it, so a later
+    command that redoes the split (:mod:`edgetl.data.trained_on`) can tell when the data changed since."""
+    base = root.resolve() if root.is_dir() else root.resolve().parent
+    out: dict[str, dict[str, int | str]] = {}
+    for name in ("train", "val", "test"):
+        samples = getattr(found, name)
+        lines = sorted(f"{_relative(s.path, base)}\t{found.classes[s.label]}" for s in samples)
+        out[name] = {"images": len(samples), "sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()}
+    return out
+
+
+def _relative(path: Path, base: Path) -> str:
+    resolved = path.resolve()
+    return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
 
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

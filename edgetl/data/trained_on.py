@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from edgetl.data.splits import Found, find_splits
+from edgetl.data.splits import Found, find_splits, split_digest
 from edgetl.errors import EdgetlError
+
+SPLIT_FILE = "split.json"  # in a run directory: how many files each split listed when it trained, and their digest
 
 
 @dataclass(frozen=True)
@@ -37,17 +40,33 @@ class TrainedOn:
         return data.resolve() == self.data and self.splits is not None and self.splits.asked is not None
 
     @cached_property
+    def changed(self) -> str | None:
+        """How the data differs from when the run trained (its ``split.json``); None when it does not, or
+        when the run predates the record."""
+        recorded = _recorded(self.run)
+        if recorded is None or self.splits is None:
+            return None
+        return split_changes(recorded, split_digest(self.splits, self.data))
+
+    @cached_property
     def training_files(self) -> set[Path]:
         return {s.path.resolve() for s in self.splits.train} if self.splits else set()
 
     def overlap(self, paths: list[Path]) -> str | None:
-        """A warning when some of ``paths`` are this run's training images; None when none are."""
-        n = sum(Path(p).resolve() in self.training_files for p in paths)
-        if not n:
-            return None
-        return (f"{n} of these {len(paths)} images are training images of {self.run}: the model has learnt them, "
-                "so its accuracy and probabilities there read higher than on new photos; use images it has not "
-                "trained on")
+        """A warning when some of ``paths`` are this run's training images, or may be (its data changed since and
+        they lie in it); None when none are."""
+        resolved = [Path(p).resolve() for p in paths]
+        n = sum(p in self.training_files for p in resolved)
+        root = self.data if self.data.is_dir() else self.data.parent
+        out = []
+        if self.changed and any(p.is_relative_to(root) for p in resolved):
+            out.append(f"{self.data} changed since {self.run} trained ({self.changed}): its split, redone here, is "
+                       "not training's, so some of these images may be ones it trained on")
+        if n:
+            out.append(f"{n} of these {len(paths)} images are training images of {self.run}: the model has learnt "
+                       "them, so its accuracy and probabilities there read higher than on new photos; use images it "
+                       "has not trained on")
+        return "; ".join(out) or None
 
 
 def trained_on(artifact: str | Path) -> TrainedOn | None:
@@ -87,3 +106,35 @@ def _source_run(folder: Path) -> Path | None:
     if isinstance(source, dict) and source.get("kind") == "checkpoint" and source.get("path"):
         return Path(str(source["path"])).parent
     return None
+
+
+def record_split(run: Path, digest: dict[str, dict[str, int | str]]) -> str | None:
+    """Write ``run/split.json``; what changed since the last record (a resume on changed data), else None."""
+    from edgetl.io import atomic_write_json
+
+    before = _recorded(run)
+    atomic_write_json(run / SPLIT_FILE, digest)
+    return split_changes(before, digest) if before is not None else None
+
+
+def split_changes(recorded: dict[str, Any], now: dict[str, dict[str, int | str]]) -> str | None:
+    """"train: 112 files then, 118 now; val: the same count, other files", or None when nothing changed."""
+    out = []
+    for name, new in now.items():
+        old = recorded.get(name)
+        if not isinstance(old, dict) or old.get("sha256") == new["sha256"]:
+            continue
+        then = old.get("images")
+        out.append(f"{name}: {then} files then, {new['images']} now" if then != new["images"]
+                   else f"{name}: as many files, not the same ones")
+    return "; ".join(out) or None
+
+
+def _recorded(run: Path) -> dict[str, Any] | None:
+    from edgetl.io import read_json
+
+    try:
+        doc = read_json(run / SPLIT_FILE) if (run / SPLIT_FILE).is_file() else None
+    except EdgetlError:
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -32,6 +32,7 @@ from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epo
 from edgetl.data.folder import report_skipped
 from edgetl.data.overlap import overlap_warnings
 from edgetl.data.splits import DataSplit, scan_data, split_warnings
+from edgetl.data.trained_on import SPLIT_FILE, record_split
 from edgetl.data.transforms import eval_transform, train_transform
 from edgetl.errors import INTERRUPTED_BEFORE_START, EdgetlError, Interrupted, class_difference
 from edgetl.io import dir_lock, ensure_writable_dir
@@ -377,8 +378,9 @@ def _check_run_dir(cfg: TrainConfig, overwrite: bool) -> None:
 
 # What a run and the commands run on it leave in its directory: --overwrite removes them with the run, so no
 # score, plot or export of the old weights sits beside the new ones.
-RUN_OUTPUTS = (BEST_WEIGHTS, "metrics.csv", "curves.png", "*eval.json", "*confusion.png", "*reliability.png",
-               "export", f"*{run_state.PENDING}.safetensors", ".*.tmp")  # the last two: saves a kill cut short
+RUN_OUTPUTS = (BEST_WEIGHTS, "metrics.csv", "curves.png", SPLIT_FILE, "*eval.json", "*confusion.png",
+               "*reliability.png", "export",
+               f"*{run_state.PENDING}.safetensors", ".*.tmp")  # these two: saves a kill cut short
 
 
 def clear_previous_run(run_dir: Path) -> list[str]:
@@ -428,6 +430,7 @@ def _start(tr: Trainer, cfg: TrainConfig) -> None:
     if not cfg.resume:
         if tr.dist.is_main:
             save_config(recipe, path)
+            record_split(tr.run_dir, tr.split.digest)  # what it trains on, for eval and parity to find again
         tr.set_stages(0)
         tr.save_state(0)  # epoch 0's starting point, so even a Ctrl-C in epoch 1 resumes exactly
         return
@@ -437,6 +440,12 @@ def _start(tr: Trainer, cfg: TrainConfig) -> None:
     tr.restore()
     if tr.dist.is_main:
         save_config(recipe, path)
+        changed = record_split(tr.run_dir, tr.split.digest)
+        if changed:
+            Console(stderr=True).print(
+                f"[yellow]warning:[/yellow] {cfg.data} changed since this run last trained ({changed}): the epochs "
+                "before trained on the old split, so val may now hold images they learnt and read high; resume "
+                "on the data as it was, or start a new run", highlight=False, soft_wrap=True)
 
 
 def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,
