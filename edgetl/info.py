@@ -163,6 +163,9 @@ def _export_record(path: Path) -> dict[str, Any]:
               "sha256": entry.get("sha256"), "versions": data.get("versions"),
               "parity_passed": parity.get("passed") if parity else None,
               "parity": _parity_summary(parity) if parity else None}
+    judged = data.get("parity_data")
+    if record["parity"] and isinstance(judged, dict) and judged.get("trained_on"):  # --val-data: training images
+        record["parity"] += "; judged on images the model trained on, so its accuracy reads high"
     if entry.get("sha256") and path.is_file() and sha256_file(path) != entry["sha256"]:
         record["warning"] = ("the file is not the one this manifest describes (sha256 differs): its parity "
                              "verdict does not apply; re-run `edgetl export`")

@@ -72,8 +72,9 @@ def test_training_images_among_those_scored_are_counted_and_named(flat_run: tupl
                  "--no-progress"]) == 0
     doc = json.loads((tmp_path / "p.json").read_text())
     assert doc["trained_on"].startswith(f"{len(split.train)} of these {total}") and doc["images"] == total
-    assert main(["eval", str(run), "--data", str(flat), "--split", "train"]) == 2
-    assert "no train/ folder" in capsys.readouterr().err
+    assert main(["eval", str(run), "--data", str(flat), "--split", "test"]) == 2
+    assert f"{flat}: no test/ folder (its folders are classes, or hold images); drop --split" in \
+        " ".join(capsys.readouterr().err.split())
 
 
 def test_split_folders_and_csv_rows_read_as_training_reads_them(flat_run: tuple[Path, Path], digits_data: Path,
@@ -124,3 +125,60 @@ def test_data_changed_since_training_is_said_by_eval_and_by_a_resume(digits_data
     err = " ".join(capsys.readouterr().err.split())
     assert f"warning: {flat} changed since this run last trained (train: " in err
     assert evaluate_artifact(run, flat, device="cpu", progress=False).warning is None  # the split it trained on last
+
+
+def test_runs_are_found_from_any_folder_and_through_init(flat_run: tuple[Path, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgetl.config import TrainConfig
+    from edgetl.export.source import load_source
+    from edgetl.train.fit import fit
+
+    flat, parent = flat_run
+    monkeypatch.chdir(flat.parent)  # relative --data and --out, as typed at a prompt
+    cfg = TrainConfig(data=flat.name, out="child", model="test_resnet", img_size=32, epochs=1, lr=1e-2,
+                      batch_size=32, seed=7, init=str(parent))
+    child = fit(cfg, quiet=True).run_dir.resolve()
+    source = load_source(child, None)[2]
+    assert Path(source["path"]).is_absolute()  # the manifest finds the run from anywhere
+    monkeypatch.chdir(tmp_path)
+    trained = trained_on(child)
+    assert trained is not None and trained.data == flat.resolve() and [t.run for t in trained.parents] == [parent]
+    card = ModelCard.load(child / "model.json")
+    found = find_labelled(flat, card.classes, trained=trained)
+    held = {s.path for s in scan_data(flat, seed=7).val}
+    learnt = held & {s.path for s in scan_data(flat).train}  # the parent's seed-0 split trained on these
+    assert set(found.paths) == held and learnt
+    assert found.warning is not None and found.warning.startswith(
+        f"{len(learnt)} of these {len(held)} images are training images of {parent} (which it started from)")
+    train = find_labelled(flat, card.classes, split="train", trained=trained)
+    assert len(train.paths) == len(scan_data(flat, seed=7).train) and "train part" in train.source
+    assert train.warning is not None and train.warning.startswith(f"{len(train.paths)} of these {len(train.paths)}")
+
+
+def test_export_reads_a_csv_and_names_no_flag_it_lacks(flat_run: tuple[Path, Path], digits_data: Path,
+                                                       tmp_path: Path) -> None:
+    from edgetl.export.calib import labelled_images
+    from edgetl.export.options import ExportOptions
+    from edgetl.export.verify import export_images
+
+    _, run = flat_run
+    card = ModelCard.load(run / "model.json")
+    rows = [(p, p.parent.name, split) for split in ("train", "val")
+            for p in sorted((digits_data / split).rglob("*.png"))]
+    options = ExportOptions(val_data=_csv(tmp_path / "rows.csv", rows), quiet=True)
+    options.validate()
+    _, images, info = export_images(card, options, trained_on(run))
+    assert len(images) == len([r for r in rows if r[2] == "val"]) and info["source"].endswith("rows.csv (val rows)")
+    no_val = tmp_path / "no_val"
+    for split in ("train", "test"):
+        shutil.copytree(digits_data / split, no_val / split)
+    with pytest.raises(EdgetlError, match=r"no val/ folder \(it has test/, train/\); or pass the folder of val") as e:
+        labelled_images(no_val, card.classes, card.preprocess)
+    assert "--split" not in str(e.value)
+
+
+def test_loose_images_in_train_and_test_folders_are_unlabelled_not_splits(digits_data: Path, tmp_path: Path) -> None:
+    for split, digit in (("train", "digit_0"), ("test", "digit_1")):
+        shutil.copytree(digits_data / "train" / digit, tmp_path / "loose" / split)
+    found = find_labelled(tmp_path / "loose", [f"digit_{i}" for i in range(10)])
+    assert found.labels is None and len(found.paths) == len(list((tmp_path / "loose").rglob("*.png")))

@@ -151,7 +151,7 @@ def test_refusals_are_one_line_and_come_before_any_inference(tiny_onnx: Path, hy
     for photo in sorted((hymenoptera / "val" / "ants").glob("*.jpg"))[:3]:
         shutil.copy(photo, flat / photo.name)
     before = sha256_file(tiny_onnx)
-    for data, says in ((tmp_path / "missing", "missing: not a folder"), (flat, "this needs labelled images")):
+    for data, says in ((tmp_path / "missing", "missing: not found"), (flat, "this needs labelled images")):
         assert main(["calibrate", str(tiny_onnx), "--data", str(data), "--device", "cpu"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and says in err
@@ -215,7 +215,7 @@ def test_a_run_with_a_live_lock_or_another_checkpoints_card_is_refused_up_front(
     with dir_lock(run, "training"), pytest.raises(EdgetlError, match=r"another edgetl process \(pid \d+\) is "
                                                                      r"training in it"):
         refit_temperature(run, tmp_path / "no such folder")  # the lock comes before any image is read
-    with pytest.raises(EdgetlError, match="no such folder: not a folder"):
+    with pytest.raises(EdgetlError, match="no such folder: not found"):
         refit_temperature(run, tmp_path / "no such folder", write=False)  # --dry-run takes no lock
 
 

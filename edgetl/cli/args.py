@@ -81,9 +81,9 @@ DATA_HELP = ("labelled images: DIR/<class>/…, a split of DIR/{train,val,test}/
              "path,label[,split] CSV")
 
 
-def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+def add_data_arguments(p: argparse.ArgumentParser, more: str = "") -> None:
     """``--data`` and ``--split``, read as training reads data: the same folders, the same CSV, the same val."""
-    p.add_argument("--data", type=Path, required=required, help=DATA_HELP)
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP + (f"; {more}" if more else ""))
     p.add_argument("--split", choices=("val", "test", "train"), default="val",
                    help="which split of a DIR/{train,val,test} folder or a CSV's split column (default: val; "
                         "where edgetl split val off the run's own data, the same images)")

@@ -22,7 +22,7 @@ HELP = "refit the temperature of an artifact's probabilities on labelled images"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", metavar="ARTIFACT", help="run directory, its best.safetensors, .onnx or engine file")
-    add_data_arguments(p)  # like the deployment's images, at least 20
+    add_data_arguments(p, "like the deployment's, at least 20")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference call")
     p.add_argument("--dry-run", action="store_true", help="fit and report; write nothing")

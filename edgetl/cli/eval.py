@@ -95,13 +95,17 @@ def print_report(report: EvalReport, all_classes: bool = False) -> None:
         table.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
     console.print(table)
     if report.worst:
-        worst = Table(title=f"most confident mistakes (paths under {report.data})", title_justify="left")
+        import os
+
+        root = report.data if all(Path(m.path).is_relative_to(report.data) for m in report.worst) else \
+            os.path.commonpath([str(Path(m.path).parent) for m in report.worst])  # a CSV's rows, a made split
+        worst = Table(title=f"most confident mistakes (paths under {root})", title_justify="left")
         worst.add_column("image", overflow="fold")  # the file name is what the user needs: never cut it
         for col in ("true", "predicted"):
             worst.add_column(col, overflow="fold")
         worst.add_column("confidence")
         for m in report.worst:
-            worst.add_row(_short_path(m.path, report.data), m.true, m.predicted, f"{m.confidence:.3f}")
+            worst.add_row(_short_path(m.path, root), m.true, m.predicted, f"{m.confidence:.3f}")
         console.print(worst)
 
 

@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
                         help="cpu target: 7-bit weights, avoid int16 saturation on x86 without VNNI "
                              "(default: on for --int8-target cpu)")
-    parser.add_argument("--val-data", type=Path, help="labelled folder DIR/<class>/… for parity and accuracy")
+    parser.add_argument("--val-data", type=Path, help="labelled images for parity and accuracy, read as training reads "
+                        "them (DIR/<class>/…, DIR/val, a CSV's val rows; the run's own data: its held-out val)")
     parser.add_argument("--parity-data", type=Path,
                         help="unlabelled images for parity (default: --val-data, else calibration images held out)")
     parser.add_argument("--parity-size", type=positive_int, default=None, help="images used for parity (default 256)")

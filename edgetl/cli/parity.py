@@ -49,7 +49,7 @@ def gate_setting(text: str) -> tuple[str, float | None]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("reference", type=Path, metavar="REFERENCE", help="the trained model (run dir) or any artifact")
     p.add_argument("candidates", type=Path, nargs="+", metavar="CANDIDATE", help="artifacts to check")
-    add_data_arguments(p)  # a folder without class folders gives agreement only
+    add_data_arguments(p, "a folder of images without class folders gives agreement only")
     p.add_argument("--limit", type=positive_int, default=None, help="use at most N images "
                                                                     "(a seeded, class-mixed subset)")
     p.add_argument("--json", type=output_file, default=None, help="write the report (with the worst images) here")

@@ -36,22 +36,26 @@ class LabelledFiles:
 
 
 def find_labelled(data: Path, classes: list[str], limit: int | None = None, seed: int = 0, split: str = "val",
-                  trained: TrainedOn | None = None) -> LabelledFiles:
+                  trained: TrainedOn | None = None, flag: str | None = "--split") -> LabelledFiles:
     """The ``split`` images of ``data`` with their labels (see the module's docstring), else, for a folder
     whose folders are not classes, every image unlabelled; ``limit`` draws a seeded sample.
 
     ``trained`` (the run behind the model) finds the val images edgetl split off that run's data, and says
-    when any image scored is one it trained on. Folders of which only some are the model's classes are an
-    error: a labelling mistake, not unlabelled data.
+    when any image scored is one it trained on. ``flag`` is the command's option that picks the split, for
+    the errors' fixes (None: it has none). Folders of which only some are the model's classes are an error: a
+    labelling mistake, not unlabelled data.
     """
     if split not in SPLITS:
         raise EdgetlError(f"split {split!r} is not one of {', '.join(SPLITS)}")
-    if split == "val" and trained is not None and trained.made_val_of(data):
-        found = _made_val(data, classes, trained)
+    if not data.exists():
+        raise EdgetlError(f"{data}: not found; pass a folder of images (DIR/<class>/… for accuracy) or a "
+                          "path,label CSV")
+    if split != "test" and trained is not None and trained.made_split_of(data):
+        found = _made_split(data, classes, trained, split)
     elif data.is_file() and data.suffix.lower() == ".csv":
-        found = _csv_rows(data, classes, split)
+        found = _csv_rows(data, classes, split, flag)
     elif data.is_dir():
-        found = _folder(_split_root(data, classes, split), classes)
+        found = _folder(_split_root(data, classes, split, flag), classes)
     else:
         raise EdgetlError(f"{data}: not a folder or .csv; pass a folder of images (DIR/<class>/… for accuracy) "
                           "or a path,label CSV")
@@ -66,24 +70,28 @@ def find_labelled(data: Path, classes: list[str], limit: int | None = None, seed
     return found
 
 
-def _split_root(data: Path, classes: list[str], split: str) -> Path:
-    """The folder holding ``split``'s class folders: ``data`` itself when its folders are classes, else its
-    ``train/``, ``val/`` (``valid/``, ``validation/``) or ``test/``, found as training finds them."""
+def _split_root(data: Path, classes: list[str], split: str, flag: str | None) -> Path:
+    """The folder holding ``split``'s class folders: ``data`` itself when its folders are classes (or hold no
+    class folders: unlabelled images), else its ``train/``, ``val/`` (``valid/``, ``validation/``) or
+    ``test/``, found as training finds them."""
     from edgetl.data.folder import class_dirs
     from edgetl.data.splits import split_folders
 
     names = {d.name for d in class_dirs(data)}
     folders = {} if names and names <= set(classes) else split_folders(data)
+    if not any(class_dirs(f) for f in folders.values()):
+        folders = {}  # train/ and test/ of loose images are not splits of class folders
     if split in folders:
         return folders[split]
     if folders:
         have = ", ".join(f"{d.name}/" for d in sorted(folders.values()))
-        other = next(k for k in ("test", "val", "train") if k in folders)
-        raise EdgetlError(f"{data}: no {split}/ folder (it has {have}); pass --split {other} to use "
-                          f"{folders[other].name}/, or the folder of {split} images")
+        other = next(k for k in ("val", "test", "train") if k in folders)
+        fix = "" if flag is None else f"drop {flag} to use val/, " if other == "val" else \
+            f"pass {flag} {other} to use {folders[other].name}/, "
+        raise EdgetlError(f"{data}: no {split}/ folder (it has {have}); {fix}or pass the folder of {split} images")
     if split != "val":
-        raise EdgetlError(f"{data}: no {split}/ folder; pass --split {split} with a folder that has "
-                          f"{data / split}/<class>/, or the {split} images' folder itself without --split")
+        raise EdgetlError(f"{data}: no {split}/ folder (its folders are classes, or hold images); drop {flag}, or "
+                          f"pass a folder that has {split}/<class>/")
     return data
 
 
@@ -108,7 +116,7 @@ def _folder(root: Path, classes: list[str]) -> LabelledFiles:
     return LabelledFiles(good, None, skipped, note=note, source=str(root.resolve()))
 
 
-def _csv_rows(path: Path, classes: list[str], split: str) -> LabelledFiles:
+def _csv_rows(path: Path, classes: list[str], split: str, flag: str | None) -> LabelledFiles:
     """The rows of a ``path,label[,split]`` CSV in ``split`` (every row of a two-column one, for val)."""
     from edgetl.data.folder import check_images
     from edgetl.data.labels_csv import read_csv
@@ -123,7 +131,8 @@ def _csv_rows(path: Path, classes: list[str], split: str) -> LabelledFiles:
         chosen = [r for r in rows if r.split == split]
         if not chosen:
             have = ", ".join(s for s in SPLITS if any(r.split == s for r in rows))
-            raise EdgetlError(f"{path}: no {split} rows (it has {have}); pass --split to pick one of those")
+            fix = f"pass {flag} to pick one of those" if flag else f"mark some rows {split}"
+            raise EdgetlError(f"{path}: no {split} rows (it has {have}); {fix}")
         source = f"{path.resolve()} ({split} rows)"
     labels = []
     for row in chosen:
@@ -144,21 +153,23 @@ def _label_index(label: str, classes: list[str]) -> int | None:
     return imagenet_index(label) if classes == IMAGENET_CLASSES else None
 
 
-def _made_val(data: Path, classes: list[str], trained: TrainedOn) -> LabelledFiles:
-    """The val images edgetl split off the run's own data: training's seeded split, redone by file name."""
+def _made_split(data: Path, classes: list[str], trained: TrainedOn, split: str) -> LabelledFiles:
+    """The val (or train) images edgetl split off the run's own data: training's seeded split, redone by name."""
     from edgetl.data.folder import check_images
 
     found = trained.splits
-    assert found is not None and found.asked is not None  # made_val_of checked both
-    names = [found.classes[s.label] for s in found.val]
+    assert found is not None and found.asked is not None  # made_split_of checked both
+    samples = found.val if split == "val" else found.train
+    names = [found.classes[s.label] for s in samples]
     stray = next((n for n in names if n not in classes), None)
     if stray is not None:
         raise EdgetlError(f"{data}: class {stray!r} is not one of the model's; the data changed since {trained.run} "
                           "trained; pass a folder of held-out images")
-    good, skipped = check_images([s.path for s in found.val])
+    good, skipped = check_images([s.path for s in samples])
     keep = set(good)
-    pairs = [(s.path, classes.index(n)) for s, n in zip(found.val, names, strict=True) if s.path in keep]
-    source = f"{trained.data} (the {found.asked:g} val split edgetl made for {trained.run.name}, seed {trained.seed})"
+    pairs = [(s.path, classes.index(n)) for s, n in zip(samples, names, strict=True) if s.path in keep]
+    part = f"{found.asked:g} val split" if split == "val" else f"train part of the {found.asked:g} val split"
+    source = f"{trained.data} (the {part} edgetl made for {trained.run.name}, seed {trained.seed})"
     return LabelledFiles([p for p, _ in pairs], [lab for _, lab in pairs], skipped, source=source)
 
 

@@ -20,12 +20,13 @@ SPLIT_FILE = "split.json"  # in a run directory: how many files each split liste
 
 @dataclass(frozen=True)
 class TrainedOn:
-    """A run's training data (``--data``, resolved) and how edgetl split it."""
+    """A run's training data (``--data``, resolved), how edgetl split it, and the runs it started from."""
 
     run: Path
     data: Path
     val_split: float | None
     seed: int
+    parents: tuple[TrainedOn, ...] = ()  # --init / --weights runs: their training images are learnt too
 
     @cached_property
     def splits(self) -> Found | None:
@@ -35,7 +36,7 @@ class TrainedOn:
         except EdgetlError:
             return None
 
-    def made_val_of(self, data: Path) -> bool:
+    def made_split_of(self, data: Path) -> bool:
         """True when ``data`` is this run's data and edgetl, not the data, chose its val images."""
         return data.resolve() == self.data and self.splits is not None and self.splits.asked is not None
 
@@ -53,29 +54,45 @@ class TrainedOn:
         return {s.path.resolve() for s in self.splits.train} if self.splits else set()
 
     def overlap(self, paths: list[Path]) -> str | None:
-        """A warning when some of ``paths`` are this run's training images, or may be (its data changed since and
-        they lie in it); None when none are."""
+        """A warning when some of ``paths`` are training images of this run or of a run it started from, or may
+        be (its data changed since and they lie in it); None when none are."""
         resolved = [Path(p).resolve() for p in paths]
-        n = sum(p in self.training_files for p in resolved)
         root = self.data if self.data.is_dir() else self.data.parent
         out = []
         if self.changed and any(p.is_relative_to(root) for p in resolved):
             out.append(f"{self.data} changed since {self.run} trained ({self.changed}): its split, redone here, is "
                        "not training's, so some of these images may be ones it trained on")
+        learnt = set().union(*(t.training_files for t in self.lineage))
+        n = sum(p in learnt for p in resolved)
         if n:
-            out.append(f"{n} of these {len(paths)} images are training images of {self.run}: the model has learnt "
-                       "them, so its accuracy and probabilities there read higher than on new photos; use images it "
-                       "has not trained on")
+            runs = [f"{t.run}" + ("" if t is self else " (which it started from)") for t in self.lineage
+                    if any(p in t.training_files for p in resolved)]
+            out.append(f"{n} of these {len(paths)} images are training images of {' and '.join(runs)}: the model "
+                       "has learnt them, so its accuracy and probabilities there read higher than on new photos; use "
+                       "images it has not trained on")
         return "; ".join(out) or None
 
+    @property
+    def lineage(self) -> list[TrainedOn]:
+        """This run, then the runs it started from, each once."""
+        out: list[TrainedOn] = [self]
+        for parent in self.parents:
+            out += [t for t in parent.lineage if t.run not in {o.run for o in out}]
+        return out
 
-def trained_on(artifact: str | Path) -> TrainedOn | None:
+
+MAX_PARENTS = 8  # --init chains followed this deep: far past any real one, short of a loop
+
+
+def trained_on(artifact: str | Path, depth: int = 0) -> TrainedOn | None:
     """What the run behind ``artifact`` trained on: a run directory's, a checkpoint's in one, or, for an export
     folder's artifacts, the run its source checkpoint came from. None when no run is recorded."""
     from edgetl.config import read_yaml_config
 
     path = Path(artifact)
-    run = path if path.is_dir() else path.resolve().parent
+    if not path.exists():  # a timm weights name (--weights efficientnet_lite0), or gone
+        return None
+    run = (path if path.is_dir() else path.parent).resolve()
     if not (run / "config.yaml").is_file():
         run = _source_run(run) or run
     if not (run / "config.yaml").is_file():
@@ -84,15 +101,20 @@ def trained_on(artifact: str | Path) -> TrainedOn | None:
         config = read_yaml_config(run / "config.yaml")
     except EdgetlError:
         return None
-    data, val_split, seed = config.get("data"), config.get("val_split"), config.get("seed", 0)
+    recorded = _recorded(run) or {}
+    data = recorded.get("data") or config.get("data")  # split.json's is absolute; config.yaml's as typed
     if not data or not Path(str(data)).exists():
         return None
+    parents = tuple(t for key in ("init", "weights") if config.get(key) and depth < MAX_PARENTS
+                    and (t := trained_on(str(config[key]), depth + 1)) is not None and t.run != run)
+    val_split, seed = config.get("val_split"), config.get("seed", 0)
     return TrainedOn(run, Path(str(data)).resolve(), float(val_split) if val_split is not None else None,
-                     int(seed) if isinstance(seed, int) else 0)
+                     int(seed) if isinstance(seed, int) else 0, parents)
 
 
 def _source_run(folder: Path) -> Path | None:
-    """The run directory of the checkpoint an export folder was made from (its ``manifest.json``)."""
+    """The run directory of the checkpoint an export folder was made from (its ``manifest.json``; an older
+    export's relative path is tried from the folder above, where ``RUN/export`` puts the run)."""
     from edgetl.io import read_json
 
     manifest = folder / "manifest.json"
@@ -103,24 +125,28 @@ def _source_run(folder: Path) -> Path | None:
     except (EdgetlError, OSError, ValueError):
         return None
     source = doc.get("source") if isinstance(doc, dict) else None
-    if isinstance(source, dict) and source.get("kind") == "checkpoint" and source.get("path"):
-        return Path(str(source["path"])).parent
-    return None
+    if not (isinstance(source, dict) and source.get("kind") == "checkpoint" and source.get("path")):
+        return None
+    run = Path(str(source["path"])).parent
+    if not (run / "config.yaml").is_file() and (folder.parent / "config.yaml").is_file():
+        return folder.parent
+    return run
 
 
-def record_split(run: Path, digest: dict[str, dict[str, int | str]]) -> str | None:
-    """Write ``run/split.json``; what changed since the last record (a resume on changed data), else None."""
+def record_split(run: Path, data: str | Path, digest: dict[str, dict[str, int | str]]) -> str | None:
+    """Write ``run/split.json`` (the data's absolute path, each split's digest); what changed since the last
+    record (a resume on changed data), else None."""
     from edgetl.io import atomic_write_json
 
     before = _recorded(run)
-    atomic_write_json(run / SPLIT_FILE, digest)
+    atomic_write_json(run / SPLIT_FILE, {"data": str(Path(data).resolve()), **digest})
     return split_changes(before, digest) if before is not None else None
 
 
 def split_changes(recorded: dict[str, Any], now: dict[str, dict[str, int | str]]) -> str | None:
     """"train: 112 files then, 118 now; val: the same count, other files", or None when nothing changed."""
     out = []
-    for name, new in now.items():
+    for name, new in now.items():  # the splits; "data" is where, not what
         old = recorded.get(name)
         if not isinstance(old, dict) or old.get("sha256") == new["sha256"]:
             continue

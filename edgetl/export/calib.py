@@ -124,7 +124,7 @@ def labelled_images(folder: str | Path, classes: list[str], pre: Preprocess, lim
     from edgetl.data.folder import scan_eval_folder
     from edgetl.data.labelled import find_labelled
 
-    found = find_labelled(Path(folder), classes, limit, seed, trained=trained)
+    found = find_labelled(Path(folder), classes, limit, seed, trained=trained, flag=None)  # export has no --split
     if found.labels is None:
         scan_eval_folder(found.source, classes)  # names the folder that is not a class
     if not found.paths or found.labels is None:

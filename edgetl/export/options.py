@@ -80,8 +80,11 @@ class ExportOptions:
             raise EdgetlError(f"{self.fp32_onnx}: --fp32-onnx is not a file; pass an earlier export's model.onnx")
         for name in ("calib_data", "val_data", "parity_data"):
             folder = getattr(self, name)
-            if folder is not None and not Path(folder).is_dir():
-                raise EdgetlError(f"{folder}: --{name.replace('_', '-')} is not a directory; pass a folder of images")
+            csv = name == "val_data" and folder is not None and Path(folder).suffix.lower() == ".csv"
+            if folder is not None and not (Path(folder).is_dir() or csv and Path(folder).is_file()):
+                what = "a folder of images or a path,label CSV" if name == "val_data" else "a folder of images"
+                kind = "a file" if csv else "a directory"
+                raise EdgetlError(f"{folder}: --{name.replace('_', '-')} is not {kind}; pass {what}")
         if self.opset is not None:
             import onnx
 

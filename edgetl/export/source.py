@@ -48,7 +48,8 @@ def load_source(source: str | Path, weights: str | None = None) -> tuple[nn.Modu
             raise EdgetlError(f"{path}: --weights is for timm model names; a run directory already holds its weights")
         weights_file, _ = resolve_checkpoint(path)
         model, card = load_model(path)
-        return model, card, {"kind": "checkpoint", "path": str(weights_file), "sha256": sha256_file(weights_file)}
+        return model, card, {"kind": "checkpoint", "path": str(weights_file.resolve()),  # found from anywhere
+                             "sha256": sha256_file(weights_file)}
     name = str(source)
     if not timm.is_model(name):
         raise EdgetlError(f"{name}: no such run directory or checkpoint, and not a timm model name; pass a run "

@@ -296,7 +296,7 @@ class Trainer:
 
         Validation chose the epoch (and fitted T), so its best top-1 reads high by the luck of that choice; the
         test set, scored only here, does not. It runs in float32 at the temperature in model.json, as
-        ``edgetl eval RUN --data DIR/test`` does, and the figures go into that card as ``test_*`` metrics.
+        ``edgetl eval RUN --data DIR --split test`` does, and the figures go into that card as ``test_*`` metrics.
         """
         if self.best_epoch is None:
             return {}
@@ -430,7 +430,7 @@ def _start(tr: Trainer, cfg: TrainConfig) -> None:
     if not cfg.resume:
         if tr.dist.is_main:
             save_config(recipe, path)
-            record_split(tr.run_dir, tr.split.digest)  # what it trains on, for eval and parity to find again
+            record_split(tr.run_dir, cfg.data or "", tr.split.digest)  # for eval and parity to find again
         tr.set_stages(0)
         tr.save_state(0)  # epoch 0's starting point, so even a Ctrl-C in epoch 1 resumes exactly
         return
@@ -440,7 +440,7 @@ def _start(tr: Trainer, cfg: TrainConfig) -> None:
     tr.restore()
     if tr.dist.is_main:
         save_config(recipe, path)
-        changed = record_split(tr.run_dir, tr.split.digest)
+        changed = record_split(tr.run_dir, cfg.data or "", tr.split.digest)
         if changed:
             Console(stderr=True).print(
                 f"[yellow]warning:[/yellow] {cfg.data} changed since this run last trained ({changed}): the epochs "
