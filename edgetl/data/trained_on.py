@@ -1,8 +1,10 @@
-"""Which images a model trained on, from its run's ``config.yaml``: the data, the val fraction and the seed.
+"""Which images a model trained on, from its run's ``config.yaml`` (the val fraction, the seed, ``--init``) and
+``split.json`` (the data's absolute path; each split's count and digest, written when the run trained).
 
 A model scores the photos it learnt from higher than new ones. So the commands that judge a model (eval,
 parity, calibrate, export's ``--val-data``) warn when those photos are among the ones they score, and they
-find the val images edgetl split off a folder or a CSV by redoing training's seeded split, by file name.
+find the val images edgetl split off a folder or a CSV by redoing training's seeded split, by file name;
+``split.json`` tells them when the data has changed since, so the split redone is not training's.
 """
 
 from __future__ import annotations
