@@ -128,7 +128,7 @@ class ModelCard:
         refit = self.extra.get(REFIT_KEY)
         if isinstance(refit, dict):
             images, data, date = refit.get("images"), refit.get("data"), refit.get("date")
-            return f"refit by edgetl calibrate on {images} images of {data} ({date})"
+            return f"refit by edgetl calibrate on {images} images of {data}, {date}"
         return "fitted on the validation set in training" if self.temperature != 1.0 else None
 
     def to_dict(self) -> dict[str, Any]:

@@ -30,3 +30,11 @@ def class_difference(ours: list[str], theirs: list[str], our_name: str, their_na
     parts = [f"only in {our_name}: {name_list(only_ours)}" if only_ours else "",
              f"only in {their_name}: {name_list(only_theirs)}" if only_theirs else ""]
     return "; ".join(p for p in parts if p) or "the same classes in another order"
+
+
+def warn(text: str) -> None:
+    """``warning: text`` on stderr, one line however long (grep-able in logs), with ``[...]`` in paths kept."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)

@@ -7,6 +7,7 @@ training accepts, a CSV's rows, and a warning when the images scored are ones th
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def test_training_images_among_those_scored_are_counted_and_named(flat_run: tupl
     split = scan_data(flat)
     every = _csv(tmp_path / "all.csv", [(s.path, split.classes[s.label], None) for s in split.train + split.val])
     assert main(["eval", str(run), "--data", str(every)]) == 0
-    out = " ".join(capsys.readouterr().out.split())
+    out = capsys.readouterr().err
     total = len(split.train) + len(split.val)
     assert f"warning: {len(split.train)} of these {total} images are training images of {run}" in out
     assert main(["parity", str(run), str(run), "--data", str(every), "--json", str(tmp_path / "p.json"),
@@ -123,8 +124,9 @@ def test_data_changed_since_training_is_said_by_eval_and_by_a_resume(digits_data
     capsys.readouterr()
     fit(TrainConfig(**{**cfg, "epochs": 2, "resume": str(run)}), quiet=True)
     err = " ".join(capsys.readouterr().err.split())
-    assert f"warning: {flat} changed since this run last trained (train: " in err
-    assert evaluate_artifact(run, flat, device="cpu", progress=False).warning is None  # the split it trained on last
+    assert f"warning: {flat} changed since this run started (train: " in err
+    report = evaluate_artifact(run, flat, device="cpu", progress=False)  # its first epoch trained on the old split
+    assert report.warning is not None and f"{flat} changed since {run} trained (train: " in report.warning
 
 
 def test_runs_are_found_from_any_folder_and_through_init(flat_run: tuple[Path, Path], tmp_path: Path,
@@ -134,9 +136,9 @@ def test_runs_are_found_from_any_folder_and_through_init(flat_run: tuple[Path, P
     from edgetl.train.fit import fit
 
     flat, parent = flat_run
-    monkeypatch.chdir(flat.parent)  # relative --data and --out, as typed at a prompt
+    monkeypatch.chdir(flat.parent)  # relative --data, --out and --init, as typed at a prompt
     cfg = TrainConfig(data=flat.name, out="child", model="test_resnet", img_size=32, epochs=1, lr=1e-2,
-                      batch_size=32, seed=7, init=str(parent))
+                      batch_size=32, seed=7, init=os.path.relpath(parent))
     child = fit(cfg, quiet=True).run_dir.resolve()
     source = load_source(child, None)[2]
     assert Path(source["path"]).is_absolute()  # the manifest finds the run from anywhere
@@ -149,10 +151,16 @@ def test_runs_are_found_from_any_folder_and_through_init(flat_run: tuple[Path, P
     learnt = held & {s.path for s in scan_data(flat).train}  # the parent's seed-0 split trained on these
     assert set(found.paths) == held and learnt
     assert found.warning is not None and found.warning.startswith(
-        f"{len(learnt)} of these {len(held)} images are training images of {parent} (which it started from)")
+        f"{len(learnt)} of these {len(held)} images are training images of {parent} (a run it started from)")
     train = find_labelled(flat, card.classes, split="train", trained=trained)
     assert len(train.paths) == len(scan_data(flat, seed=7).train) and "train part" in train.source
     assert train.warning is not None and train.warning.startswith(f"{len(train.paths)} of these {len(train.paths)}")
+    assert main(["train", "--resume", str(child), "--epochs", "2", "--quiet"]) == 0  # from another folder too
+    moved = tmp_path / "moved"  # the run copied with its data: the copy's data is the one beside it
+    shutil.copytree(child, moved / "child")
+    shutil.copytree(flat, moved / flat.name)
+    copy = trained_on(moved / "child")
+    assert copy is not None and copy.data == (moved / flat.name).resolve() and copy.changed is None
 
 
 def test_export_reads_a_csv_and_names_no_flag_it_lacks(flat_run: tuple[Path, Path], digits_data: Path,
@@ -172,9 +180,8 @@ def test_export_reads_a_csv_and_names_no_flag_it_lacks(flat_run: tuple[Path, Pat
     no_val = tmp_path / "no_val"
     for split in ("train", "test"):
         shutil.copytree(digits_data / split, no_val / split)
-    with pytest.raises(EdgetlError, match=r"no val/ folder \(it has test/, train/\); or pass the folder of val") as e:
-        labelled_images(no_val, card.classes, card.preprocess)
-    assert "--split" not in str(e.value)
+    with pytest.raises(EdgetlError, match=r"no val/ folder \(it has test/, train/\); pass the folder of val images$"):
+        labelled_images(no_val, card.classes, card.preprocess)  # export has no --split to suggest
 
 
 def test_loose_images_in_train_and_test_folders_are_unlabelled_not_splits(digits_data: Path, tmp_path: Path) -> None:
@@ -182,3 +189,26 @@ def test_loose_images_in_train_and_test_folders_are_unlabelled_not_splits(digits
         shutil.copytree(digits_data / "train" / digit, tmp_path / "loose" / split)
     found = find_labelled(tmp_path / "loose", [f"digit_{i}" for i in range(10)])
     assert found.labels is None and len(found.paths) == len(list((tmp_path / "loose").rglob("*.png")))
+
+
+def test_a_changed_test_folder_is_no_change_to_what_val_scores(digits_data: Path, tmp_path: Path) -> None:
+    from edgetl.config import TrainConfig
+    from edgetl.train.fit import fit
+
+    data = tmp_path / "digits"
+    shutil.copytree(digits_data, data)
+    run = fit(TrainConfig(data=str(data), out=str(tmp_path / "run"), model="test_resnet", img_size=32, epochs=1,
+                          batch_size=32), quiet=True).run_dir
+    extra = sorted((data / "test" / "digit_0").glob("*.png"))[0]
+    shutil.copy(extra, data / "test" / "digit_0" / "new.png")
+    assert evaluate_artifact(run, data, device="cpu", progress=False).warning is None
+    (data / "test" / "digit_0" / "new.png").unlink()
+    shutil.copy(extra, data / "train" / "digit_0" / "new.png")  # new photos for training: val is still held out
+    assert evaluate_artifact(run, data, device="cpu", progress=False).warning is None
+    shutil.move(sorted((data / "train" / "digit_1").glob("*.png"))[0], data / "val" / "digit_1")
+    warning = evaluate_artifact(run, data, device="cpu", progress=False).warning  # a training photo moved to val
+    assert warning is not None and f"{data} changed since {run} trained (train: " in warning
+    loose = tmp_path / "loose"
+    shutil.copytree(data / "test" / "digit_0", loose / "test")
+    with pytest.raises(EdgetlError, match=f"{loose / 'test'}: no class folders, so no labels; pass --data"):
+        find_labelled(loose, ["digit_0"], split="test")

@@ -13,6 +13,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from edgetl.cli.args import add_data_arguments, positive_int
+from edgetl.errors import warn
 
 if TYPE_CHECKING:
     from edgetl.recalibrate import Refit
@@ -56,7 +57,7 @@ def print_refit(refit: Refit, dry_run: bool = False) -> None:
 
     console = Console()
     if refit.warning:
-        Console(stderr=True).print(f"[yellow]warning:[/yellow] {refit.warning}", highlight=False)
+        warn(refit.warning)
     shown = refit.kept is None
     table = Table(title=f"{refit.artifact} on {refit.data}: {refit.images} images",
                   caption="after: each half of the images at the temperature fitted on the other half"

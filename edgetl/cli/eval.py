@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgetl.cli.args import add_data_arguments, non_negative_int, positive_int
+from edgetl.errors import warn
 from edgetl.report import CLASS_ROWS
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def print_report(report: EvalReport, all_classes: bool = False) -> None:
     console.print(f"[bold]{report.artifact}[/bold] on {report.data}: {report.images} images, "
                   f"{top1}{top5}, loss {report.loss:.4f}", highlight=False)
     if report.warning:
-        console.print(f"[yellow]warning:[/yellow] {report.warning}", highlight=False)
+        warn(report.warning)
     cal = report.calibration
     if cal:
         console.print(f"probabilities: mean top-1 {cal['mean_confidence']:.3f} against accuracy {cal['accuracy']:.3f}, "

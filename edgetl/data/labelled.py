@@ -80,15 +80,18 @@ def _split_root(data: Path, classes: list[str], split: str, flag: str | None) ->
     names = {d.name for d in class_dirs(data)}
     folders = {} if names and names <= set(classes) else split_folders(data)
     if not any(class_dirs(f) for f in folders.values()):
+        if split != "val" and split in folders:
+            raise EdgetlError(f"{folders[split]}: no class folders, so no labels; pass --data {folders[split]} to "
+                              f"compare on its images unlabelled, or sort them into {folders[split]}/<class>/")
         folders = {}  # train/ and test/ of loose images are not splits of class folders
     if split in folders:
         return folders[split]
     if folders:
         have = ", ".join(f"{d.name}/" for d in sorted(folders.values()))
         other = next(k for k in ("val", "test", "train") if k in folders)
-        fix = "" if flag is None else f"drop {flag} to use val/, " if other == "val" else \
-            f"pass {flag} {other} to use {folders[other].name}/, "
-        raise EdgetlError(f"{data}: no {split}/ folder (it has {have}); {fix}or pass the folder of {split} images")
+        fix = "" if flag is None else f"drop {flag} to use val/, or " if other == "val" else \
+            f"pass {flag} {other} to use {folders[other].name}/, or "
+        raise EdgetlError(f"{data}: no {split}/ folder (it has {have}); {fix}pass the folder of {split} images")
     if split != "val":
         raise EdgetlError(f"{data}: no {split}/ folder (its folders are classes, or hold images); drop {flag}, or "
                           f"pass a folder that has {split}/<class>/")

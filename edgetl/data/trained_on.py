@@ -49,7 +49,7 @@ class TrainedOn:
         recorded = _recorded(self.run)
         if recorded is None or self.splits is None:
             return None
-        return split_changes(recorded, split_digest(self.splits, self.data))
+        return split_changes(recorded, split_digest(self.splits, self.data), self.splits.asked is not None)
 
     @cached_property
     def training_files(self) -> set[Path]:
@@ -67,7 +67,7 @@ class TrainedOn:
         learnt = set().union(*(t.training_files for t in self.lineage))
         n = sum(p in learnt for p in resolved)
         if n:
-            runs = [f"{t.run}" + ("" if t is self else " (which it started from)") for t in self.lineage
+            runs = [f"{t.run}" + ("" if t is self else " (a run it started from)") for t in self.lineage
                     if any(p in t.training_files for p in resolved)]
             out.append(f"{n} of these {len(paths)} images are training images of {' and '.join(runs)}: the model "
                        "has learnt them, so its accuracy and probabilities there read higher than on new photos; use "
@@ -100,11 +100,10 @@ def trained_on(artifact: str | Path, depth: int = 0) -> TrainedOn | None:
     if not (run / "config.yaml").is_file():
         return None
     try:
-        config = read_yaml_config(run / "config.yaml")
+        config = locate_paths(run, read_yaml_config(run / "config.yaml"))
     except EdgetlError:
         return None
-    recorded = _recorded(run) or {}
-    data = recorded.get("data") or config.get("data")  # split.json's is absolute; config.yaml's as typed
+    data = config.get("data")
     if not data or not Path(str(data)).exists():
         return None
     parents = tuple(t for key in ("init", "weights") if config.get(key) and depth < MAX_PARENTS
@@ -112,6 +111,27 @@ def trained_on(artifact: str | Path, depth: int = 0) -> TrainedOn | None:
     val_split, seed = config.get("val_split"), config.get("seed", 0)
     return TrainedOn(run, Path(str(data)).resolve(), float(val_split) if val_split is not None else None,
                      int(seed) if isinstance(seed, int) else 0, parents)
+
+
+PATH_KEYS = ("data", "init", "weights")  # config.yaml keeps them as typed: relative to where training ran
+
+
+def locate_paths(run: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its paths as ``split.json`` recorded them: from the run (so a run copied or moved with its
+    data finds that data), else where they were (the run alone moved); as typed for a run without the record."""
+    recorded = _recorded(run) or {}
+    where = recorded.get("paths")
+    where = where if isinstance(where, dict) else {}
+    out = dict(config)
+    for key in PATH_KEYS:
+        typed, found = config.get(key), where.get(key)
+        if not isinstance(typed, str) or not isinstance(found, dict):
+            continue
+        for candidate in (found.get("from_run"), found.get("absolute")):
+            if isinstance(candidate, str) and (run / candidate).exists():  # run / an absolute path is that path
+                out[key] = str((run / candidate).resolve())
+                break
+    return out
 
 
 def _source_run(folder: Path) -> Path | None:
@@ -135,27 +155,39 @@ def _source_run(folder: Path) -> Path | None:
     return run
 
 
-def record_split(run: Path, data: str | Path, digest: dict[str, dict[str, int | str]]) -> str | None:
-    """Write ``run/split.json`` (the data's absolute path, each split's digest); what changed since the last
-    record (a resume on changed data), else None."""
+def record_split(run: Path, paths: dict[str, str | None], digest: dict[str, dict[str, int | str]],
+                 made: bool) -> str | None:
+    """Write ``run/split.json`` as a run starts: where its data (and ``--init``/``--weights`` run) are, absolute
+    and from the run, and each split's digest. A resume keeps the record (the epochs before trained on that
+    split) and gets what changed since, else None; ``made``: edgetl split val off train."""
+    import os
+
     from edgetl.io import atomic_write_json
 
     before = _recorded(run)
-    atomic_write_json(run / SPLIT_FILE, {"data": str(Path(data).resolve()), **digest})
-    return split_changes(before, digest) if before is not None else None
+    if before is not None and isinstance(before.get("train"), dict):
+        return split_changes(before, digest, made)
+    here = run.resolve()
+    where = {key: {"absolute": str(Path(p).resolve()), "from_run": os.path.relpath(Path(p).resolve(), here)}
+             for key, p in paths.items() if p and Path(p).exists()}
+    atomic_write_json(run / SPLIT_FILE, {"paths": where, **digest})
+    return None
 
 
-def split_changes(recorded: dict[str, Any], now: dict[str, dict[str, int | str]]) -> str | None:
-    """"train: 112 files then, 118 now; val: the same count, other files", or None when nothing changed."""
-    out = []
-    for name, new in now.items():  # the splits; "data" is where, not what
-        old = recorded.get(name)
-        if not isinstance(old, dict) or old.get("sha256") == new["sha256"]:
-            continue
-        then = old.get("images")
-        out.append(f"{name}: {then} files then, {new['images']} now" if then != new["images"]
-                   else f"{name}: as many files, not the same ones")
-    return "; ".join(out) or None
+def split_changes(recorded: dict[str, Any], now: dict[str, dict[str, int | str]], made: bool) -> str | None:
+    """"train: 112 files then, 118 now; …", or None when no change can have put a training image among the
+    held-out ones: where edgetl split val off train (``made``), any change to either reshuffles both; where the
+    data names its splits, train and val (or test) changing together (files moved between them) can."""
+    changed = {}
+    for name in ("train", "val", "test"):
+        old, new = recorded.get(name), now[name]
+        if isinstance(old, dict) and old.get("sha256") != new["sha256"]:
+            then = old.get("images")
+            changed[name] = (f"{name}: {then} files then, {new['images']} now" if then != new["images"]
+                             else f"{name}: as many files, not the same ones")
+    mixed = [n for n in ("train", "val") if n in changed] if made else \
+        list(changed) if "train" in changed and len(changed) > 1 else []
+    return "; ".join(changed[n] for n in mixed) or None
 
 
 def _recorded(run: Path) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgetl.card import ModelCard
+from edgetl.errors import warn
 from edgetl.export.calib import (
     ImageSet,
     calibration_files,
@@ -85,9 +86,7 @@ def export_images(card: ModelCard, options: ExportOptions,
     if skipped and not options.quiet:
         report_skipped(list(skipped))
     if parity.warning and not options.quiet:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[yellow]warning:[/yellow] --val-data: {parity.warning}", highlight=False)
+        warn(f"--val-data: {parity.warning}")
     if parity.skipped:
         info["skipped"] = [f"{p}: {reason}" for p, reason in parity.skipped]
     return calib, parity, info

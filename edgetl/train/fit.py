@@ -34,7 +34,7 @@ from edgetl.data.overlap import overlap_warnings
 from edgetl.data.splits import DataSplit, scan_data, split_warnings
 from edgetl.data.trained_on import SPLIT_FILE, record_split
 from edgetl.data.transforms import eval_transform, train_transform
-from edgetl.errors import INTERRUPTED_BEFORE_START, EdgetlError, Interrupted, class_difference
+from edgetl.errors import INTERRUPTED_BEFORE_START, EdgetlError, Interrupted, class_difference, warn
 from edgetl.io import dir_lock, ensure_writable_dir
 from edgetl.models.factory import card_for, create_model
 from edgetl.models.freeze import apply_freeze, stage_param_names, trainable_stages
@@ -430,7 +430,7 @@ def _start(tr: Trainer, cfg: TrainConfig) -> None:
     if not cfg.resume:
         if tr.dist.is_main:
             save_config(recipe, path)
-            record_split(tr.run_dir, cfg.data or "", tr.split.digest)  # for eval and parity to find again
+            record_split(tr.run_dir, _paths(cfg), tr.split.digest, tr.split.val_split is not None)
         tr.set_stages(0)
         tr.save_state(0)  # epoch 0's starting point, so even a Ctrl-C in epoch 1 resumes exactly
         return
@@ -440,12 +440,16 @@ def _start(tr: Trainer, cfg: TrainConfig) -> None:
     tr.restore()
     if tr.dist.is_main:
         save_config(recipe, path)
-        changed = record_split(tr.run_dir, cfg.data or "", tr.split.digest)
+        changed = record_split(tr.run_dir, _paths(cfg), tr.split.digest, tr.split.val_split is not None)
         if changed:
-            Console(stderr=True).print(
-                f"[yellow]warning:[/yellow] {cfg.data} changed since this run last trained ({changed}): the epochs "
-                "before trained on the old split, so val may now hold images they learnt and read high; resume "
-                "on the data as it was, or start a new run", highlight=False, soft_wrap=True)
+            warn(f"{cfg.data} changed since this run started ({changed}): the epochs before trained on the old split, "
+                 "so val may now hold images they learnt and read high; resume on the data as it was, or start a "
+                 "new run")
+
+
+def _paths(cfg: TrainConfig) -> dict[str, str | None]:
+    """The paths a run's ``split.json`` records, so eval, parity and a resume find them from any folder."""
+    return {"data": cfg.data, "init": cfg.init, "weights": cfg.weights}
 
 
 def fit(cfg: TrainConfig, console: Console | None = None, quiet: bool = False,

@@ -143,7 +143,11 @@ def config_for_run(given: dict[str, Any], config_file: str | Path | None = None,
     from edgetl.config import check_given, check_resume, read_yaml_config, resolve_config
 
     given = {k: v for k, v in given.items() if v is not None}
-    base = read_yaml_config(require_run_dir(resume) / "config.yaml") if resume else None
+    base = None
+    if resume:  # its relative paths (as typed where it started) found from here through split.json
+        from edgetl.data.trained_on import locate_paths
+
+        base = locate_paths(require_run_dir(resume), read_yaml_config(require_run_dir(resume) / "config.yaml"))
     cfg = resolve_config(given, config_file=config_file, base=base)
     check_given(cfg, given)
     if resume is None or base is None:
