@@ -31,7 +31,7 @@ def flat_run(digits_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     flat = tmp_path_factory.mktemp("flat") / "digits"
     shutil.copytree(digits_data / "train", flat)
     cfg = TrainConfig(data=str(flat), out=str(tmp_path_factory.mktemp("flat_run") / "run"), model="test_resnet",
-                      img_size=32, epochs=2, lr=1e-2, batch_size=32, strategy="full")
+                      img_size=32, epochs=8, lr=1e-2, batch_size=16)  # learns: well above 10% chance
     return flat, fit(cfg, quiet=True).run_dir
 
 
@@ -52,7 +52,7 @@ def test_the_folder_a_run_split_gives_the_val_images_training_held_out(flat_run:
     assert set(found.paths) == held and found.warning is None and "val split edgetl made" in found.source
     report = evaluate_artifact(run, flat, device="cpu", progress=False)
     assert report.images == len(held) and report.warning is None
-    assert report.top1 == pytest.approx(card.metrics["val_top1"], abs=1e-6)  # the figure training reported
+    assert report.top1 == pytest.approx(card.metrics["val_top1"], abs=1e-6) and report.top1 > 30  # training's
     _, images, info = export_images(card, ExportOptions(val_data=flat, quiet=True), trained_on(run))
     assert set(images.paths) == held and "val split edgetl made" in info["source"] and "trained_on" not in info
     refit = refit_temperature(run, flat, device="cpu", write=False, progress=False)
