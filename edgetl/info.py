@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.card import METADATA_KEY, ModelCard
+from edgetl.data.trained_on import trained_on
 from edgetl.errors import EdgetlError
 from edgetl.runtime.engine_meta import card_from_engine_metadata, engine_batch_range, engine_metadata
 from edgetl.runtime.loader import artifact_kind
@@ -212,4 +213,7 @@ def describe_artifact(path: str | Path) -> dict[str, Any]:
     record = {k: v for k, v in _export_record(p).items() if v is not None}
     if record:
         info["export"] = record
+    trained = trained_on(p)
+    if trained is not None:
+        info["trained_on"] = trained.describe()
     return info

@@ -20,6 +20,7 @@ from edgetl.data.splits import scan_data
 from edgetl.data.trained_on import trained_on
 from edgetl.errors import EdgetlError
 from edgetl.evaluate import evaluate_artifact
+from edgetl.info import describe_artifact
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +117,18 @@ def test_data_changed_since_training_is_said_by_eval_and_by_a_resume(digits_data
     run = fit(TrainConfig(**cfg), quiet=True).run_dir
     assert json.loads((run / "split.json").read_text())["train"]["images"] == len(scan_data(flat).train)
     assert evaluate_artifact(run, flat, device="cpu", progress=False).warning is None
+    split = scan_data(flat)
+    assert describe_artifact(run)["trained_on"] == {
+        "run": str(run), "data": str(flat), "images": {"train": len(split.train), "val": len(split.val), "test": 0},
+        "split": "edgetl's 0.2 val split, seed 0", "changed": None, "started_from": []}
     for i, src in enumerate(sorted((digits_data / "val" / "digit_3").glob("*.png"))):
         shutil.copy(src, flat / "digit_3" / f"new_{i}.png")  # new photos reshuffle the seeded split
     report = evaluate_artifact(run, flat, device="cpu", progress=False)
     assert report.warning is not None and f"{flat} changed since {run} trained (train: " in report.warning
     assert "some of these images may be ones it trained on" in report.warning
+    assert main(["info", str(run)]) == 0
+    assert f"{flat}: edgetl's 0.2 val split, seed 0; {len(split.train)} train, {len(split.val)} val images when it " \
+           "trained; changed since: train: " in " ".join(capsys.readouterr().out.replace("│", " ").split())
     capsys.readouterr()
     fit(TrainConfig(**{**cfg, "epochs": 2, "resume": str(run)}), quiet=True)
     err = " ".join(capsys.readouterr().err.split())
@@ -145,6 +153,7 @@ def test_runs_are_found_from_any_folder_and_through_init(flat_run: tuple[Path, P
     monkeypatch.chdir(tmp_path)
     trained = trained_on(child)
     assert trained is not None and trained.data == flat.resolve() and [t.run for t in trained.parents] == [parent]
+    assert describe_artifact(child)["trained_on"]["started_from"] == [str(parent)]
     card = ModelCard.load(child / "model.json")
     found = find_labelled(flat, card.classes, trained=trained)
     held = {s.path for s in scan_data(flat, seed=7).val}

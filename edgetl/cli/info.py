@@ -47,6 +47,18 @@ def _accuracy(metrics: dict[str, Any], backend: str) -> str:
     return text if backend == "torch" else f"of the PyTorch model it came from: {text}"
 
 
+def _trained_on(t: dict[str, Any]) -> str:
+    """The data the run behind the artifact trained on, in one line: where, how split, how many, still so?"""
+    counts = t.get("images") or {}
+    listed = ", ".join(f"{n} {name}" for name, n in counts.items() if n) if counts else "counts not recorded"
+    text = f"{t['data']}: {t['split']}; {listed} images when it trained"
+    if t.get("changed"):
+        text += f"; changed since: {t['changed']}"
+    if t.get("started_from"):
+        text += f"; started from {', '.join(t['started_from'])}"
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
@@ -80,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
                  else "softmax(logits)"))
     if info["provenance"]["metrics"].get("val_top1") is not None:
         rows.append(("accuracy", _accuracy(info["provenance"]["metrics"], info["backend"])))
+    if "trained_on" in info:
+        rows.append(("trained on", _trained_on(info["trained_on"])))
     for key in ("opset", "producer", "parameters", "weights_file"):
         if key in info:
             rows.append((key, _fmt(info[key])))

@@ -46,7 +46,7 @@ class TrainedOn:
     def changed(self) -> str | None:
         """How the data differs from when the run trained (its ``split.json``); None when it does not, or
         when the run predates the record."""
-        recorded = _recorded(self.run)
+        recorded = recorded_split(self.run)
         if recorded is None or self.splits is None:
             return None
         return split_changes(recorded, split_digest(self.splits, self.data), self.splits.asked is not None)
@@ -73,6 +73,17 @@ class TrainedOn:
                        "has learnt them, so its accuracy and probabilities there read higher than on new photos; use "
                        "images it has not trained on")
         return "; ".join(out) or None
+
+    def describe(self) -> dict[str, Any]:
+        """For ``edgetl info``: the data, how it was split, each split's count when the run trained, whether it
+        changed since, and the runs it started from."""
+        made = self.splits is not None and self.splits.asked is not None
+        recorded = recorded_split(self.run) or {}
+        counts = {n: recorded[n].get("images") for n in ("train", "val", "test") if isinstance(recorded.get(n), dict)}
+        return {"run": str(self.run), "data": str(self.data), "images": counts or None,
+                "split": (f"edgetl's {self.splits.asked:g} val split, seed {self.seed}" if made and self.splits
+                          else "split as the data names it"),
+                "changed": self.changed, "started_from": [str(t.run) for t in self.lineage[1:]]}
 
     @property
     def lineage(self) -> list[TrainedOn]:
@@ -119,7 +130,7 @@ PATH_KEYS = ("data", "init", "weights")  # config.yaml keeps them as typed: rela
 def locate_paths(run: Path, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with its paths as ``split.json`` recorded them: from the run (so a run copied or moved with its
     data finds that data), else where they were (the run alone moved); as typed for a run without the record."""
-    recorded = _recorded(run) or {}
+    recorded = recorded_split(run) or {}
     where = recorded.get("paths")
     where = where if isinstance(where, dict) else {}
     out = dict(config)
@@ -164,7 +175,7 @@ def record_split(run: Path, paths: dict[str, str | None], digest: dict[str, dict
 
     from edgetl.io import atomic_write_json
 
-    before = _recorded(run)
+    before = recorded_split(run)
     if before is not None and isinstance(before.get("train"), dict):
         return split_changes(before, digest, made)
     here = run.resolve()
@@ -190,7 +201,8 @@ def split_changes(recorded: dict[str, Any], now: dict[str, dict[str, int | str]]
     return "; ".join(changed[n] for n in mixed) or None
 
 
-def _recorded(run: Path) -> dict[str, Any] | None:
+def recorded_split(run: Path) -> dict[str, Any] | None:
+    """The run's ``split.json``; None for a run without one (older) or a broken one."""
     from edgetl.io import read_json
 
     try:
