@@ -221,3 +221,13 @@ def test_a_changed_test_folder_is_no_change_to_what_val_scores(digits_data: Path
     shutil.copytree(data / "test" / "digit_0", loose / "test")
     with pytest.raises(EdgetlError, match=f"{loose / 'test'}: no class folders, so no labels; pass --data"):
         find_labelled(loose, ["digit_0"], split="test")
+
+
+def test_a_csv_for_the_imagenet_head_is_labelled_by_imagenet_names(hymenoptera: Path, tmp_path: Path) -> None:
+    from edgetl.data.imagenet import IMAGENET_CLASSES
+
+    photos = [p for cls in ("ants", "bees") for p in sorted((hymenoptera / "val" / cls).glob("*.jpg"))[:3]]
+    rows = _csv(tmp_path / "photos.csv", [(p, p.parent.name, None) for p in photos])
+    found = find_labelled(rows, IMAGENET_CLASSES)
+    assert found.paths == photos and [IMAGENET_CLASSES[i] for i in found.labels or []] == \
+        ["imagenet_310"] * 3 + ["imagenet_309"] * 3  # ant, bee: as parity maps ants/ and bees/ folders
