@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from edgetl.card import ModelCard
 from edgetl.cli import main
@@ -127,8 +128,8 @@ def test_data_changed_since_training_is_said_by_eval_and_by_a_resume(digits_data
     assert report.warning is not None and f"{flat} changed since {run} trained (train: " in report.warning
     assert "some of these images may be ones it trained on" in report.warning
     assert main(["info", str(run)]) == 0
-    assert f"{flat}: edgetl's 0.2 val split, seed 0; {len(split.train)} train, {len(split.val)} val images when it " \
-           "trained; changed since: train: " in " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert f"{flat}: edgetl's 0.2 val split, seed 0; {len(split.train)} train, {len(split.val)} val files listed " \
+           "when it trained; changed since: train: " in " ".join(capsys.readouterr().out.replace("│", " ").split())
     capsys.readouterr()
     fit(TrainConfig(**{**cfg, "epochs": 2, "resume": str(run)}), quiet=True)
     err = " ".join(capsys.readouterr().err.split())
@@ -138,7 +139,8 @@ def test_data_changed_since_training_is_said_by_eval_and_by_a_resume(digits_data
 
 
 def test_runs_are_found_from_any_folder_and_through_init(flat_run: tuple[Path, Path], tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     from edgetl.config import TrainConfig
     from edgetl.export.source import load_source
     from edgetl.train.fit import fit
@@ -147,7 +149,10 @@ def test_runs_are_found_from_any_folder_and_through_init(flat_run: tuple[Path, P
     monkeypatch.chdir(flat.parent)  # relative --data, --out and --init, as typed at a prompt
     cfg = TrainConfig(data=flat.name, out="child", model="test_resnet", img_size=32, epochs=1, lr=1e-2,
                       batch_size=32, seed=7, init=os.path.relpath(parent))
+    capsys.readouterr()
     child = fit(cfg, quiet=True).run_dir.resolve()
+    said = " ".join(capsys.readouterr().err.split())  # the parent trained on some of this run's val images
+    assert f"val images are training images of {parent}, whose weights this run starts from" in said
     source = load_source(child, None)[2]
     assert Path(source["path"]).is_absolute()  # the manifest finds the run from anywhere
     monkeypatch.chdir(tmp_path)
@@ -170,6 +175,19 @@ def test_runs_are_found_from_any_folder_and_through_init(flat_run: tuple[Path, P
     shutil.copytree(flat, moved / flat.name)
     copy = trained_on(moved / "child")
     assert copy is not None and copy.data == (moved / flat.name).resolve() and copy.changed is None
+    alone = tmp_path / "alone"  # the run copied alone, beside a folder of the same name holding other photos
+    shutil.copytree(child, alone / "child")
+    shutil.copytree(flat / "digit_0", alone / flat.name / "digit_0")
+    shutil.copytree(flat / "digit_1", alone / flat.name / "digit_1")
+    found = trained_on(alone / "child")
+    assert found is not None and found.data == flat.resolve()  # the files it trained on, not the name
+    look_alikes = tmp_path / "look_alikes"  # copies of its training photos under other names: still learnt
+    look_alikes.mkdir()
+    for s in scan_data(flat, seed=7).train[:4]:
+        shutil.copy(s.path, look_alikes / f"{s.path.parent.name}_{s.path.name}")
+    warning = trained.overlap(sorted(look_alikes.iterdir()))
+    assert warning is not None and warning.startswith("4 of these 4 images are training images (4 of them "
+                                                      f"byte-for-byte copies) of {child}")
 
 
 def test_export_reads_a_csv_and_names_no_flag_it_lacks(flat_run: tuple[Path, Path], digits_data: Path,
@@ -208,15 +226,18 @@ def test_a_changed_test_folder_is_no_change_to_what_val_scores(digits_data: Path
     shutil.copytree(digits_data, data)
     run = fit(TrainConfig(data=str(data), out=str(tmp_path / "run"), model="test_resnet", img_size=32, epochs=1,
                           batch_size=32), quiet=True).run_dir
-    extra = sorted((data / "test" / "digit_0").glob("*.png"))[0]
-    shutil.copy(extra, data / "test" / "digit_0" / "new.png")
+    with Image.open(sorted((data / "test" / "digit_0").glob("*.png"))[0]) as img:
+        new = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # a new photo: bytes no other file has
+    new.save(data / "test" / "digit_0" / "new.png")
     assert evaluate_artifact(run, data, device="cpu", progress=False).warning is None
     (data / "test" / "digit_0" / "new.png").unlink()
-    shutil.copy(extra, data / "train" / "digit_0" / "new.png")  # new photos for training: val is still held out
+    new.save(data / "train" / "digit_0" / "new.png")  # new photos for training: val is still held out
     assert evaluate_artifact(run, data, device="cpu", progress=False).warning is None
     shutil.move(sorted((data / "train" / "digit_1").glob("*.png"))[0], data / "val" / "digit_1")
     warning = evaluate_artifact(run, data, device="cpu", progress=False).warning  # a training photo moved to val
     assert warning is not None and f"{data} changed since {run} trained (train: " in warning
+    assert "photos moved between its splits may be among these" in warning
+    assert evaluate_artifact(run, data, device="cpu", progress=False, split="test").warning is None  # test: as was
     loose = tmp_path / "loose"
     shutil.copytree(data / "test" / "digit_0", loose / "test")
     with pytest.raises(EdgetlError, match=f"{loose / 'test'}: no class folders, so no labels; pass --data"):

@@ -50,8 +50,9 @@ def _accuracy(metrics: dict[str, Any], backend: str) -> str:
 def _trained_on(t: dict[str, Any]) -> str:
     """The data the run behind the artifact trained on, in one line: where, how split, how many, still so?"""
     counts = t.get("images") or {}
-    listed = ", ".join(f"{n} {name}" for name, n in counts.items() if n) if counts else "counts not recorded"
-    text = f"{t['data']}: {t['split']}; {listed} images when it trained"
+    listed = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+    text = f"{t['data']}: {t['split']}; " + (f"{listed} files listed when it trained" if listed
+                                               else "no split.json (a run from before edgetl recorded it)")
     if t.get("changed"):
         text += f"; changed since: {t['changed']}"
     if t.get("started_from"):

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[yellow]labels:[/yellow] {escape(report.note)}", highlight=False)
     for warning in (report.warning, report.trained_on):
         if warning:
-            console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
     if report.class_map:
         mapping = ", ".join(f"{folder} → {cls}" for folder, cls in report.class_map.items())
         console.print(f"labels: folders read as ImageNet classes ({mapping})", highlight=False)

@@ -43,36 +43,51 @@ class TrainedOn:
         return data.resolve() == self.data and self.splits is not None and self.splits.asked is not None
 
     @cached_property
-    def changed(self) -> str | None:
-        """How the data differs from when the run trained (its ``split.json``); None when it does not, or
-        when the run predates the record."""
+    def changed_splits(self) -> dict[str, str]:
+        """Split → how it differs from when the run trained (its ``split.json``), for the changes that can put a
+        training image among held-out ones; empty when none, or for a run that predates the record."""
         recorded = recorded_split(self.run)
         if recorded is None or self.splits is None:
-            return None
+            return {}
         return split_changes(recorded, split_digest(self.splits, self.data), self.splits.asked is not None)
+
+    @property
+    def changed(self) -> str | None:
+        return "; ".join(self.changed_splits.values()) or None
 
     @cached_property
     def training_files(self) -> set[Path]:
         return {s.path.resolve() for s in self.splits.train} if self.splits else set()
 
     def overlap(self, paths: list[Path]) -> str | None:
-        """A warning when some of ``paths`` are training images of this run or of a run it started from, or may
-        be (its data changed since and they lie in it); None when none are."""
+        """A warning when some of ``paths`` are training images (or byte-for-byte copies of one) of this run or
+        of a run it started from, or may be (its data changed since in a way that reaches them); else None."""
         resolved = [Path(p).resolve() for p in paths]
-        root = self.data if self.data.is_dir() else self.data.parent
-        out = []
-        if self.changed and any(p.is_relative_to(root) for p in resolved):
-            out.append(f"{self.data} changed since {self.run} trained ({self.changed}): its split, redone here, is "
-                       "not training's, so some of these images may be ones it trained on")
-        learnt = set().union(*(t.training_files for t in self.lineage))
-        n = sum(p in learnt for p in resolved)
-        if n:
-            runs = [f"{t.run}" + ("" if t is self else " (a run it started from)") for t in self.lineage
-                    if any(p in t.training_files for p in resolved)]
-            out.append(f"{n} of these {len(paths)} images are training images of {' and '.join(runs)}: the model "
-                       "has learnt them, so its accuracy and probabilities there read higher than on new photos; use "
-                       "images it has not trained on")
+        out = [self._changed_note()] if self.changed and self._reaches(resolved) else []
+        learnt = learnt_by(self.lineage, resolved)
+        if learnt.count:
+            out.append(f"{learnt.count} of these {len(paths)} images are training images{learnt.copies_note} of "
+                       f"{learnt.runs_text(self)}: the model has learnt them, so its accuracy and probabilities there "
+                       "read higher than on new photos; use images it has not trained on")
         return "; ".join(out) or None
+
+    def _reaches(self, resolved: list[Path]) -> bool:
+        """Whether a change can have reached these images: any in the data, where edgetl split it (the split
+        reshuffles); else only those in a held-out split that changed (photos moved in from train)."""
+        assert self.splits is not None  # changed implies it
+        if self.splits.asked is not None:
+            root = self.data if self.data.is_dir() else self.data.parent
+            return any(p.is_relative_to(root) for p in resolved)
+        touched = {s.path.resolve() for n in self.changed_splits if n != "train" for s in getattr(self.splits, n)}
+        return any(p in touched for p in resolved)
+
+    def _changed_note(self) -> str:
+        assert self.splits is not None
+        why = ("the val split redone here is not training's, so some of these images may be ones it trained on; "
+               "put the data back as it was, or judge on images it never saw") if self.splits.asked is not None \
+            else ("photos moved between its splits may be among these, and it trained on them; judge on images it "
+                  "never saw")
+        return f"{self.data} changed since {self.run} trained ({self.changed}): {why}"
 
     def describe(self) -> dict[str, Any]:
         """For ``edgetl info``: the data, how it was split, each split's count when the run trained, whether it
@@ -92,6 +107,60 @@ class TrainedOn:
         for parent in self.parents:
             out += [t for t in parent.lineage if t.run not in {o.run for o in out}]
         return out
+
+
+@dataclass
+class Learnt:
+    """Which of some images runs trained on: by path, or as byte-for-byte copies of a training file."""
+
+    by_run: dict[Path, int]  # run → images of its training set (paths or copies)
+    copies: int
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_run.values())
+
+    @property
+    def copies_note(self) -> str:
+        return f" ({self.copies} of them byte-for-byte copies)" if self.copies else ""
+
+    def runs_text(self, own: TrainedOn | None = None) -> str:
+        """The runs, those ``own`` (the run judged) started from marked so."""
+        return " and ".join(f"{run}" + ("" if own is None or run == own.run else " (a run it started from)")
+                            for run in self.by_run)
+
+
+def learnt_by(lineage: list[TrainedOn], resolved: list[Path]) -> Learnt:
+    """The images of ``resolved`` (absolute) that the runs of ``lineage`` trained on: the same files, or copies
+    (only files whose size matches a training file's are read, as training's own check does)."""
+    from edgetl.data.folder import Sample
+    from edgetl.data.overlap import copies_of
+
+    owner = {f: t.run for t in reversed(lineage) for f in t.training_files}  # the run itself wins a tie
+    by_run: dict[Path, int] = {}
+    rest = []
+    for p in resolved:
+        if p in owner:
+            by_run[owner[p]] = by_run.get(owner[p], 0) + 1
+        else:
+            rest.append(Sample(p, 0))
+    pairs = copies_of(rest, [Sample(f, 0) for f in owner]) if rest and owner else []
+    for _, seen in pairs:
+        by_run[owner[seen.path]] = by_run.get(owner[seen.path], 0) + 1
+    order = [t.run for t in lineage]
+    return Learnt(dict(sorted(by_run.items(), key=lambda kv: order.index(kv[0]))), len(pairs))
+
+
+def inherited_overlap(sources: list[str | None], val: list[Path]) -> str | None:
+    """At training's start: the val images that the ``--init``/``--weights`` run (or the runs it started from)
+    trained on, which would make val top-1, the best epoch and the temperature read high; None when none."""
+    lineage = [t for src in sources if src and (found := trained_on(src)) is not None for t in found.lineage]
+    learnt = learnt_by(lineage, [p.resolve() for p in val]) if lineage else None
+    if learnt is None or not learnt.count:
+        return None
+    return (f"{learnt.count} of the {len(val)} val images are training images{learnt.copies_note} of "
+            f"{learnt.runs_text()}, whose weights this run starts from: val top-1, the best epoch and the "
+            "temperature read high on them; validate on images none of these runs trained on")
 
 
 MAX_PARENTS = 8  # --init chains followed this deep: far past any real one, short of a loop
@@ -138,11 +207,23 @@ def locate_paths(run: Path, config: dict[str, Any]) -> dict[str, Any]:
         typed, found = config.get(key), where.get(key)
         if not isinstance(typed, str) or not isinstance(found, dict):
             continue
-        for candidate in (found.get("from_run"), found.get("absolute")):
-            if isinstance(candidate, str) and (run / candidate).exists():  # run / an absolute path is that path
-                out[key] = str((run / candidate).resolve())
-                break
+        order = ("from_run", "absolute") if key == "data" else ("absolute", "from_run")
+        there = list(dict.fromkeys(str((run / c).resolve()) for c in map(found.get, order)
+                                   if isinstance(c, str) and (run / c).exists()))  # run / an absolute path: itself
+        if len(there) > 1 and key == "data":  # a copied run: the data whose files are the ones it trained on
+            there = [d for d in there if _same_data(d, config, recorded)] or there[-1:]
+        if there:
+            out[key] = there[0]
     return out
+
+
+def _same_data(data: str, config: dict[str, Any], recorded: dict[str, Any]) -> bool:
+    """Whether ``data`` lists the files ``split.json`` recorded, split the same way."""
+    try:
+        now = split_digest(find_splits(data, config.get("val_split"), int(config.get("seed") or 0)), Path(data))
+    except (EdgetlError, TypeError, ValueError):
+        return False
+    return all(isinstance(recorded.get(n), dict) and recorded[n].get("sha256") == now[n]["sha256"] for n in now)
 
 
 def _source_run(folder: Path) -> Path | None:
@@ -177,7 +258,7 @@ def record_split(run: Path, paths: dict[str, str | None], digest: dict[str, dict
 
     before = recorded_split(run)
     if before is not None and isinstance(before.get("train"), dict):
-        return split_changes(before, digest, made)
+        return "; ".join(split_changes(before, digest, made).values()) or None
     here = run.resolve()
     where = {key: {"absolute": str(Path(p).resolve()), "from_run": os.path.relpath(Path(p).resolve(), here)}
              for key, p in paths.items() if p and Path(p).exists()}
@@ -185,10 +266,10 @@ def record_split(run: Path, paths: dict[str, str | None], digest: dict[str, dict
     return None
 
 
-def split_changes(recorded: dict[str, Any], now: dict[str, dict[str, int | str]], made: bool) -> str | None:
-    """"train: 112 files then, 118 now; …", or None when no change can have put a training image among the
-    held-out ones: where edgetl split val off train (``made``), any change to either reshuffles both; where the
-    data names its splits, train and val (or test) changing together (files moved between them) can."""
+def split_changes(recorded: dict[str, Any], now: dict[str, dict[str, int | str]], made: bool) -> dict[str, str]:
+    """{"train": "train: 112 files then, 118 now", …}, empty when no change can have put a training image among
+    the held-out ones: where edgetl split val off train (``made``), any change to either reshuffles both; where
+    the data names its splits, train and val (or test) changing together (files moved between them) can."""
     changed = {}
     for name in ("train", "val", "test"):
         old, new = recorded.get(name), now[name]
@@ -198,7 +279,7 @@ def split_changes(recorded: dict[str, Any], now: dict[str, dict[str, int | str]]
                              else f"{name}: as many files, not the same ones")
     mixed = [n for n in ("train", "val") if n in changed] if made else \
         list(changed) if "train" in changed and len(changed) > 1 else []
-    return "; ".join(changed[n] for n in mixed) or None
+    return {n: changed[n] for n in mixed}
 
 
 def recorded_split(run: Path) -> dict[str, Any] | None:

@@ -32,7 +32,7 @@ from edgetl.data.dataset import ImageDataset, class_counts, make_loader, set_epo
 from edgetl.data.folder import report_skipped
 from edgetl.data.overlap import overlap_warnings
 from edgetl.data.splits import DataSplit, scan_data, split_warnings
-from edgetl.data.trained_on import SPLIT_FILE, record_split
+from edgetl.data.trained_on import SPLIT_FILE, inherited_overlap, record_split
 from edgetl.data.transforms import eval_transform, train_transform
 from edgetl.errors import INTERRUPTED_BEFORE_START, EdgetlError, Interrupted, class_difference, warn
 from edgetl.io import dir_lock, ensure_writable_dir
@@ -108,7 +108,9 @@ class Trainer:
         self.card = self._card()
         torch.manual_seed(cfg.seed)
         if self.dist.is_main and not cfg.resume:  # said when the run started; on stderr, --quiet or not
-            for warning in [*config_warnings(cfg), *split_warnings(self.split), *overlap_warnings(self.split)]:
+            inherited = inherited_overlap([cfg.init, cfg.weights], [s.path for s in self.split.val])
+            for warning in [*config_warnings(cfg), *split_warnings(self.split), *overlap_warnings(self.split),
+                            *([inherited] if inherited else [])]:
                 Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         self.settings = _settings(cfg, self.dist)
         self.model = self._model()
