@@ -339,7 +339,10 @@ class Trainer:
                      f"(on {self.card.extra[REFIT_KEY].get('images', '?')} images); the line above is training's fit")
 
     def close(self) -> None:
+        import gc
+
         self.ddp_model = self.model  # DDP's reducer must go before its process group does
+        gc.collect()  # and with it any gloo work still holding tensors, which aborts the process if freed at exit
         self.dist.close()
 
     def interrupted(self) -> None:
