@@ -127,6 +127,10 @@ def test_data_changed_since_training_is_said_by_eval_and_by_a_resume(digits_data
     report = evaluate_artifact(run, flat, device="cpu", progress=False)
     assert report.warning is not None and f"{flat} changed since {run} trained (train: " in report.warning
     assert "some of these images may be ones it trained on" in report.warning
+    outside = tmp_path / "outside"  # copies of the whole folder elsewhere: the change reaches them too
+    shutil.copytree(flat, outside)
+    warning = find_labelled(outside, ModelCard.load(run / "model.json").classes, trained=trained_on(run)).warning
+    assert warning is not None and f"{flat} changed since {run} trained" in warning
     assert main(["info", str(run)]) == 0
     assert f"{flat}: edgetl's 0.2 val split, seed 0; {len(split.train)} train, {len(split.val)} val files listed " \
            "when it trained; changed since: train: " in " ".join(capsys.readouterr().out.replace("│", " ").split())
@@ -175,6 +179,14 @@ def test_runs_are_found_from_any_folder_and_through_init(flat_run: tuple[Path, P
     shutil.copytree(flat, moved / flat.name)
     copy = trained_on(moved / "child")
     assert copy is not None and copy.data == (moved / flat.name).resolve() and copy.changed is None
+    with Image.open(next((moved / flat.name / "digit_0").iterdir())) as img:
+        img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(moved / flat.name / "digit_0" / "new.png")
+    copy = trained_on(moved / "child")  # the copy changed: alone, the original's files match the record
+    assert copy is not None and copy.data == flat.resolve()
+    found = find_labelled(moved / flat.name, card.classes, trained=copy)  # but judged on the copy, it is the data
+    assert "val split edgetl made" in found.source and found.warning is not None
+    assert found.warning.startswith(f"{(moved / flat.name).resolve()} changed since {(moved / 'child').resolve()} "
+                                    "trained (train: ")
     alone = tmp_path / "alone"  # the run copied alone, beside a folder of the same name holding other photos
     shutil.copytree(child, alone / "child")
     shutil.copytree(flat / "digit_0", alone / flat.name / "digit_0")

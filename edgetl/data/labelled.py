@@ -47,6 +47,7 @@ def find_labelled(data: Path, classes: list[str], limit: int | None = None, seed
     """
     if split not in SPLITS:
         raise EdgetlError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    trained = trained.for_data(data) if trained is not None else None
     if not data.exists():
         raise EdgetlError(f"{data}: not found; pass a folder of images (DIR/<class>/… for accuracy) or a "
                           "path,label CSV")

@@ -9,6 +9,7 @@ find the val images edgetl split off a folder or a CSV by redoing training's see
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +30,15 @@ class TrainedOn:
     val_split: float | None
     seed: int
     parents: tuple[TrainedOn, ...] = ()  # --init / --weights runs: their training images are learnt too
+    others: tuple[Path, ...] = ()  # where else split.json places the data (a copy beside a copied run)
+
+    def for_data(self, data: Path) -> TrainedOn:
+        """This run, taking ``data`` as its data when it is one of the places ``split.json`` records (a run
+        copied with its data, judged on that copy, even after the copy changed)."""
+        here = data.resolve()
+        if here not in self.others:
+            return self
+        return dataclasses.replace(self, data=here, others=tuple(o for o in (self.data, *self.others) if o != here))
 
     @cached_property
     def splits(self) -> Found | None:
@@ -73,13 +83,22 @@ class TrainedOn:
 
     def _reaches(self, resolved: list[Path]) -> bool:
         """Whether a change can have reached these images: any in the data, where edgetl split it (the split
-        reshuffles); else only those in a held-out split that changed (photos moved in from train)."""
+        reshuffles); else those in a held-out split that changed (photos moved in from train); and, either way,
+        copies of the held-out files that may have been training's."""
+        from edgetl.data.folder import Sample
+        from edgetl.data.overlap import copies_of
+
         assert self.splits is not None  # changed implies it
         if self.splits.asked is not None:
             root = self.data if self.data.is_dir() else self.data.parent
-            return any(p.is_relative_to(root) for p in resolved)
-        touched = {s.path.resolve() for n in self.changed_splits if n != "train" for s in getattr(self.splits, n)}
-        return any(p in touched for p in resolved)
+            if any(p.is_relative_to(root) for p in resolved):
+                return True
+            held = self.splits.val
+        else:
+            held = [s for n in self.changed_splits if n != "train" for s in getattr(self.splits, n)]
+            if any(p in {s.path.resolve() for s in held} for p in resolved):
+                return True
+        return bool(copies_of([Sample(p, 0) for p in resolved], [Sample(s.path.resolve(), 0) for s in held]))
 
     def _changed_note(self) -> str:
         assert self.splits is not None
@@ -151,16 +170,22 @@ def learnt_by(lineage: list[TrainedOn], resolved: list[Path]) -> Learnt:
     return Learnt(dict(sorted(by_run.items(), key=lambda kv: order.index(kv[0]))), len(pairs))
 
 
-def inherited_overlap(sources: list[str | None], val: list[Path]) -> str | None:
-    """At training's start: the val images that the ``--init``/``--weights`` run (or the runs it started from)
-    trained on, which would make val top-1, the best epoch and the temperature read high; None when none."""
+INHERITED_EFFECT = {"val": "val top-1, the best epoch and the temperature read high on them",
+                    "test": "test top-1 reads high on them"}
+
+
+def inherited_overlap(sources: list[str | None], held: dict[str, list[Path]]) -> list[str]:
+    """At training's start, per held-out split (val, test): its images that the ``--init``/``--weights`` run (or
+    the runs it started from) trained on, which make that split's figures read high."""
     lineage = [t for src in sources if src and (found := trained_on(src)) is not None for t in found.lineage]
-    learnt = learnt_by(lineage, [p.resolve() for p in val]) if lineage else None
-    if learnt is None or not learnt.count:
-        return None
-    return (f"{learnt.count} of the {len(val)} val images are training images{learnt.copies_note} of "
-            f"{learnt.runs_text()}, whose weights this run starts from: val top-1, the best epoch and the "
-            "temperature read high on them; validate on images none of these runs trained on")
+    out = []
+    for name, paths in held.items():
+        learnt = learnt_by(lineage, [p.resolve() for p in paths]) if lineage and paths else None
+        if learnt is not None and learnt.count:
+            out.append(f"{learnt.count} of the {len(paths)} {name} images are training images{learnt.copies_note} "
+                       f"of {learnt.runs_text()}, whose weights this run starts from: {INHERITED_EFFECT[name]}; "
+                       f"hold out images none of these runs trained on")
+    return out
 
 
 MAX_PARENTS = 8  # --init chains followed this deep: far past any real one, short of a loop
@@ -186,11 +211,12 @@ def trained_on(artifact: str | Path, depth: int = 0) -> TrainedOn | None:
     data = config.get("data")
     if not data or not Path(str(data)).exists():
         return None
+    others = tuple(Path(p) for p in _places(run, recorded_split(run) or {}, "data") if p != str(data))
     parents = tuple(t for key in ("init", "weights") if config.get(key) and depth < MAX_PARENTS
                     and (t := trained_on(str(config[key]), depth + 1)) is not None and t.run != run)
     val_split, seed = config.get("val_split"), config.get("seed", 0)
     return TrainedOn(run, Path(str(data)).resolve(), float(val_split) if val_split is not None else None,
-                     int(seed) if isinstance(seed, int) else 0, parents)
+                     int(seed) if isinstance(seed, int) else 0, parents, others)
 
 
 PATH_KEYS = ("data", "init", "weights")  # config.yaml keeps them as typed: relative to where training ran
@@ -200,21 +226,26 @@ def locate_paths(run: Path, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with its paths as ``split.json`` recorded them: from the run (so a run copied or moved with its
     data finds that data), else where they were (the run alone moved); as typed for a run without the record."""
     recorded = recorded_split(run) or {}
-    where = recorded.get("paths")
-    where = where if isinstance(where, dict) else {}
     out = dict(config)
     for key in PATH_KEYS:
-        typed, found = config.get(key), where.get(key)
-        if not isinstance(typed, str) or not isinstance(found, dict):
-            continue
-        order = ("from_run", "absolute") if key == "data" else ("absolute", "from_run")
-        there = list(dict.fromkeys(str((run / c).resolve()) for c in map(found.get, order)
-                                   if isinstance(c, str) and (run / c).exists()))  # run / an absolute path: itself
+        there = _places(run, recorded, key) if isinstance(config.get(key), str) else []
         if len(there) > 1 and key == "data":  # a copied run: the data whose files are the ones it trained on
             there = [d for d in there if _same_data(d, config, recorded)] or there[-1:]
         if there:
             out[key] = there[0]
     return out
+
+
+def _places(run: Path, recorded: dict[str, Any], key: str) -> list[str]:
+    """The existing places ``split.json`` records for ``key``, resolved: data from the run first (moved with it),
+    a parent run where it was first."""
+    where = recorded.get("paths")
+    found = where.get(key) if isinstance(where, dict) else None
+    if not isinstance(found, dict):
+        return []
+    order = ("from_run", "absolute") if key == "data" else ("absolute", "from_run")
+    return list(dict.fromkeys(str((run / c).resolve()) for c in map(found.get, order)
+                              if isinstance(c, str) and (run / c).exists()))  # run / an absolute path: itself
 
 
 def _same_data(data: str, config: dict[str, Any], recorded: dict[str, Any]) -> bool:

@@ -107,13 +107,13 @@ class Trainer:
         self.num_classes = len(self.split.classes)
         self.card = self._card()
         torch.manual_seed(cfg.seed)
-        if self.dist.is_main and not cfg.resume:  # said when the run started; on stderr, --quiet or not
-            inherited = inherited_overlap([cfg.init, cfg.weights], [s.path for s in self.split.val])
-            for warning in [*config_warnings(cfg), *split_warnings(self.split), *overlap_warnings(self.split),
-                            *([inherited] if inherited else [])]:
-                Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         self.settings = _settings(cfg, self.dist)
-        self.model = self._model()
+        self.model = self._model()  # before the warnings: a bad --init or --weights fails first
+        if self.dist.is_main and not cfg.resume:  # said when the run started; on stderr, --quiet or not
+            held = {"val": [s.path for s in self.split.val], "test": [s.path for s in self.split.test]}
+            for warning in [*config_warnings(cfg), *split_warnings(self.split), *overlap_warnings(self.split),
+                            *inherited_overlap([cfg.init, cfg.weights], held)]:
+                warn(warning)
         self.num_stages = len(stage_param_names(self.model))
         trainable_stages(cfg.strategy, self.num_stages, 0, cfg.unfreeze, cfg.unfreeze_every)  # bad --unfreeze: now
         counts = class_counts(self.split.train, self.num_classes)
